@@ -1,0 +1,62 @@
+"""Regenerate docs/benchmarks.md: every benchmark side by side, in one run.
+
+Run: ``make bench`` (or ``python benchmarks/run_all.py --out docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_kernels  # noqa: E402
+import bench_train  # noqa: E402
+
+from fastdnc.io import atomic_write_text  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="docs/benchmarks.md")
+    a = ap.parse_args()
+    cpu = platform.processor() or platform.machine()
+    text = f"""# Benchmarks
+
+Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`).
+Numbers are **ratios** measured side by side in one run (the machines are noisy), plus the fraction
+of the measured matmul roofline (one 1024² `torch.matmul` in the same dtype, same run).
+This run: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}.
+No GPU figure is reported: none was measured on a GPU.
+
+## Training throughput (`benchmarks/bench_train.py`)
+
+Deep UFM with K=4, d=64, n=10, L=5, full-batch GD, no logging. fastdnc's trainer uses hand-written
+backpropagation (no autograd graph) and fused `torch._foreach` updates; the baseline is
+`loss().backward()` plus `torch.optim.SGD`.
+
+{bench_train.run()}
+
+At these sizes one step is ~15 GEMMs of 64×64×40: each is too small to reach the matmul peak, so
+the fraction of peak is low for every implementation; the ratio is what the trainer controls.
+
+## Batched two-sided product (`benchmarks/bench_kernels.py`)
+
+Y_j = O V_j I (the product of a Kronecker operator O ⊗ I with a batch of matrices). The `torch`
+backend is two batched BLAS GEMMs; `cpp` is the C++/OpenMP register-tiled kernel of `csrc/`.
+
+{bench_kernels.run()}
+
+`backend="auto"` therefore picks `torch` for this generic kernel on CPU (rule in
+`fastdnc/kernels/dispatch.py`). The C++ kernel is the fused base on which the structured
+layer-Hessian kernels build; it does not beat MKL/OpenBLAS on a plain dense product.
+"""
+    atomic_write_text(a.out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

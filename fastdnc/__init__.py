@@ -1,0 +1,24 @@
+"""fastdnc: curvature, spectra and deep neural collapse of deep unconstrained feature models.
+
+Public API (re-exports only). Conventions: layers are numbered as in the paper (``layer=l`` is
+``W_l = model.weights[l-1]``), flat vectors are the row-major vec of each block, concatenated in
+the order ``W_1..W_L`` (biases after their weight, for MLP heads), then ``H_1``.
+"""
+
+from . import theory
+from .collapse import CollapseReport, collapse_metrics
+from .models import DeepUFM, MLPHead
+from .train import History, NonFiniteError, load_checkpoint, train
+
+__all__ = [
+    "CollapseReport",
+    "DeepUFM",
+    "History",
+    "MLPHead",
+    "NonFiniteError",
+    "collapse_metrics",
+    "load_checkpoint",
+    "theory",
+    "train",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,136 @@
+"""Autograd oracles: dense Hessians, HVPs and gradients straight from ``torch.autograd``/``torch.func``.
+
+These are slow on purpose (they materialise what the fast operators never do) and exist to check
+every operator of the package; users can import them to check their own code. They work for any
+:class:`~fastdnc.models.LayeredModel` (:class:`~fastdnc.models.DeepUFM`, :class:`~fastdnc.models.MLPHead`).
+
+Flat vectors follow the package convention: the row-major vec (``reshape(-1)``) of each block of
+``model.parameter_blocks(include_features)`` (``W_1[, b_1], …, W_L[, b_L]``, then ``H_1``),
+concatenated. The oracles compute in the model's dtype: build the model in float64 for tight checks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import hessian as _func_hessian
+from torch.func import jvp, vjp
+
+from ..models import LayeredModel
+
+
+def _flat_params(model: LayeredModel, include_features: bool) -> tuple[torch.Tensor, list[torch.Size]]:
+    blocks = [t.detach() for _, t in model.parameter_blocks(include_features)]
+    return torch.cat([b.reshape(-1) for b in blocks]), [b.shape for b in blocks]
+
+
+def _unflatten(theta: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    out, i = [], 0
+    for s in shapes:
+        n = s.numel()
+        out.append(theta[i : i + n].reshape(s))
+        i += n
+    return out
+
+
+def _flat_loss(model: LayeredModel, include_features: bool, decay: bool, fit_only: bool = False):
+    _, shapes = _flat_params(model, include_features)
+
+    def f(theta: torch.Tensor) -> torch.Tensor:
+        return model.functional_loss(_unflatten(theta, shapes), include_features, decay=decay and not fit_only)
+
+    return f
+
+
+def _block_loss(model: LayeredModel, name: str, decay: bool):
+    """Loss as a function of one block (the others fixed at their current values)."""
+    blocks = model.parameter_blocks(include_features=model.features_trainable)
+    names = [n for n, _ in blocks]
+    if name not in names:
+        raise ValueError(f"unknown block {name!r}; blocks are {names}")
+    idx = names.index(name)
+    fixed = [t.detach() for _, t in blocks]
+    shape = fixed[idx].shape
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        params = list(fixed)
+        params[idx] = x.reshape(shape)
+        return model.functional_loss(params, include_features=model.features_trainable, decay=decay)
+
+    return f, fixed[idx].reshape(-1)
+
+
+def num_parameters(model: LayeredModel, include_features: bool = False) -> int:
+    """Length P of the flat parameter vector."""
+    return sum(t.numel() for _, t in model.parameter_blocks(include_features))
+
+
+def dense_hessian(model: LayeredModel, include_features: bool = False, decay: bool = True) -> torch.Tensor:
+    """The full (P × P) Hessian of the loss by ``torch.func.hessian`` (forward-over-reverse).
+
+    ``decay=False`` gives the Hessian of the fit term alone.
+    """
+    theta, _ = _flat_params(model, include_features)
+    return _func_hessian(_flat_loss(model, include_features, decay))(theta)
+
+
+def dense_layer_hessian(model: LayeredModel, layer: int, decay: bool = False) -> torch.Tensor:
+    """The (P_l × P_l) Hessian with respect to ``W_l`` alone, P_l = d_out·d_in (row-major vec).
+
+    ``decay=False`` (default) is the paper's :math:`\\mathrm{Hess}_l`, the fit term only.
+    """
+    if not 1 <= layer <= model.depth:
+        raise ValueError(f"layer must be in 1..{model.depth}, got {layer}")
+    f, x = _block_loss(model, f"W_{layer}", decay)
+    return _func_hessian(f)(x)
+
+
+def dense_feature_hessian(model: LayeredModel, decay: bool = False) -> torch.Tensor:
+    """The (dN × dN) Hessian with respect to the UFM features ``H_1`` alone (row-major vec)."""
+    if not model.features_trainable:
+        raise ValueError("this model's features are a fixed input, not a parameter")
+    f, x = _block_loss(model, "H_1", decay)
+    return _func_hessian(f)(x)
+
+
+def _check_vector(v: torch.Tensor, p: int, dtype: torch.dtype) -> None:
+    if v.shape != (p,):
+        raise ValueError(f"vector must have shape ({p},), got {tuple(v.shape)}")
+    if v.dtype != dtype:
+        raise TypeError(f"vector has dtype {v.dtype}, the model {dtype}")
+
+
+def hvp_double_backward(
+    model: LayeredModel, v: torch.Tensor, include_features: bool = False, decay: bool = True
+) -> torch.Tensor:
+    """Hessian-vector product by reverse-over-reverse (``autograd.grad`` with ``create_graph``)."""
+    theta, _ = _flat_params(model, include_features)
+    _check_vector(v, theta.numel(), theta.dtype)
+    theta = theta.clone().requires_grad_(True)
+    with torch.enable_grad():
+        g = torch.autograd.grad(_flat_loss(model, include_features, decay)(theta), theta, create_graph=True)[0]
+        return torch.autograd.grad(g, theta, v)[0].detach()
+
+
+def hvp_jvp_grad(
+    model: LayeredModel, v: torch.Tensor, include_features: bool = False, decay: bool = True
+) -> torch.Tensor:
+    """Hessian-vector product by forward-over-reverse (``torch.func.jvp`` of ``grad``)."""
+    theta, _ = _flat_params(model, include_features)
+    _check_vector(v, theta.numel(), theta.dtype)
+    grad_f = torch.func.grad(_flat_loss(model, include_features, decay))
+    return jvp(grad_f, (theta,), (v,))[1]
+
+
+def fit_gradient(model: LayeredModel, include_features: bool = False) -> torch.Tensor:
+    """Flat gradient of the **fit term** :math:`\\tilde g` (no decay) by autograd."""
+    theta, _ = _flat_params(model, include_features)
+    _, g = vjp(_flat_loss(model, include_features, decay=False), theta)
+    return g(torch.ones((), dtype=theta.dtype, device=theta.device))[0]
+
+
+def layer_fit_gradient(model: LayeredModel, layer: int) -> torch.Tensor:
+    """Gradient of the fit term with respect to ``W_l`` (row-major vec), :math:`\\tilde g^{(l)}`."""
+    if not 1 <= layer <= model.depth:
+        raise ValueError(f"layer must be in 1..{model.depth}, got {layer}")
+    f, x = _block_loss(model, f"W_{layer}", decay=False)
+    return torch.func.grad(f)(x)

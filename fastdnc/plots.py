@@ -1,0 +1,97 @@
+"""Figures (matplotlib, headless Agg backend), saved atomically as PNG.
+
+Every figure has labelled axes, a legend when it has several lines, and log scales where the
+quantity spans decades.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .io import atomic_write_bytes  # noqa: E402
+from .train import History  # noqa: E402
+
+
+def save(fig, path: str | os.PathLike, dpi: int = 130) -> str:
+    """Write ``fig`` to ``path`` atomically as PNG and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)
+
+
+def _positive(xs: Sequence[float | None], ys: Sequence[float | None]) -> tuple[list[float], list[float]]:
+    """Pairs with x > 0 and finite y > 0 (what a log-log axis can show)."""
+    pts = [(x, y) for x, y in zip(xs, ys) if x and y is not None and math.isfinite(y) and y > 0]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt.Figure:
+    """Loss terms against the step (log-log); with ``optimal_loss``, the gap to the optimum too."""
+    fig, axes = plt.subplots(1, 2 if optimal_loss is not None else 1, figsize=(11 if optimal_loss else 5.5, 4))
+    axes = list(axes) if optimal_loss is not None else [axes]
+    ax = axes[0]
+    for key, label in (("loss", "total loss"), ("fit_loss", "fit term"), ("reg_loss", "decay term")):
+        if key in history:
+            ax.plot(*_positive(history.steps, history[key]), label=label)
+    if optimal_loss is not None:
+        ax.axhline(optimal_loss, color="k", ls="--", lw=1, label=f"theory optimum {optimal_loss:.4g}")
+    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="loss", title=title)
+    ax.legend()
+    if optimal_loss is not None:
+        gap = [None if v is None else v - optimal_loss for v in history["loss"]]
+        axes[1].plot(*_positive(history.steps, gap), color="C3")
+        axes[1].set(xscale="log", yscale="log", xlabel="step", ylabel=r"loss $-$ optimal loss",
+                    title="distance to the closed-form optimum")
+    for a in axes:
+        a.grid(True, which="major", alpha=0.3)
+    return fig
+
+
+def metrics_figure(history: History, metrics: Sequence[tuple[str, str]], depth: int, title: str) -> plt.Figure:
+    """One panel per metric (log-log against the step), one line per layer ``<metric>/l<l>``."""
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, metrics):
+        for l in range(1, depth + 2):
+            name = f"{key}/l{l}"
+            if name in history:
+                xs, ys = _positive(history.steps, history[name])
+                if xs:
+                    ax.plot(xs, ys, label=f"layer {l}" if l <= depth else "output Z")
+        ax.set(xscale="log", yscale="log", xlabel="step", ylabel=label)
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def singular_values_figure(
+    singular_values: Sequence[Sequence[float]], predicted: Sequence[float] | None, title: str
+) -> plt.Figure:
+    """Singular values of each W_l (log scale), with the predicted common value of the top K."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for l, sv in enumerate(singular_values, start=1):
+        ax.plot(range(1, len(sv) + 1), [max(s, 1e-300) for s in sv], "o-", ms=3, label=f"$W_{{{l}}}$")
+        if predicted is not None:
+            ax.axhline(predicted[l - 1], color=f"C{l - 1}", ls="--", lw=0.8)
+    ax.set(yscale="log", xlabel="index", ylabel="singular value", title=title)
+    if predicted is not None:
+        ax.plot([], [], "k--", lw=0.8, label="theory $s_l$")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    return fig

@@ -1,0 +1,448 @@
+"""Training of UFMs and MLP heads: optimisers, schedules, history, checkpoints, resume.
+
+Design choices:
+
+* **Fast steps.** Layered models (:class:`~fastdnc.models.DeepUFM`, :class:`~fastdnc.models.MLPHead`)
+  supply exact gradients by hand-written backpropagation (``loss_and_gradients``), and the
+  optimisers update the parameters in place with fused ``torch._foreach`` ops, so a step is a few
+  matmuls and no autograd graph. Any other module with a ``loss()`` method trains through autograd.
+* **Step semantics.** "Step t" is the state after t updates: the history records step 0 (the
+  initialisation) and step ``steps`` (the end). The default logging schedule is log-spaced.
+* **Checkpoints** hold the parameters, the optimiser state, the RNG state of the mini-batch
+  sampler, the history and the step, and are written atomically (:mod:`fastdnc.io`). Resuming
+  from one yields bit-for-bit the parameters of an uninterrupted run (tested with a SIGKILL).
+* **Non-finite values** (NaN/Inf in the loss, hence in a parameter or the output) stop training
+  with :class:`NonFiniteError` naming the step; no checkpoint is written after it, so the last
+  good one stays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .io import atomic_torch_save, atomic_write_json
+
+Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised when the loss (hence a parameter or the output) becomes NaN or Inf."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules: lr(step) = base_lr * factor(step, total)
+
+
+def lr_factor(schedule: str | Callable[[int], float] | None, step: int, total: int, **kw: float) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total``.
+
+    ``None``/``"constant"``: 1. ``"cosine"``: :math:`\\tfrac12(1+\\cos(\\pi t/T))`, floored at
+    ``min_factor``. ``"linear"``: linear decay to ``min_factor``. ``"step"``: multiplied by
+    ``gamma`` (0.1) at each of ``milestones`` (fractions of T, default 0.5 and 0.75).
+    ``"exponential"``: ``gamma ** t``. ``warmup`` (a number of steps) ramps linearly from 0 first.
+    A callable receives the step and returns the factor.
+    """
+    warmup = int(kw.get("warmup", 0))
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if callable(schedule):
+        return float(schedule(step))
+    t = (step - warmup) / max(total - warmup, 1)
+    lo = float(kw.get("min_factor", 0.0))
+    if schedule in (None, "constant"):
+        return 1.0
+    if schedule == "cosine":
+        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
+    if schedule == "linear":
+        return lo + (1 - lo) * (1 - t)
+    if schedule == "step":
+        gamma = float(kw.get("gamma", 0.1))
+        return gamma ** sum(t >= m for m in kw.get("milestones", (0.5, 0.75)))
+    if schedule == "exponential":
+        return float(kw.get("gamma", 0.9999)) ** step
+    raise ValueError(f"unknown schedule {schedule!r}; use constant, cosine, linear, step, exponential or a callable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisers acting in place on lists of tensors
+
+
+class Optimizer:
+    """In-place optimiser on a list of tensors; ``state_dict`` round-trips exactly."""
+
+    name = "gd"
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self.params = params
+        self.state: dict[str, Any] = {"t": 0}
+
+    def step(self, grads: list[torch.Tensor], lr: float) -> None:
+        """Plain gradient descent: :math:`\\theta \\leftarrow \\theta - \\eta g`."""
+        torch._foreach_add_(self.params, grads, alpha=-lr)
+        self.state["t"] += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if sd["name"] != self.name:
+            raise ValueError(f"checkpoint was written with optimizer {sd['name']!r}, not {self.name!r}")
+        self.state = sd["state"]
+
+
+class SGD(Optimizer):
+    """Heavy-ball momentum (PyTorch's convention: ``buf = μ·buf + g``, first ``buf = g``),
+    optionally Nesterov."""
+
+    name = "sgd"
+
+    def __init__(self, params: list[torch.Tensor], momentum: float = 0.9, nesterov: bool = False) -> None:
+        super().__init__(params)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum, self.nesterov = momentum, nesterov
+
+    def step(self, grads: list[torch.Tensor], lr: float) -> None:
+        bufs = self.state.get("buf")
+        if bufs is None:
+            bufs = self.state["buf"] = [g.clone() for g in grads]
+        else:
+            torch._foreach_mul_(bufs, self.momentum)
+            torch._foreach_add_(bufs, grads)
+        direction = torch._foreach_add(grads, bufs, alpha=self.momentum) if self.nesterov else bufs
+        torch._foreach_add_(self.params, direction, alpha=-lr)
+        self.state["t"] += 1
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba)."""
+
+    name = "adam"
+
+    def __init__(self, params: list[torch.Tensor], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        super().__init__(params)
+        self.betas, self.eps = betas, eps
+        self.state.update(m=[torch.zeros_like(p) for p in params], v=[torch.zeros_like(p) for p in params])
+
+    def step(self, grads: list[torch.Tensor], lr: float) -> None:
+        b1, b2 = self.betas
+        t = self.state["t"] = self.state["t"] + 1
+        m, v = self.state["m"], self.state["v"]
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, math.sqrt(1 - b2**t))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(self.params, m, denom, value=-lr / (1 - b1**t))
+
+
+def make_optimizer(name: str, params: list[torch.Tensor], **kw: Any) -> Optimizer:
+    """``"gd"`` (default), ``"sgd"`` (momentum, nesterov) or ``"adam"`` (betas, eps)."""
+    if name == "gd":
+        return Optimizer(params)
+    if name == "sgd":
+        return SGD(params, momentum=kw.get("momentum", 0.9), nesterov=kw.get("nesterov", False))
+    if name == "adam":
+        return Adam(params, betas=kw.get("betas", (0.9, 0.999)), eps=kw.get("eps", 1e-8))
+    raise ValueError(f"unknown optimizer {name!r}; use 'gd', 'sgd' or 'adam'")
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+
+
+class History:
+    """Metrics logged during training: ``history["loss"]`` is aligned with ``history.steps``.
+
+    A metric absent at some logged step holds ``None`` there.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.records: dict[str, list[Any]] = {}
+
+    def append(self, step: int, values: dict[str, Any]) -> None:
+        for key in values:
+            if key not in self.records:
+                self.records[key] = [None] * len(self.steps)
+        self.steps.append(int(step))
+        for key, column in self.records.items():
+            column.append(values.get(key))
+
+    def __getitem__(self, key: str) -> list[Any]:
+        if key == "step":
+            return self.steps
+        if key not in self.records:
+            raise KeyError(f"no metric {key!r}; logged: {sorted(self.records)}")
+        return self.records[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key == "step" or key in self.records
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def keys(self) -> list[str]:
+        return list(self.records)
+
+    def last(self, key: str) -> Any:
+        return self[key][-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.steps, **self.records}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        h = cls()
+        h.steps = list(d["step"])
+        h.records = {k: list(v) for k, v in d.items() if k != "step"}
+        return h
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomically write the history as JSON."""
+        atomic_write_json(path, self.to_dict())
+
+
+def log_steps(total: int, per_decade: int = 24) -> list[int]:
+    """Log-spaced steps in [0, total]: 0, 1, 2, …, then about ``per_decade`` per decade, and total."""
+    if total <= 0:
+        return [0]
+    pts = {0, total}
+    n = max(2, int(per_decade * math.log10(total + 1)) + 1)
+    for i in range(n + 1):
+        pts.add(int(round((total + 1) ** (i / n))) - 1)
+    return sorted(p for p in pts if 0 <= p <= total)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class _Batch:
+    """Mini-batch sampler over the N samples with its own seeded generator."""
+
+    n: int
+    size: int | None
+    generator: torch.Generator
+
+    def next(self, device: torch.device) -> torch.Tensor | None:
+        if self.size is None or self.size >= self.n:
+            return None
+        idx = torch.randperm(self.n, generator=self.generator)[: self.size]
+        return idx.sort().values.to(device)
+
+
+def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None):
+    if hasattr(model, "loss_and_gradients"):
+        lg = model.loss_and_gradients(columns=columns)
+        return lg.loss, lg.fit, lg.reg, lg.gradients
+    if columns is not None:
+        raise ValueError("batch_size needs a model with loss_and_gradients (DeepUFM or MLPHead)")
+    with torch.enable_grad():
+        loss = model.loss()
+        grads = list(torch.autograd.grad(loss, params))
+    return loss.detach(), None, None, grads
+
+
+def _params_of(model: torch.nn.Module) -> list[torch.Tensor]:
+    if hasattr(model, "trainable_blocks"):
+        return [t for _, t in model.trainable_blocks()]
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train(
+    model: torch.nn.Module,
+    steps: int,
+    lr: float = 0.1,
+    *,
+    optimizer: str = "gd",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    batch_size: int | None = None,
+    schedule: str | Callable[[int], float] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    log_at: Iterable[int] | int | None = None,
+    callbacks: Sequence[Callback] = (),
+    collapse: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    seed: int = 0,
+    check_finite_every: int = 1,
+    progress: bool | None = None,
+) -> History:
+    """Train ``model`` in place and return its :class:`History`.
+
+    Args:
+        model: a :class:`~fastdnc.models.DeepUFM` / :class:`~fastdnc.models.MLPHead`, or any module
+            with a ``loss()`` method (trained through autograd).
+        steps: number of updates.
+        lr: base learning rate (times the schedule's factor).
+        optimizer: ``"gd"`` (full-batch gradient descent, the paper's), ``"sgd"`` (momentum,
+            optional ``nesterov`` and ``batch_size``) or ``"adam"``.
+        batch_size: samples per step (mini-batches drawn without replacement from a generator
+            seeded with ``seed``); ``None`` is full batch.
+        schedule, schedule_kwargs: learning-rate schedule, see :func:`lr_factor`.
+        log_at: steps to log (an iterable), every ``k`` steps (an int), or ``None`` for
+            :func:`log_steps`. Steps 0 and ``steps`` are always logged.
+        callbacks: functions ``f(model, step) -> dict`` whose values are logged.
+        collapse: also log the scalar per-layer NC/DNC metrics (:func:`fastdnc.collapse_metrics`).
+        checkpoint: path of the checkpoint file; with ``resume`` an existing one is continued.
+        checkpoint_every: steps between checkpoints (default: ``steps // 20``); one is always
+            written at the end.
+        check_finite_every: how often (in steps) the loss is checked for NaN/Inf (each check is a
+            device sync on GPUs).
+        progress: tqdm progress bar (default: on for runs of 10⁴ steps or more).
+
+    Raises:
+        NonFiniteError: the loss became NaN/Inf; the message names the step.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    if hasattr(model, "check"):
+        model.check()
+    params = _params_of(model)
+    opt = make_optimizer(optimizer, params, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    n = getattr(model, "num_samples", 0)
+    if batch_size is not None and (optimizer == "gd" or not 1 <= batch_size):
+        raise ValueError("batch_size needs optimizer='sgd' or 'adam' and must be >= 1")
+    sampler = _Batch(n, batch_size, torch.Generator().manual_seed(seed))
+    skw = dict(schedule_kwargs or {})
+    lr_factor(schedule, 0, max(steps, 1), **skw)  # validate early
+    if log_at is None:
+        log_set = set(log_steps(steps))
+    elif isinstance(log_at, int):
+        log_set = set(range(0, steps + 1, max(log_at, 1)))
+    else:
+        log_set = {int(s) for s in log_at}
+    log_set |= {0, steps}
+    every = checkpoint_every or max(steps // 20, 1)
+    config = {"steps": steps, "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "seed": seed}
+
+    history = History()
+    start = 0
+    if checkpoint is not None and resume and os.path.exists(checkpoint):
+        start, history = _load(checkpoint, model, opt, sampler, config)
+    # wall time is cumulative over resumed sessions
+    previous = history.last("wall_time") if "wall_time" in history else None
+    clock0 = time.perf_counter() - (previous or 0.0)
+    extra: dict[str, Any] = {}
+
+    def record(step: int, loss: torch.Tensor, fit, reg, grads) -> None:
+        values: dict[str, Any] = {"loss": float(loss), "lr": lr * lr_factor(schedule, min(step, steps - 1), steps, **skw)}
+        if fit is not None:
+            values.update(fit_loss=float(fit), reg_loss=float(reg))
+        values["grad_norm"] = math.sqrt(sum(float(g.square().sum()) for g in grads))
+        values["wall_time"] = time.perf_counter() - clock0
+        if collapse:
+            from .collapse import collapse_metrics
+
+            values.update(collapse_metrics(model).scalars())
+        for cb in callbacks:
+            values.update(cb(model, step))
+        history.append(step, values)
+        extra["loss"] = values["loss"]
+
+    show = progress if progress is not None else steps >= 10_000
+    bar = tqdm(total=steps, initial=start, disable=not show, desc="train", unit="step", dynamic_ncols=True,
+               mininterval=0.5)
+    chunk = max(1, steps // 1000)
+    with torch.no_grad():
+        for step in range(start, steps + 1):
+            columns = sampler.next(model.device) if step < steps and batch_size else None
+            loss, fit, reg, grads = _loss_and_grads(model, params, columns)
+            if (step % check_finite_every == 0 or step == steps) and not math.isfinite(float(loss)):
+                bar.close()
+                where = f"; the last good checkpoint is {checkpoint!s}" if checkpoint else ""
+                raise NonFiniteError(
+                    f"loss is {float(loss)} at step {step} (after {step} updates): a parameter or the output "
+                    f"became NaN/Inf (learning rate {lr} too large?){where}"
+                )
+            if step in log_set and step not in history.steps[-1:]:
+                if columns is not None:  # log full-batch values, not the mini-batch's
+                    loss, fit, reg, grads = _loss_and_grads(model, params, None)
+                record(step, loss, fit, reg, grads)
+                if show:
+                    bar.set_postfix(loss=f"{extra['loss']:.3e}", refresh=False)
+            if step == steps:
+                break
+            opt.step(grads, lr * lr_factor(schedule, step, steps, **skw))
+            done = step + 1
+            if checkpoint is not None and done % every == 0 and done < steps:
+                _save(checkpoint, model, opt, sampler, history, done, config)
+            if done % chunk == 0:
+                bar.update(chunk)
+    bar.update(steps - bar.n)
+    bar.close()
+    if checkpoint is not None:
+        _save(checkpoint, model, opt, sampler, history, steps, config)
+    return history
+
+
+def _save(path, model, opt: Optimizer, sampler: _Batch, history: History, step: int, config: dict) -> None:
+    atomic_torch_save(
+        path,
+        {
+            "format": "fastdnc-checkpoint-1",
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "sampler": sampler.generator.get_state(),
+            "history": history.to_dict(),
+            "config": config,
+        },
+    )
+
+
+def _read_checkpoint(path, map_location) -> dict:
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - rewrap with the file name
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ck, dict) or ck.get("format") != "fastdnc-checkpoint-1":
+        raise ValueError(f"{path} is not a fastdnc checkpoint")
+    return ck
+
+
+def _load_model(path, ck: dict, model: torch.nn.Module) -> tuple[int, History]:
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {path} does not fit this model: {e}") from e
+    return int(ck["step"]), History.from_dict(ck["history"])
+
+
+def _load(path, model, opt: Optimizer, sampler: _Batch, config: dict) -> tuple[int, History]:
+    ck = _read_checkpoint(path, getattr(model, "device", "cpu"))
+    for key in ("optimizer", "batch_size", "seed", "lr"):
+        if ck["config"].get(key) != config[key]:
+            raise ValueError(f"checkpoint {path} was written with {key}={ck['config'].get(key)!r} but this run "
+                             f"uses {config[key]!r}; use another checkpoint path or resume=False")
+    out = _load_model(path, ck, model)
+    opt.load_state_dict(ck["optimizer"])
+    sampler.generator.set_state(ck["sampler"])
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> tuple[int, History]:
+    """Load the parameters of a checkpoint written by :func:`train` into ``model``.
+
+    Returns the step it was written at and the history up to then.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return _load_model(path, _read_checkpoint(path, getattr(model, "device", "cpu")), model)

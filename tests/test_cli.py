@@ -1,0 +1,44 @@
+"""Command line: help, train (with resume), reproduce, clear errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastdnc.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "reproduce" in out and "train" in out
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "fastdnc", "train", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--weight-decay" in proc.stdout
+
+
+def test_train_writes_history_checkpoint_and_resumes(tmp_path):
+    args = ["train", "--steps", "200", "--width", "6", "--depth", "3", "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert hist["step"][0] == 0 and hist["step"][-1] == 200 and "nc1/l1" in hist
+    assert (tmp_path / "checkpoint.pt").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["collapse"]["layers"]) == 4
+    # extending the run resumes from the checkpoint: the history keeps its first 200 steps
+    assert main(args[:2] + ["400"] + args[3:]) == 0
+    hist2 = json.loads((tmp_path / "history.json").read_text())
+    assert hist2["step"][: len(hist["step"])] == hist["step"] and hist2["step"][-1] == 400
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
+    assert main(["train", "--classes", "9", "--width", "4", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: width d=4 must be >= num_classes K=9" in err and "Traceback" not in err
