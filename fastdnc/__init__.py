@@ -5,13 +5,31 @@ Public API (re-exports only). Conventions: layers are numbered as in the paper (
 the order ``W_1..W_L`` (biases after their weight, for MLP heads), then ``H_1``.
 """
 
-from . import theory
+from . import curvature, kernels, theory
 from .collapse import CollapseReport, collapse_metrics
+from .curvature import (
+    BatchedGaussNewton,
+    CurvatureOperator,
+    Factor,
+    KroneckerOperator,
+    KroneckerSum,
+    feature_hessian,
+    layer_hessian,
+)
 from .models import DeepUFM, MLPHead
 from .train import History, NonFiniteError, load_checkpoint, train
 
 __all__ = [
+    "BatchedGaussNewton",
     "CollapseReport",
+    "CurvatureOperator",
+    "Factor",
+    "KroneckerOperator",
+    "KroneckerSum",
+    "curvature",
+    "feature_hessian",
+    "kernels",
+    "layer_hessian",
     "DeepUFM",
     "History",
     "MLPHead",

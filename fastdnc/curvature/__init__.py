@@ -1,5 +1,20 @@
-"""Curvature operators and their autograd oracles (:mod:`fastdnc.curvature.reference`)."""
+"""Curvature operators (one shared base), their kernels' dispatch, and autograd oracles."""
 
 from . import reference
+from .gauss_newton import BatchedGaussNewton
+from .kronecker import Factor, KroneckerEigenvectors, KroneckerOperator, KroneckerSum
+from .layer import feature_hessian, layer_hessian
+from .operator import CurvatureOperator, DenseOperator
 
-__all__ = ["reference"]
+__all__ = [
+    "BatchedGaussNewton",
+    "CurvatureOperator",
+    "DenseOperator",
+    "Factor",
+    "KroneckerEigenvectors",
+    "KroneckerOperator",
+    "KroneckerSum",
+    "feature_hessian",
+    "layer_hessian",
+    "reference",
+]

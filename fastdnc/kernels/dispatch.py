@@ -23,15 +23,31 @@ from . import cpp, reference
 BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 
 # backend="auto" per kernel and device type, from benchmarks/bench_kernels.py (docs/benchmarks.md).
-AUTO_RULES = {"two_sided_product": {"cpu": "torch", "cuda": "torch"}}
+AUTO_RULES = {
+    "two_sided_product": {"cpu": "torch", "cuda": "torch"},
+    "gn_product": {"cpu": "torch", "cuda": "torch"},
+    "gn_assemble": {"cpu": "torch", "cuda": "torch"},
+}
 
 
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run these inputs here."""
 
 
-def backend_status(backend: str, device: torch.device, dtype: torch.dtype) -> str | None:
-    """``None`` if ``backend`` can run on ``device`` with ``dtype``, else the reason it cannot."""
+# kernel name -> backend -> implementation (same signature as the torch reference)
+KERNELS: dict[str, dict[str, object]] = {
+    "two_sided_product": {"torch": reference.two_sided_product, "cpp": cpp.two_sided_product},
+    "gn_product": {"torch": reference.gn_product},
+    "gn_assemble": {"torch": reference.gn_assemble},
+}
+
+
+def backend_status(backend: str, device: torch.device, dtype: torch.dtype, kernel: str | None = None) -> str | None:
+    """``None`` if ``backend`` can run ``kernel`` on ``device`` with ``dtype``, else the reason it cannot."""
+    if backend not in BACKENDS or backend == "auto":
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if kernel is not None and backend not in KERNELS[kernel]:
+        return f"there is no {backend} kernel for {kernel} yet (available: {sorted(KERNELS[kernel])})"
     if backend == "torch":
         return None
     if backend == "cpp":
@@ -42,23 +58,20 @@ def backend_status(backend: str, device: torch.device, dtype: torch.dtype) -> st
         if dtype not in cpp.DTYPES:
             return f"the C++ kernels support float32/float64, got {dtype}"
         return None
-    if backend in ("triton", "cuda"):
-        return f"the {backend} backend has no kernel for this operation yet"
-    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    return f"the {backend} backend has no kernels in this build"
 
 
-def _require(backend: str, device: torch.device, dtype: torch.dtype) -> None:
-    reason = backend_status(backend, device, dtype)
+def _resolve(kernel: str, backend: str, device: torch.device, dtype: torch.dtype):
+    """The implementation of ``kernel`` for ``backend`` (``auto``: the measured rule)."""
+    if backend == "auto":
+        choice = AUTO_RULES[kernel].get(device.type, "torch")
+        if backend_status(choice, device, dtype, kernel) is not None:
+            choice = "torch"
+        return KERNELS[kernel][choice]
+    reason = backend_status(backend, device, dtype, kernel)
     if reason is not None:
         raise BackendUnavailable(f"backend {backend!r} is unavailable: {reason}")
-
-
-def _resolve(kernel: str, backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    if backend == "auto":
-        backend = AUTO_RULES[kernel].get(device.type, "torch")
-        return backend if backend_status(backend, device, dtype) is None else "torch"
-    _require(backend, device, dtype)
-    return backend
+    return KERNELS[kernel][backend]
 
 
 def two_sided_product(
@@ -79,7 +92,15 @@ def two_sided_product(
         if f.shape != (n, n):
             raise ValueError(f"{name} must have shape ({n}, {n}) to match v of shape {tuple(v.shape)}, "
                              f"got {tuple(f.shape)}")
-    backend = _resolve("two_sided_product", backend, v.device, v.dtype)
-    fn = cpp.two_sided_product if backend == "cpp" else reference.two_sided_product
-    out = fn(output_factor, vb, input_factor)
+    out = _resolve("two_sided_product", backend, v.device, v.dtype)(output_factor, vb, input_factor)
     return out.squeeze(0) if squeeze else out
+
+
+def gn_product(inputs, upstream, probs, v: torch.Tensor, scale: float, backend: str = "auto") -> torch.Tensor:
+    """Masked batched Gauss–Newton product (see :func:`.reference.gn_product`)."""
+    return _resolve("gn_product", backend, v.device, v.dtype)(inputs, upstream, probs, v, scale)
+
+
+def gn_assemble(inputs, upstream, probs, num_outputs: int, p: int, scale: float, backend: str = "auto") -> torch.Tensor:
+    """Streamed explicit Gauss–Newton block (see :func:`.reference.gn_assemble`)."""
+    return _resolve("gn_assemble", backend, inputs.device, inputs.dtype)(inputs, upstream, probs, num_outputs, p, scale)

@@ -25,3 +25,94 @@ def two_sided_product(output_factor: torch.Tensor, v: torch.Tensor, input_factor
         (batch, p, q).
     """
     return torch.matmul(torch.matmul(output_factor, v), input_factor)
+
+
+Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def _output_hessian(probs: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
+    """Λ_i u_i per column: identity (MSE) or ρ_i = diag(p_i) − p_i p_iᵀ (CE), for u (..., K, N)."""
+    if probs is None:
+        return u
+    pu = probs * u
+    return pu - probs * pu.sum(dim=-2, keepdim=True)
+
+
+def gn_product(
+    inputs: torch.Tensor | None, upstream: Upstream, probs: torch.Tensor | None, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    r"""Masked batched Gauss–Newton product :math:`Y_j = c \sum_i J_i^\top \Lambda_i J_i V_j x_i x_i^\top`.
+
+    The block :math:`c \sum_i (J_i^\top \Lambda_i J_i) \otimes x_i x_i^\top` is never formed: the
+    perturbation :math:`V_j X` is pushed forward through the layers above (an R-op), multiplied
+    by the output Hessian, and pulled back (a VJP).
+
+    Args:
+        inputs: X (q × N), the layer inputs :math:`x_i` as columns; ``None`` means :math:`x_i = e_i`
+            (the Hessian block of the features themselves, q = N).
+        upstream: ``[(W, D), …]`` from the layer's output to Z: the perturbation maps as
+            :math:`U \leftarrow W (D \odot U)`; ``D`` is a 0/1 mask (d × N) or ``None``.
+        probs: softmax probabilities (K × N) for CE; ``None`` for MSE (Λ = I).
+        v: (k, p, q). scale: c (1/N for a mean loss).
+
+    Returns:
+        (k, p, q).
+    """
+    u = v if inputs is None else v @ inputs
+    for w, d in upstream:
+        u = w @ (u if d is None else d * u)
+    u = _output_hessian(probs, u)
+    for w, d in reversed(upstream):
+        u = w.T @ u
+        if d is not None:
+            u = d * u
+    return scale * (u if inputs is None else u @ inputs.T)
+
+
+def gn_jacobian_roots(
+    upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int, n: int, like: torch.Tensor
+) -> torch.Tensor:
+    r"""Per-sample roots :math:`B_i = J_i^\top L_i` (returned as (K, p, N): ``[c, a, i]``) with
+    :math:`L_i L_i^\top = \Lambda_i`: :math:`L_i = I` (MSE) or
+    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i \sqrt{p_i}^\top` (CE), so that
+    :math:`J_i^\top\Lambda_i J_i = B_i B_i^\top` (``like`` gives the dtype and device)."""
+    eye = torch.eye(num_outputs, dtype=like.dtype, device=like.device)
+    if probs is None:
+        u = eye[:, :, None].expand(num_outputs, num_outputs, n)
+    else:
+        s = probs.sqrt()
+        u = eye[:, :, None] * s[None, :, :] - probs[None, :, :] * s[:, None, :]  # [c, out, i]
+    for w, d in reversed(upstream):
+        u = w.T @ u
+        if d is not None:
+            u = d * u
+    if u.shape[1] != p:
+        raise ValueError(f"upstream maps to {u.shape[1]} rows, expected p={p}")
+    return u
+
+
+def gn_assemble(
+    inputs: torch.Tensor, upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int,
+    scale: float, chunk: int | None = None,
+) -> torch.Tensor:
+    r"""The explicit (pq × pq) block :math:`c \sum_i (B_iB_i^\top) \otimes x_i x_i^\top`, streamed.
+
+    Row slab a (the pq-entries of output row a) is :math:`c\,X\,S_a` with
+    :math:`S_a[i, (a', b')] = (B_iB_i^\top)_{aa'} x_{ib'}`, built ``chunk`` samples at a time:
+    :math:`2 P^2 N` flops, and besides the output only O(chunk · P + N p K) memory. The
+    (N·K) × P matrix of Kronecker rows is never formed.
+    """
+    q, n = inputs.shape
+    roots = gn_jacobian_roots(upstream, probs, num_outputs, p, n, inputs)  # (K, p, N)
+    size = p * q
+    out = torch.empty(size, size, dtype=inputs.dtype, device=inputs.device)
+    chunk = chunk or max(1, min(n, (size // 8) or 1))
+    for a in range(p):
+        g_a = torch.einsum("cn,cpn->np", roots[:, a, :], roots)  # (N, p): (B_i B_iᵀ)[a, :]
+        slab = out[a * q : (a + 1) * q]
+        slab.zero_()
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            s_a = (g_a[s:e, :, None] * inputs[:, s:e].T[:, None, :]).reshape(e - s, size)
+            slab.addmm_(inputs[:, s:e], s_a)
+    return out.mul_(scale)

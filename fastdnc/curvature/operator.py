@@ -1,0 +1,309 @@
+r"""The operator base shared by every curvature matrix: products, algebra, exports.
+
+A :class:`CurvatureOperator` is a linear map on flat vectors of length P (the row-major vec of the
+parameter blocks it covers, concatenated in the package order). A subclass supplies one pure
+function, :meth:`CurvatureOperator._matmat`, on a (P, k) block of columns; this base provides:
+
+* ``op @ v`` for ``v`` of shape (P,), (P, k), a parameter-shaped tensor (one block), or a list of
+  parameter-shaped tensors (optionally with a trailing k); the result has the shape of ``v``;
+* ``op1 + op2``, ``op - op2``, ``c * op``, ``-op``, ``op1 @ op2``, ``op.adjoint()`` / ``op.T``;
+* ``to_dense()``, ``to_scipy()``, ``diagonal()``, ``trace()``, ``eigh()`` (dense fallback; exact
+  overrides in structured subclasses), ``cache_info()`` (what the operator precomputed).
+
+>>> import torch
+>>> A = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+>>> op = DenseOperator(A)
+>>> (2 * op + op) @ torch.ones(2, dtype=torch.float64)
+tensor([ 9., 12.], dtype=torch.float64)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+# Dense fallbacks refuse operators larger than this (P), with a message that says so.
+MAX_DENSE = 20_000
+
+
+class CurvatureOperator(ABC):
+    """Base class: a (P × P) linear operator with the shared algebra (see the module docstring)."""
+
+    symmetric: bool = True
+
+    def __init__(self, size: int, dtype: torch.dtype, device: torch.device,
+                 block_shapes: Sequence[torch.Size] | None = None) -> None:
+        self.size = int(size)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.block_shapes = None if block_shapes is None else [torch.Size(s) for s in block_shapes]
+        if self.block_shapes is not None and sum(s.numel() for s in self.block_shapes) != self.size:
+            raise ValueError("block shapes do not add up to the operator size")
+
+    # ----------------------------------------------------------------- to implement
+    @abstractmethod
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        """Product with a (P, k) matrix; returns (P, k). Subclasses implement this only."""
+
+    # ----------------------------------------------------------------- shape and checks
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+    def _check_matrix(self, v: torch.Tensor) -> torch.Tensor:
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(v).__name__}")
+        if v.dtype != self.dtype:
+            raise TypeError(f"vector has dtype {v.dtype} but the operator is {self.dtype}: convert it first")
+        if v.device != self.device:
+            raise ValueError(f"vector is on {v.device} but the operator on {self.device}")
+        return v
+
+    # ----------------------------------------------------------------- products
+    def matmat(self, v: torch.Tensor) -> torch.Tensor:
+        """Product with a checked (P, k) matrix."""
+        self._check_matrix(v)
+        if v.ndim != 2 or v.shape[0] != self.size:
+            raise ValueError(f"expected a matrix of shape ({self.size}, k), got {tuple(v.shape)}")
+        return self._matmat(v)
+
+    def __matmul__(self, v: Any) -> Any:
+        if isinstance(v, CurvatureOperator):
+            return ProductOperator(self, v)
+        if isinstance(v, (list, tuple)):
+            return self._matmul_blocks(list(v))
+        self._check_matrix(v)
+        if v.ndim == 1 and v.shape[0] == self.size:
+            return self._matmat(v[:, None])[:, 0]
+        if v.ndim == 2 and v.shape[0] == self.size:
+            return self._matmat(v)
+        if self.block_shapes is not None and len(self.block_shapes) == 1:
+            bs = self.block_shapes[0]
+            if tuple(v.shape) == tuple(bs):
+                return self._matmat(v.reshape(-1, 1)).reshape(bs)
+            if tuple(v.shape[:-1]) == tuple(bs):
+                return self._matmat(v.reshape(self.size, -1)).reshape(v.shape)
+        expect = f"({self.size},) or ({self.size}, k)"
+        if self.block_shapes is not None:
+            expect += f" or parameter-shaped {[tuple(s) for s in self.block_shapes]}"
+        raise ValueError(f"vector of shape {tuple(v.shape)} does not fit an operator of size {self.size}: "
+                         f"expected {expect}")
+
+    def _matmul_blocks(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.block_shapes is None:
+            raise ValueError("this operator has no parameter blocks: multiply it by a flat tensor")
+        if len(blocks) != len(self.block_shapes):
+            raise ValueError(f"expected {len(self.block_shapes)} parameter-shaped tensors, got {len(blocks)}")
+        trailing = blocks[0].ndim > len(self.block_shapes[0])
+        cols = []
+        for i, (b, s) in enumerate(zip(blocks, self.block_shapes)):
+            self._check_matrix(b)
+            got = tuple(b.shape[:-1]) if trailing else tuple(b.shape)
+            if got != tuple(s):
+                raise ValueError(f"block {i} has shape {tuple(b.shape)}, expected {tuple(s)}" +
+                                 (" plus a trailing k" if trailing else ""))
+            cols.append(b.reshape(s.numel(), -1))
+        out = self._matmat(torch.cat(cols, dim=0))
+        res, i = [], 0
+        for b, s in zip(blocks, self.block_shapes):
+            res.append(out[i : i + s.numel()].reshape(b.shape))
+            i += s.numel()
+        return res
+
+    # ----------------------------------------------------------------- algebra
+    def __add__(self, other: Any) -> CurvatureOperator:
+        if isinstance(other, CurvatureOperator):
+            return SumOperator([self, other])
+        return NotImplemented
+
+    def __sub__(self, other: Any) -> CurvatureOperator:
+        if isinstance(other, CurvatureOperator):
+            return SumOperator([self, ScaledOperator(other, -1.0)])
+        return NotImplemented
+
+    def __mul__(self, c: Any) -> CurvatureOperator:
+        if isinstance(c, (int, float)):
+            return ScaledOperator(self, float(c))
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> CurvatureOperator:
+        return ScaledOperator(self, -1.0)
+
+    def adjoint(self) -> CurvatureOperator:
+        """The adjoint (transpose); the operator itself when it is symmetric."""
+        return self if self.symmetric else AdjointOperator(self)
+
+    @property
+    def T(self) -> CurvatureOperator:  # noqa: N802 - matrix notation
+        return self.adjoint()
+
+    # ----------------------------------------------------------------- exports and reductions
+    def _require_small(self, what: str) -> None:
+        if self.size > MAX_DENSE:
+            raise ValueError(f"{what} of a {self.size}×{self.size} operator would be dense and too large "
+                             f"(limit {MAX_DENSE}); use the structured methods or lanczos")
+
+    def to_dense(self, chunk: int = 1024) -> torch.Tensor:
+        """The (P × P) matrix, built from products with blocks of unit vectors."""
+        self._require_small("to_dense")
+        eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
+        return torch.cat([self._matmat(eye[:, i : i + chunk]) for i in range(0, self.size, chunk)], dim=1)
+
+    def diagonal(self) -> torch.Tensor:
+        """The diagonal (P,). Structured operators override this with an exact formula."""
+        return torch.diagonal(self.to_dense()).clone()
+
+    def trace(self) -> torch.Tensor:
+        """The trace (0-d tensor)."""
+        return self.diagonal().sum()
+
+    def eigh(self) -> tuple[torch.Tensor, Any]:
+        """All eigenvalues (ascending) and eigenvectors. Dense fallback for small symmetric operators."""
+        if not self.symmetric:
+            raise ValueError("eigh needs a symmetric operator")
+        return torch.linalg.eigh(self.to_dense())
+
+    def eigvalsh(self) -> torch.Tensor:
+        """All eigenvalues, ascending."""
+        return self.eigh()[0]
+
+    def cache_info(self) -> dict[str, str]:
+        """What the operator precomputed and keeps: ``{name: "shape dtype (bytes)"}``."""
+        return {}
+
+    def to_scipy(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` (NumPy in and out, in the operator's dtype)."""
+        from scipy.sparse.linalg import LinearOperator
+
+        np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.ascontiguousarray(x, dtype=np_dtype), device=self.device)
+            return (self @ t.reshape(self.size, -1)).reshape(x.shape).cpu().numpy()
+
+        adj = self.adjoint()
+
+        def rmv(x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.ascontiguousarray(x, dtype=np_dtype), device=self.device)
+            return (adj @ t.reshape(self.size, -1)).reshape(x.shape).cpu().numpy()
+
+        return LinearOperator(self.shape, matvec=mv, rmatvec=rmv, matmat=mv, rmatmat=rmv, dtype=np_dtype)
+
+
+def _same_space(ops: Sequence[CurvatureOperator]) -> None:
+    first = ops[0]
+    for op in ops[1:]:
+        if op.size != first.size or op.dtype != first.dtype or op.device != first.device:
+            raise ValueError(f"cannot combine operators of shapes/dtypes/devices {op.shape}/{op.dtype}/{op.device} "
+                             f"and {first.shape}/{first.dtype}/{first.device}")
+
+
+class DenseOperator(CurvatureOperator):
+    """An explicit matrix seen as an operator."""
+
+    def __init__(self, matrix: torch.Tensor, symmetric: bool | None = None,
+                 block_shapes: Sequence[torch.Size] | None = None) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix must be square, got {tuple(matrix.shape)}")
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device, block_shapes)
+        self.matrix = matrix
+        self.symmetric = bool(torch.equal(matrix, matrix.T)) if symmetric is None else symmetric
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ v
+
+    def to_dense(self, chunk: int = 1024) -> torch.Tensor:
+        return self.matrix.clone()
+
+
+class SumOperator(CurvatureOperator):
+    """Σ_j op_j."""
+
+    def __init__(self, ops: Sequence[CurvatureOperator]) -> None:
+        flat: list[CurvatureOperator] = []
+        for op in ops:
+            flat.extend(op.ops if isinstance(op, SumOperator) else [op])
+        _same_space(flat)
+        super().__init__(flat[0].size, flat[0].dtype, flat[0].device, flat[0].block_shapes)
+        self.ops = flat
+        self.symmetric = all(op.symmetric for op in flat)
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        out = self.ops[0]._matmat(v)
+        for op in self.ops[1:]:
+            out = out + op._matmat(v)
+        return out
+
+    def diagonal(self) -> torch.Tensor:
+        return sum(op.diagonal() for op in self.ops)
+
+    def adjoint(self) -> CurvatureOperator:
+        return self if self.symmetric else SumOperator([op.adjoint() for op in self.ops])
+
+
+class ScaledOperator(CurvatureOperator):
+    """c · op."""
+
+    def __init__(self, op: CurvatureOperator, scale: float) -> None:
+        super().__init__(op.size, op.dtype, op.device, op.block_shapes)
+        self.op, self.scale = op, scale
+        self.symmetric = op.symmetric
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.op._matmat(v)
+
+    def diagonal(self) -> torch.Tensor:
+        return self.scale * self.op.diagonal()
+
+    def adjoint(self) -> CurvatureOperator:
+        return self if self.symmetric else ScaledOperator(self.op.adjoint(), self.scale)
+
+
+class ProductOperator(CurvatureOperator):
+    """left @ right (not symmetric in general)."""
+
+    symmetric = False
+
+    def __init__(self, left: CurvatureOperator, right: CurvatureOperator) -> None:
+        _same_space([left, right])
+        super().__init__(left.size, left.dtype, left.device, left.block_shapes)
+        self.left, self.right = left, right
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        return self.left._matmat(self.right._matmat(v))
+
+    def adjoint(self) -> CurvatureOperator:
+        return ProductOperator(self.right.adjoint(), self.left.adjoint())
+
+
+class AdjointOperator(CurvatureOperator):
+    """The transpose of a non-symmetric operator (through its dense matrix: small sizes only)."""
+
+    symmetric = False
+
+    def __init__(self, op: CurvatureOperator) -> None:
+        super().__init__(op.size, op.dtype, op.device, op.block_shapes)
+        self.op = op
+        self._dense: torch.Tensor | None = None
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        if self._dense is None:
+            self._dense = self.op.to_dense().T.contiguous()
+        return self._dense @ v
+
+    def adjoint(self) -> CurvatureOperator:
+        return self.op
+
+
+def describe(t: torch.Tensor) -> str:
+    """``"shape dtype (bytes)"`` for :meth:`CurvatureOperator.cache_info`."""
+    return f"{tuple(t.shape)} {str(t.dtype).replace('torch.', '')} ({t.numel() * t.element_size()} B)"
