@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "gauss_newton.hpp"
 #include "kronecker.hpp"
 
 namespace py = pybind11;
@@ -40,6 +41,39 @@ void two_sided_product(carray<T> output_factor, carray<T> v, carray<T> input_fac
   fastdnc::two_sided_product<T>(o, vv, in, y, batch, p, q);
 }
 
+template <typename T>
+void gn_sample_core(carray<T> roots, carray<T> u, carray<T> out) {
+  require(roots.ndim() == 3, "roots must have shape (N, K, p)");
+  const int64_t n = roots.shape(0), kk = roots.shape(1), p = roots.shape(2);
+  require(u.ndim() == 3 && u.shape(1) == n && u.shape(2) == p,
+          "u must have shape (k, N, p) with N=" + std::to_string(n) + ", p=" + std::to_string(p));
+  const int64_t k = u.shape(0);
+  require(out.ndim() == 3 && out.shape(0) == k && out.shape(1) == n && out.shape(2) == p,
+          "out must have the shape of u");
+  const T* r = roots.data();
+  const T* uu = u.data();
+  T* o = out.mutable_data();
+  py::gil_scoped_release release;
+  fastdnc::gn_sample_core<T>(r, uu, o, k, n, kk, p);
+}
+
+template <typename T>
+void gn_assemble(carray<T> x, carray<T> xt, carray<T> roots, carray<T> out, double scale, int64_t chunk) {
+  require(x.ndim() == 2 && xt.ndim() == 2, "inputs must be (q, N) with its transpose (N, q)");
+  const int64_t q = x.shape(0), n = x.shape(1);
+  require(xt.shape(0) == n && xt.shape(1) == q, "the transposed inputs must be (N, q)");
+  require(roots.ndim() == 3 && roots.shape(0) == n, "roots must have shape (N, K, p) with N=" + std::to_string(n));
+  const int64_t kk = roots.shape(1), p = roots.shape(2);
+  require(out.ndim() == 2 && out.shape(0) == p * q && out.shape(1) == p * q, "out must be (p*q, p*q)");
+  require(chunk >= 1, "chunk must be >= 1");
+  const T* xx = x.data();
+  const T* xtt = xt.data();
+  const T* r = roots.data();
+  T* o = out.mutable_data();
+  py::gil_scoped_release release;
+  fastdnc::gn_assemble<T>(xx, xtt, r, o, q, n, kk, p, static_cast<T>(scale), chunk);
+}
+
 int max_threads() {
 #ifdef FASTDNC_OPENMP
   return omp_get_max_threads();
@@ -59,6 +93,16 @@ PYBIND11_MODULE(_C, m) {
         py::arg("v"), py::arg("input_factor"), py::arg("out"));
   m.def("two_sided_product_f64", &two_sided_product<double>, doc, py::arg("output_factor"),
         py::arg("v"), py::arg("input_factor"), py::arg("out"));
+  const char* gdoc =
+      "Per-sample Gauss-Newton core out[j, i] = B_i (B_i^T u[j, i]) with roots (N, K, p) holding B_i^T, "
+      "u and out (k, N, p).";
+  m.def("gn_sample_core_f32", &gn_sample_core<float>, gdoc, py::arg("roots"), py::arg("u"), py::arg("out"));
+  m.def("gn_sample_core_f64", &gn_sample_core<double>, gdoc, py::arg("roots"), py::arg("u"), py::arg("out"));
+  const char* adoc = "Streamed explicit Gauss-Newton block (see fastdnc.kernels.reference.gn_assemble).";
+  m.def("gn_assemble_f32", &gn_assemble<float>, adoc, py::arg("x"), py::arg("xt"), py::arg("roots"), py::arg("out"),
+        py::arg("scale"), py::arg("chunk"));
+  m.def("gn_assemble_f64", &gn_assemble<double>, adoc, py::arg("x"), py::arg("xt"), py::arg("roots"), py::arg("out"),
+        py::arg("scale"), py::arg("chunk"));
   m.def("max_threads", &max_threads, "OpenMP threads the kernels use (1 without OpenMP).");
 #ifdef FASTDNC_OPENMP
   m.attr("has_openmp") = true;

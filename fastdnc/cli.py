@@ -60,10 +60,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
                     progress=False if a.quiet else None)
     seconds = time.perf_counter() - t0
     history.save(out / "history.json")
-    atomic_write_json(out / "metrics.json", {"final_loss": float(model.loss()), "train_seconds": seconds,
+    atomic_write_json(out / "metrics.json", {"final_loss": model.loss().item(), "train_seconds": seconds,
                                              "collapse": collapse_metrics(model).to_dict()})
     if not a.quiet:
-        print(f"trained {a.steps} steps in {seconds:.1f} s; final loss {float(model.loss()):.10g}")
+        print(f"trained {a.steps} steps in {seconds:.1f} s; final loss {model.loss().item():.10g}")
         print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'metrics.json'}")
     return 0
 

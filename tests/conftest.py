@@ -7,10 +7,23 @@ import os
 import pytest
 import torch
 
-import fastdnc as fd
+# Without a GPU the Triton kernels run on CPU tensors in Triton's interpreter (set before any
+# kernel module is imported, since @triton.jit reads it at decoration time).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import fastdnc as fd  # noqa: E402
+from fastdnc.kernels import backend_status  # noqa: E402
 
 torch.set_default_dtype(torch.float64)
-os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def backends_for(kernel: str, device: str = "cpu", dtype: torch.dtype = torch.float64) -> list[str]:
+    """The backends that can run ``kernel`` here (torch always; cpp when built; triton when
+    installed, under the interpreter on CPU; cuda on a GPU with the extension built)."""
+    return [b for b in ("torch", "cpp", "triton", "cuda")
+            if backend_status(b, torch.device(device), dtype, kernel) is None]
 
 # Every model kind the package supports, at small odd shapes.
 MODEL_CASES = [

@@ -7,9 +7,19 @@ layer is its Gauss–Newton matrix. Here :math:`x_i` is the input of layer l for
 enter here), :math:`\Lambda_i` the output Hessian of the loss (I for MSE,
 :math:`\mathrm{diag}(p_i)-p_ip_i^\top` for CE) and c = 1/N for the mean.
 
-Products go through :func:`fastdnc.kernels.dispatch.gn_product` (an R-op forward and a VJP back,
-with no per-sample Kronecker term formed); ``to_dense`` through the streamed assembly kernel
-:func:`fastdnc.kernels.dispatch.gn_assemble`; ``diagonal`` and ``trace`` are exact and cheap.
+Two product modes, neither of which forms a per-sample Kronecker term:
+
+* ``"jacobian"`` (default while the cache fits in ``jacobian_budget`` bytes): the per-sample roots
+  :math:`B_i = J_i^\top L_i` (:math:`L_iL_i^\top = \Lambda_i`, masks folded in; N·K·p numbers)
+  are computed once; a product is then two GEMMs with the layer inputs around the per-sample core
+  kernel :math:`u_i \mapsto B_i(B_i^\top u_i)` (:func:`fastdnc.kernels.dispatch.gn_sample_core`):
+  :math:`O(k(2pqN + 4KpN))` flops for k vectors.
+* ``"rop"``: no cache; the perturbation is pushed forward through the layers above and pulled
+  back (:func:`fastdnc.kernels.reference.gn_product`; plain GEMMs and masks on every backend),
+  :math:`O(k\,N \sum d_m d_{m+1})` flops.
+
+``to_dense`` uses the streamed assembly kernel :func:`fastdnc.kernels.dispatch.gn_assemble`;
+``diagonal`` and ``trace`` are exact and cheap.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import dispatch
-from ..kernels.reference import Upstream, gn_jacobian_roots
+from ..kernels.reference import Upstream, gn_jacobian_roots, gn_product
 from .operator import CurvatureOperator, describe
 
 
@@ -32,11 +42,14 @@ class BatchedGaussNewton(CurvatureOperator):
         probs: softmax probabilities (K × N) for CE, ``None`` for MSE.
         num_outputs: K. p: rows of the parameter block.
         scale: c (default 1/N). shift: s (e.g. weight decay).
+        backend: kernel backend (see :mod:`fastdnc.kernels`).
+        mode: ``"jacobian"``, ``"rop"`` or ``"auto"`` (jacobian when its N·K·p cache fits
+            ``jacobian_budget`` bytes); see the module docstring.
     """
 
     def __init__(self, inputs: torch.Tensor | None, upstream: Upstream, probs: torch.Tensor | None,
                  num_outputs: int, p: int, num_samples: int, scale: float | None = None, shift: float = 0.0,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", mode: str = "auto", jacobian_budget: int = 2**30) -> None:
         q = num_samples if inputs is None else inputs.shape[0]
         ref = inputs if inputs is not None else (upstream[0][0] if upstream else probs)
         if ref is None:
@@ -46,21 +59,35 @@ class BatchedGaussNewton(CurvatureOperator):
         self.num_outputs, self.p, self.q, self.n = num_outputs, p, q, num_samples
         self.scale = 1.0 / num_samples if scale is None else float(scale)
         self.shift, self.backend = float(shift), backend
+        if mode not in ("auto", "jacobian", "rop"):
+            raise ValueError(f"mode must be 'auto', 'jacobian' or 'rop', got {mode!r}")
+        cache_bytes = num_samples * num_outputs * p * torch.empty(0, dtype=self.dtype).element_size()
+        self.mode = ("jacobian" if cache_bytes <= jacobian_budget else "rop") if mode == "auto" else mode
+        self.jacobian_budget = jacobian_budget
         self._roots: torch.Tensor | None = None
 
     def with_shift(self, shift: float) -> BatchedGaussNewton:
-        return BatchedGaussNewton(self.inputs, self.upstream, self.probs, self.num_outputs, self.p, self.n,
-                                  self.scale, self.shift + shift, self.backend)
+        op = BatchedGaussNewton(self.inputs, self.upstream, self.probs, self.num_outputs, self.p, self.n,
+                                self.scale, self.shift + shift, self.backend, self.mode, self.jacobian_budget)
+        op._roots = self._roots
+        return op
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         x = v.T.reshape(v.shape[1], self.p, self.q)
-        y = dispatch.gn_product(self.inputs, self.upstream, self.probs, x, self.scale, backend=self.backend)
+        if self.mode == "rop":
+            y = gn_product(self.inputs, self.upstream, self.probs, x, self.scale)
+        else:
+            # u_i = V x_i for every sample, as (k, N, p); then B_i B_iᵀ u_i; then Σ_i g_i x_iᵀ
+            ut = x.transpose(1, 2).contiguous() if self.inputs is None else torch.matmul(self.inputs.T, x.transpose(1, 2))
+            gt = dispatch.gn_sample_core(self.roots(), ut, backend=self.backend)
+            y = gt.transpose(1, 2) if self.inputs is None else torch.matmul(gt.transpose(1, 2), self.inputs.T)
+            y = self.scale * y
         if self.shift:
             y = y + self.shift * x
         return y.reshape(v.shape[1], -1).T
 
     def roots(self) -> torch.Tensor:
-        """Per-sample :math:`B_i = J_i^\\top L_i` as (K, p, N), computed once and cached."""
+        """Per-sample :math:`B_i^\\top` (:math:`B_i = J_i^\\top L_i`) as (N, K, p), computed once and cached."""
         if self._roots is None:
             like = torch.empty(0, dtype=self.dtype, device=self.device)
             self._roots = gn_jacobian_roots(self.upstream, self.probs, self.num_outputs, self.p, self.n, like)
@@ -68,7 +95,7 @@ class BatchedGaussNewton(CurvatureOperator):
 
     def diagonal(self) -> torch.Tensor:
         """Exact: diag[(a, b)] = c Σ_i ‖B_i[a, :]‖² x_{ib}² (+ s)."""
-        g = self.roots().square().sum(dim=0)  # (p, N)
+        g = self.roots().square().sum(dim=1).T  # (p, N)
         d = g if self.inputs is None else g @ self.inputs.square().T
         return self.scale * d.reshape(-1) + self.shift
 
@@ -77,14 +104,13 @@ class BatchedGaussNewton(CurvatureOperator):
         self._require_small("to_dense")
         if self.inputs is None:  # block diagonal over samples: [(a, i), (a', i)] = c (B_i B_iᵀ)[a, a']
             r = self.roots()
-            g = torch.einsum("cai,cbi->iab", r, r)
+            g = torch.einsum("ica,icb->iab", r, r)
             out = torch.zeros(self.p, self.n, self.p, self.n, dtype=self.dtype, device=self.device)
             idx = torch.arange(self.n, device=self.device)
             out[:, idx, :, idx] = self.scale * g
             out = out.reshape(self.size, self.size)
         else:
-            out = dispatch.gn_assemble(self.inputs, self.upstream, self.probs, self.num_outputs, self.p, self.scale,
-                                       backend=self.backend)
+            out = dispatch.gn_assemble(self.inputs, self.roots(), self.scale, backend=self.backend)
         if self.shift:
             out.diagonal().add_(self.shift)
         return out

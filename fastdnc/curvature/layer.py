@@ -54,8 +54,11 @@ def _probs(model: LayeredModel, output: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend: str = "auto"):
+def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend: str = "auto", mode: str = "auto"):
     """The exact Hessian of the loss with respect to ``W_layer`` (see the module docstring).
+
+    ``backend`` picks the kernels; ``mode`` the Gauss–Newton product path (``"jacobian"`` or
+    ``"rop"``, see :class:`~fastdnc.curvature.gauss_newton.BatchedGaussNewton`).
 
     >>> import fastdnc as fd
     >>> m = fd.DeepUFM(3, 2, 4, 3)
@@ -77,11 +80,11 @@ def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend:
                       Factor.identity(p, dtype=model.dtype, device=model.device))
         return KroneckerOperator(out_factor, Factor.gram(x.T, 1.0 / n), shift=shift, backend=backend)
     return BatchedGaussNewton(x, upstream, _probs(model, st.output.detach()), model.num_classes, p, n,
-                              shift=shift, backend=backend)
+                              shift=shift, backend=backend, mode=mode)
 
 
 @torch.no_grad()
-def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "auto"):
+def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "auto", mode: str = "auto"):
     """The exact Hessian with respect to the features :math:`H_1` (d × N, row-major vec).
 
     Linear MSE: :math:`(A_1^\\top A_1) \\otimes I_N/N`; otherwise block diagonal over samples,
@@ -97,4 +100,4 @@ def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "au
                                  Factor.identity(n, 1.0 / n, dtype=model.dtype, device=model.device), shift=shift,
                                  backend=backend)
     return BatchedGaussNewton(None, upstream, _probs(model, st.output.detach()), model.num_classes, d, n,
-                              shift=shift, backend=backend)
+                              shift=shift, backend=backend, mode=mode)

@@ -33,3 +33,22 @@ def two_sided_product(output_factor: torch.Tensor, v: torch.Tensor, input_factor
     fn = _C.two_sided_product_f64 if v.dtype == torch.float64 else _C.two_sided_product_f32
     fn(_np(output_factor), _np(v), _np(input_factor), out.numpy())
     return out
+
+
+def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """C++ per-sample Gauss–Newton core (see :func:`.reference.gn_sample_core`)."""
+    out = torch.empty(u.shape, dtype=u.dtype)
+    fn = _C.gn_sample_core_f64 if u.dtype == torch.float64 else _C.gn_sample_core_f32
+    fn(_np(roots), _np(u), out.numpy())
+    return out
+
+
+def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torch.Tensor:
+    """C++ streamed Gauss–Newton block assembly (see :func:`.reference.gn_assemble`)."""
+    q, n = inputs.shape
+    size = roots.shape[2] * q
+    out = torch.empty(size, size, dtype=inputs.dtype)
+    fn = _C.gn_assemble_f64 if inputs.dtype == torch.float64 else _C.gn_assemble_f32
+    chunk = max(1, min(n, 64, (1 << 22) // max(size, 1)))  # thread buffer ≤ 4M elements
+    fn(_np(inputs), _np(inputs.T), _np(roots), out.numpy(), float(scale), chunk)
+    return out

@@ -1,19 +1,30 @@
 """The one place that chooses a kernel backend.
 
 Backends: ``"torch"`` (pure torch reference, any device), ``"cpp"`` (C++/OpenMP, CPU tensors),
-``"triton"`` and ``"cuda"`` (GPU; added with the layer-Hessian kernels). ``backend="auto"`` picks
-by a measured rule, documented per kernel in ``docs/benchmarks.md``:
+``"triton"`` (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1``) and ``"cuda"`` (the
+extension ``fastdnc._cuda``, built where nvcc and a CUDA torch exist). ``backend="auto"`` picks
+by a rule measured on CPU (``docs/benchmarks.md``); the GPU entries are untested guesses until a
+GPU run measures them, and fall back to ``torch`` when the backend is missing:
 
 * ``two_sided_product``: ``torch`` on every device. The C++ kernel (register-tiled, AVX-512/AVX2
   clones, OpenMP) reaches 0.3–0.96× the speed of two batched MKL GEMMs on 2 cores
   (``python benchmarks/bench_kernels.py``), so it is never the fastest generic choice; it is
   there as the fused base of the structured layer-Hessian kernels.
+* ``gn_sample_core`` on CPU: ``cpp`` for fewer than 4 vectors (1.9× the torch einsum at k = 1),
+  ``torch`` (MKL batched GEMM) from 4 vectors on.
+* ``gn_assemble`` on CPU: ``cpp`` (1.0–1.5× the torch slab-by-slab BLAS version at d = 64,
+  N = 2000, with a per-thread buffer instead of a chunk of the operand).
 
 Asking for a backend that cannot run the inputs (wrong device, dtype, not built) raises
 :class:`BackendUnavailable` with the reason.
 """
 
 from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable
 
 import torch
 
@@ -25,8 +36,8 @@ BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 # backend="auto" per kernel and device type, from benchmarks/bench_kernels.py (docs/benchmarks.md).
 AUTO_RULES = {
     "two_sided_product": {"cpu": "torch", "cuda": "torch"},
-    "gn_product": {"cpu": "torch", "cuda": "torch"},
-    "gn_assemble": {"cpu": "torch", "cuda": "torch"},
+    "gn_sample_core": {"cpu": "cpp", "cuda": "cuda"},  # cpp only for k < 4 vectors, see gn_sample_core
+    "gn_assemble": {"cpu": "cpp", "cuda": "triton"},
 }
 
 
@@ -34,12 +45,47 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run these inputs here."""
 
 
+def _lazy(module: str, name: str) -> Callable:
+    """A kernel of an optional backend module, imported on first call (Triton and CUDA are optional)."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)(*args, **kwargs)
+
+    call.__name__ = f"{module}.{name}"
+    return call
+
+
 # kernel name -> backend -> implementation (same signature as the torch reference)
-KERNELS: dict[str, dict[str, object]] = {
-    "two_sided_product": {"torch": reference.two_sided_product, "cpp": cpp.two_sided_product},
-    "gn_product": {"torch": reference.gn_product},
-    "gn_assemble": {"torch": reference.gn_assemble},
+KERNELS: dict[str, dict[str, Callable]] = {
+    "two_sided_product": {"torch": reference.two_sided_product, "cpp": cpp.two_sided_product,
+                          "triton": _lazy("triton_kernels", "two_sided_product"),
+                          "cuda": _lazy("cuda", "two_sided_product")},
+    "gn_sample_core": {"torch": reference.gn_sample_core, "cpp": cpp.gn_sample_core,
+                       "triton": _lazy("triton_kernels", "gn_sample_core"),
+                       "cuda": _lazy("cuda", "gn_sample_core")},
+    "gn_assemble": {"torch": reference.gn_assemble, "cpp": cpp.gn_assemble, "triton": _lazy("triton_kernels", "gn_assemble"),
+                    "cuda": _lazy("cuda", "gn_assemble")},
 }
+
+
+def _triton_status(device: torch.device, dtype: torch.dtype) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install 'fastdnc[triton]')"
+    if dtype not in (torch.float32, torch.float64):
+        return f"the Triton kernels support float32/float64, got {dtype}"
+    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return None
+    return f"Triton kernels run on CUDA tensors (or on CPU under TRITON_INTERPRET=1), got {device}"
+
+
+def _cuda_status(device: torch.device, dtype: torch.dtype) -> str | None:
+    if device.type != "cuda":
+        return f"the CUDA kernels run on CUDA tensors, got {device}"
+    if dtype not in (torch.float32, torch.float64):
+        return f"the CUDA kernels support float32/float64, got {dtype}"
+    from . import cuda
+
+    return cuda.unavailable_reason()
 
 
 def backend_status(backend: str, device: torch.device, dtype: torch.dtype, kernel: str | None = None) -> str | None:
@@ -58,7 +104,9 @@ def backend_status(backend: str, device: torch.device, dtype: torch.dtype, kerne
         if dtype not in cpp.DTYPES:
             return f"the C++ kernels support float32/float64, got {dtype}"
         return None
-    return f"the {backend} backend has no kernels in this build"
+    if backend == "triton":
+        return _triton_status(device, dtype)
+    return _cuda_status(device, dtype)
 
 
 def _resolve(kernel: str, backend: str, device: torch.device, dtype: torch.dtype):
@@ -96,11 +144,14 @@ def two_sided_product(
     return out.squeeze(0) if squeeze else out
 
 
-def gn_product(inputs, upstream, probs, v: torch.Tensor, scale: float, backend: str = "auto") -> torch.Tensor:
-    """Masked batched Gauss–Newton product (see :func:`.reference.gn_product`)."""
-    return _resolve("gn_product", backend, v.device, v.dtype)(inputs, upstream, probs, v, scale)
+def gn_sample_core(roots: torch.Tensor, u: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Per-sample Gauss–Newton core (see :func:`.reference.gn_sample_core`). ``auto`` on CPU: the
+    C++ kernel for fewer than 4 vectors, the batched torch einsum (MKL batched GEMM) otherwise."""
+    if backend == "auto" and u.shape[0] >= 4:
+        backend = "torch"
+    return _resolve("gn_sample_core", backend, u.device, u.dtype)(roots, u)
 
 
-def gn_assemble(inputs, upstream, probs, num_outputs: int, p: int, scale: float, backend: str = "auto") -> torch.Tensor:
+def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, backend: str = "auto") -> torch.Tensor:
     """Streamed explicit Gauss–Newton block (see :func:`.reference.gn_assemble`)."""
-    return _resolve("gn_assemble", backend, inputs.device, inputs.dtype)(inputs, upstream, probs, num_outputs, p, scale)
+    return _resolve("gn_assemble", backend, inputs.device, inputs.dtype)(inputs, roots, scale)

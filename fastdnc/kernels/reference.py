@@ -72,10 +72,13 @@ def gn_product(
 def gn_jacobian_roots(
     upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int, n: int, like: torch.Tensor
 ) -> torch.Tensor:
-    r"""Per-sample roots :math:`B_i = J_i^\top L_i` (returned as (K, p, N): ``[c, a, i]``) with
-    :math:`L_i L_i^\top = \Lambda_i`: :math:`L_i = I` (MSE) or
-    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i \sqrt{p_i}^\top` (CE), so that
-    :math:`J_i^\top\Lambda_i J_i = B_i B_i^\top` (``like`` gives the dtype and device)."""
+    r"""Per-sample roots :math:`B_i^\top` with :math:`B_i = J_i^\top L_i`, as an (N, K, p) tensor.
+
+    :math:`L_iL_i^\top = \Lambda_i`: :math:`L_i = I` (MSE) or
+    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i\sqrt{p_i}^\top` (CE), so that
+    :math:`J_i^\top\Lambda_iJ_i = B_iB_i^\top`. Computed by pulling the K columns of
+    :math:`L_i` back through ``upstream`` (masks included); ``like`` gives dtype and device.
+    """
     eye = torch.eye(num_outputs, dtype=like.dtype, device=like.device)
     if probs is None:
         u = eye[:, :, None].expand(num_outputs, num_outputs, n)
@@ -88,27 +91,27 @@ def gn_jacobian_roots(
             u = d * u
     if u.shape[1] != p:
         raise ValueError(f"upstream maps to {u.shape[1]} rows, expected p={p}")
-    return u
+    return u.permute(2, 0, 1).contiguous()
 
 
-def gn_assemble(
-    inputs: torch.Tensor, upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int,
-    scale: float, chunk: int | None = None,
-) -> torch.Tensor:
+def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, chunk: int | None = None) -> torch.Tensor:
     r"""The explicit (pq × pq) block :math:`c \sum_i (B_iB_i^\top) \otimes x_i x_i^\top`, streamed.
 
-    Row slab a (the pq-entries of output row a) is :math:`c\,X\,S_a` with
+    Args:
+        inputs: X (q × N). roots: (N, K, p) from :func:`gn_jacobian_roots`. scale: c.
+
+    Row slab a (the pq entries of output row a) is :math:`c\,X\,S_a` with
     :math:`S_a[i, (a', b')] = (B_iB_i^\top)_{aa'} x_{ib'}`, built ``chunk`` samples at a time:
-    :math:`2 P^2 N` flops, and besides the output only O(chunk · P + N p K) memory. The
-    (N·K) × P matrix of Kronecker rows is never formed.
+    :math:`2 P^2 N` flops and, besides the output, O(chunk · P + N K p) memory. The (N·K) × P
+    matrix of Kronecker rows is never formed.
     """
     q, n = inputs.shape
-    roots = gn_jacobian_roots(upstream, probs, num_outputs, p, n, inputs)  # (K, p, N)
+    p = roots.shape[2]
     size = p * q
     out = torch.empty(size, size, dtype=inputs.dtype, device=inputs.device)
-    chunk = chunk or max(1, min(n, (size // 8) or 1))
+    chunk = chunk or max(1, min(n, size // 8))
     for a in range(p):
-        g_a = torch.einsum("cn,cpn->np", roots[:, a, :], roots)  # (N, p): (B_i B_iᵀ)[a, :]
+        g_a = torch.einsum("nc,ncp->np", roots[:, :, a], roots)  # (N, p): (B_i B_iᵀ)[a, :]
         slab = out[a * q : (a + 1) * q]
         slab.zero_()
         for s in range(0, n, chunk):
@@ -116,3 +119,18 @@ def gn_assemble(
             s_a = (g_a[s:e, :, None] * inputs[:, s:e].T[:, None, :]).reshape(e - s, size)
             slab.addmm_(inputs[:, s:e], s_a)
     return out.mul_(scale)
+
+
+def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    r"""Per-sample Gauss–Newton core :math:`\mathrm{out}[j, i] = B_i (B_i^\top u[j, i])`.
+
+    Args:
+        roots: (N, K, p), sample i's :math:`B_i^\top` (see :func:`gn_jacobian_roots`; the masks, the
+            layers above and Λ_i are folded in, so :math:`B_iB_i^\top = J_i^\top\Lambda_iJ_i`).
+        u: (k, N, p), the perturbations :math:`u_{ji} = V_j x_i` of the layer's output, per sample.
+
+    Returns:
+        (k, N, p).
+    """
+    w = torch.einsum("ica,jia->jic", roots, u)
+    return torch.einsum("ica,jic->jia", roots, w)

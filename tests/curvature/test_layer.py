@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build
+from conftest import backends_for, build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,15 +25,32 @@ def check_operator(op, dense: torch.Tensor, tol: float = 1e-10, seed: int = 0) -
     assert abs(float(op.trace() - torch.trace(dense))) <= tol * float(dense.abs().sum())
 
 
+BACKENDS = backends_for("gn_sample_core")
+
+
 @pytest.mark.parametrize("decay", [False, True])
-def test_every_layer_of_every_model(model_case, decay):
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["jacobian", "rop"])
+def test_every_layer_of_every_model(model_case, decay, backend, mode):
     m = build(model_case)
     for layer in range(1, m.depth + 1):
-        H = fd.layer_hessian(m, layer, decay=decay)
+        H = fd.layer_hessian(m, layer, decay=decay, backend=backend, mode=mode)
         check_operator(H, R.dense_layer_hessian(m, layer, decay=decay))
-    F = fd.feature_hessian(m, decay=decay)
     if m.features_trainable:
+        F = fd.feature_hessian(m, decay=decay, backend=backend, mode=mode)
         check_operator(F, R.dense_feature_hessian(m, decay=decay))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_products_within_twice_torch_error(backend):
+    m64 = fd.DeepUFM(4, 5, 9, 3, activation="relu", loss="ce", seed=5)
+    m32 = fd.DeepUFM(4, 5, 9, 3, activation="relu", loss="ce", seed=5, dtype=torch.float32)
+    v = torch.randn(81, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = R.dense_layer_hessian(m64, 2) @ v
+    ours = fd.layer_hessian(m32, 2, backend=backend) @ v.float()
+    torch_err = (R.dense_layer_hessian(m32, 2) @ v.float()).double() - exact
+    scale = float(exact.abs().max())
+    assert float((ours.double() - exact).abs().max()) <= 2 * float(torch_err.abs().max()) + 4e-7 * scale
 
 
 def test_operator_kind_follows_the_model():
