@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_kernels  # noqa: E402
+import bench_layer  # noqa: E402
 import bench_train  # noqa: E402
 
 from fastdnc.io import atomic_write_text  # noqa: E402
@@ -42,6 +43,21 @@ backpropagation (no autograd graph) and fused `torch._foreach` updates; the base
 
 At these sizes one step is ~15 GEMMs of 64×64×40: each is too small to reach the matmul peak, so
 the fraction of peak is low for every implementation; the ratio is what the trainer controls.
+
+## Exact layer Hessians (`benchmarks/bench_layer.py`)
+
+Ratios are baseline time / fastdnc time (> 1: fastdnc is faster), measured in the same run.
+"autograd cached" keeps the graph of the layer gradient (`create_graph=True`) and only repeats
+the second backward (PyHessian's mode); curvlinops is `HessianLinearOperator` restricted to the
+layer's parameter; BackPACK is `HMP` (its cost includes the backward pass it needs).
+Linear MSE layers are `KroneckerOperator`s (O(K d²) per product through the rank-K root
+A_{{l+1}}); ReLU layers are `BatchedGaussNewton` blocks (cached per-sample Jacobian roots, two GEMMs
+with the layer inputs around the C++ per-sample core).
+
+{bench_layer.run()}
+### Targets of the layer-Hessian issue (this run)
+
+{bench_layer.targets()}
 
 ## Batched two-sided product (`benchmarks/bench_kernels.py`)
 

@@ -71,27 +71,33 @@ class Factor:
         return self.kind == "gram" and self.root.shape[0] < self.n
 
     def to_dense(self) -> torch.Tensor:
+        """The n × n matrix. A Gram factor whose root is not short (r ≥ n) keeps it: products
+        with the n × n matrix are then cheaper than with the root."""
         if self.kind == "dense":
             return self.matrix
         if self.kind == "gram":
-            return self.scale * (self.root.T @ self.root)
+            if self.is_low_rank:
+                return self.scale * (self.root.T @ self.root)
+            if self.matrix is None:
+                self.matrix = self.scale * (self.root.T @ self.root)
+            return self.matrix
         return self.scale * torch.eye(self.n, dtype=self.dtype, device=self.device)
 
     def left(self, x: torch.Tensor) -> torch.Tensor:
         """M @ x for x of shape (..., n, m)."""
-        if self.kind == "dense":
-            return self.matrix @ x
-        if self.kind == "gram":
+        if self.kind == "identity":
+            return self.scale * x
+        if self.is_low_rank:
             return self.scale * (self.root.T @ (self.root @ x))
-        return self.scale * x
+        return self.to_dense() @ x
 
     def right(self, x: torch.Tensor) -> torch.Tensor:
         """x @ M for x of shape (..., m, n) (M is symmetric)."""
-        if self.kind == "dense":
-            return x @ self.matrix
-        if self.kind == "gram":
+        if self.kind == "identity":
+            return self.scale * x
+        if self.is_low_rank:
             return self.scale * ((x @ self.root.T) @ self.root)
-        return self.scale * x
+        return x @ self.to_dense()
 
     def diag(self) -> torch.Tensor:
         if self.kind == "dense":
@@ -102,6 +108,19 @@ class Factor:
 
     def trace(self) -> torch.Tensor:
         return self.diag().sum()
+
+    def eigvalsh(self) -> torch.Tensor:
+        """Eigenvalues, ascending. A low-rank Gram factor needs only the r × r problem R Rᵀ."""
+        if self._eigh is not None:
+            return self._eigh[0]
+        if self.kind == "identity":
+            return torch.full((self.n,), self.scale, dtype=self.dtype, device=self.device)
+        if self.is_low_rank:
+            r = self.root
+            ev = self.scale * torch.linalg.eigvalsh(r @ r.T)
+            zeros = torch.zeros(self.n - r.shape[0], dtype=self.dtype, device=self.device)
+            return torch.sort(torch.cat([ev, zeros])).values
+        return torch.linalg.eigvalsh(self.to_dense())
 
     def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eigenvalues (ascending) and orthonormal eigenvectors, computed once and cached."""
@@ -178,15 +197,18 @@ class KroneckerOperator(CurvatureOperator):
         x = _unvec(v, self.p, self.q)
         o, i = self.output_factor, self.input_factor
         if o.is_low_rank and (not i.is_low_rank or o.root.shape[0] * self.q <= i.root.shape[0] * self.p):
-            # O X I = c_O R_Oᵀ ((R_O X) I): O(r·p·q + r·cost(I)) instead of O(p²q)
-            y = o.scale * (o.root.T @ i.right(o.root @ x))
-        elif i.is_low_rank:
-            y = i.scale * (o.left(x @ i.root.T) @ i.root)
-        elif o.kind == "dense" and i.kind == "dense":
-            y = dispatch.two_sided_product(o.matrix, x, i.matrix, backend=self.backend)
+            # c O X I = Rᵀ (c c_O (R X) I): three skinny GEMMs, O(r·p·q + r·q²); the scale is applied
+            # to the small r × q middle and the shift fused into the last GEMM
+            mid = i.right(o.root @ x) * (o.scale * self.scale)
+            y = torch.baddbmm(x, o.root.T.expand(x.shape[0], -1, -1), mid, beta=self.shift) if self.shift else \
+                o.root.T @ mid
+            return _vec(y)
+        if i.is_low_rank:
+            y = o.left(x @ i.root.T) @ i.root * (i.scale * self.scale)
+        elif o.kind != "identity" and i.kind != "identity":
+            y = dispatch.two_sided_product(o.to_dense(), x, i.to_dense(), backend=self.backend) * self.scale
         else:
-            y = o.left(i.right(x))
-        y = self.scale * y
+            y = o.left(i.right(x)) * self.scale
         if self.shift:
             y = y + self.shift * x
         return _vec(y)
@@ -205,10 +227,13 @@ class KroneckerOperator(CurvatureOperator):
     def trace(self) -> torch.Tensor:
         return self.scale * self.output_factor.trace() * self.input_factor.trace() + self.shift * self.size
 
-    def _grid(self) -> torch.Tensor:
-        """All eigenvalues on the (p, q) grid of factor eigenpairs."""
-        lo, _ = self.output_factor.eigh()
-        li, _ = self.input_factor.eigh()
+    def _grid(self, vectors: bool = True) -> torch.Tensor:
+        """All eigenvalues on the (p, q) grid of factor eigenpairs (``vectors=False``: values only,
+        in the factors' ascending order, which is also the order of their ``eigh``)."""
+        if vectors:
+            lo, li = self.output_factor.eigh()[0], self.input_factor.eigh()[0]
+        else:
+            lo, li = self.output_factor.eigvalsh(), self.input_factor.eigvalsh()
         return self.scale * torch.outer(lo, li) + self.shift
 
     def eigh(self) -> tuple[torch.Tensor, KroneckerEigenvectors]:
@@ -220,7 +245,8 @@ class KroneckerOperator(CurvatureOperator):
         return vals, KroneckerEigenvectors(self.output_factor.eigh()[1], self.input_factor.eigh()[1], order)
 
     def eigvalsh(self) -> torch.Tensor:
-        return torch.sort(self._grid().reshape(-1)).values
+        """All P eigenvalues, ascending, without eigenvectors (r × r problems for Gram roots)."""
+        return torch.sort(self._grid(vectors=False).reshape(-1)).values
 
     def solve(self, v: torch.Tensor, damping: float = 0.0) -> torch.Tensor:
         """:math:`(c\\,O \\otimes I + (s + \\delta)\\,\\mathrm{Id})^{-1} v` through the factor eigenbases.
