@@ -14,6 +14,8 @@ from .curvature import (
     KroneckerOperator,
     KroneckerSum,
     feature_hessian,
+    ggn,
+    hessian,
     layer_hessian,
 )
 from .models import DeepUFM, MLPHead
@@ -28,6 +30,8 @@ __all__ = [
     "KroneckerSum",
     "curvature",
     "feature_hessian",
+    "ggn",
+    "hessian",
     "kernels",
     "layer_hessian",
     "DeepUFM",

@@ -1,6 +1,7 @@
 """Curvature operators (one shared base), their kernels' dispatch, and autograd oracles."""
 
 from . import reference
+from .full import LayeredHessian, LinearMSEHessian, ggn, hessian
 from .gauss_newton import BatchedGaussNewton
 from .kronecker import Factor, KroneckerEigenvectors, KroneckerOperator, KroneckerSum
 from .layer import feature_hessian, layer_hessian
@@ -14,7 +15,11 @@ __all__ = [
     "KroneckerEigenvectors",
     "KroneckerOperator",
     "KroneckerSum",
+    "LayeredHessian",
+    "LinearMSEHessian",
     "feature_hessian",
+    "ggn",
+    "hessian",
     "layer_hessian",
     "reference",
 ]

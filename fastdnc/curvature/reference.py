@@ -134,3 +134,42 @@ def layer_fit_gradient(model: LayeredModel, layer: int) -> torch.Tensor:
         raise ValueError(f"layer must be in 1..{model.depth}, got {layer}")
     f, x = _block_loss(model, f"W_{layer}", decay=False)
     return torch.func.grad(f)(x)
+
+
+def dense_ggn(model: LayeredModel, include_features: bool = False, decay: bool = True) -> torch.Tensor:
+    """The (P × P) generalised Gauss–Newton matrix :math:`\\sum_i J_i^\\top \\Lambda_i J_i` (+ decay).
+
+    :math:`J_i` is the Jacobian of sample i's output by ``torch.func.jacrev``; :math:`\\Lambda_i` is
+    :math:`I/N` (MSE) or :math:`(\\mathrm{diag}(p_i) - p_ip_i^\\top)/N` (CE).
+    """
+    from ..models import forward_states
+
+    theta, shapes = _flat_params(model, include_features)
+    names = [n for n, _ in model.parameter_blocks(include_features)]
+
+    def outputs(t: torch.Tensor) -> torch.Tensor:
+        by_name = dict(zip(names, _unflatten(t, shapes)))
+        ws = [by_name[f"W_{l}"] for l in range(1, model.depth + 1)]
+        bs = None if model.biases is None else [by_name[f"b_{l}"] for l in range(1, model.depth + 1)]
+        return forward_states(ws, bs, by_name.get("H_1", model.features.detach()), model.activation).output
+
+    jac = torch.func.jacrev(outputs)(theta)  # (K, N, P)
+    z = outputs(theta)
+    n = z.shape[1]
+    if model.loss_type == "mse":
+        out = torch.einsum("kip,kiq->pq", jac, jac) / n
+    else:
+        p = torch.softmax(z, dim=0)
+        lam = torch.diag_embed(p.T) - p.T[:, :, None] * p.T[:, None, :]  # (N, K, K)
+        out = torch.einsum("kip,ikl,liq->pq", jac, lam, jac) / n
+    if decay:
+        diag = torch.cat([torch.full((s.numel(),), lam_, dtype=theta.dtype) for s, lam_ in zip(
+            shapes, [_decay_of(model, nm) for nm in names])])
+        out = out + torch.diag(diag)
+    return out
+
+
+def _decay_of(model: LayeredModel, name: str) -> float:
+    if name.startswith("W_"):
+        return model.weight_decay[int(name[2:]) - 1]
+    return model.feature_decay if name == "H_1" else 0.0

@@ -1,0 +1,287 @@
+r"""Full Hessian and Gauss–Newton operators of UFMs and MLP heads: ``fd.hessian`` and ``fd.ggn``.
+
+The operator covers the blocks of ``model.parameter_blocks(include_features)`` in that order
+(``W_1[, b_1], …, W_L[, b_L]``, then ``H_1``), each row-major. ``decay=True`` adds
+:math:`\lambda_l` on the ``W_l`` blocks and :math:`\lambda_H` on ``H_1`` (biases are not decayed).
+
+**General path** (ReLU or CE, biases, MLP heads): an analytic forward-over-reverse product (an
+R-op), with the forward and backward states cached when the operator is built. For a direction
+:math:`(\dot W_l, \dot b_l, \dot H_1)` and :math:`\sigma'' = 0`:
+
+.. math::
+
+    \dot P_{l+1} = \dot W_l\tilde h_l + W_l\dot{\tilde h}_l + \dot b_l,\quad
+    \dot{\tilde h}_{l+1} = \sigma'(P_{l+1})\odot\dot P_{l+1},\quad
+    \dot G_{L+1} = \ell''(Z)[\dot Z],
+
+    \dot g_{W_l} = \dot G_{l+1}\tilde h_l^\top + G_{l+1}\dot{\tilde h}_l^\top,\quad
+    \dot G_l = \sigma'(P_l)\odot(\dot W_l^\top G_{l+1} + W_l^\top\dot G_{l+1}),
+
+with :math:`G_l` the cached gradient with respect to the pre-activations. The GGN drops the two
+terms that carry :math:`G`. k vectors go through at once (matmat), as one batch of GEMMs.
+
+**Deep linear MSE fast path** (no biases): after a one-off precompute of
+:math:`A_{l+1} = W_L\cdots W_{l+1}` (K × d), :math:`B_l = W_{l-1}\cdots W_1`,
+:math:`S = H_1H_1^\top/N` and :math:`M = RH_1^\top/N` (R = Z − Y), a product never touches the N
+samples of the weight blocks and costs O(L·K·d²). With :math:`U_r = A_{r+1}\dot W_r` (K × d):
+
+.. math::
+
+    Q = \Big(\sum_r U_r B_r\Big) S\ [+ A_1\dot H_1H_1^\top/N],\qquad
+    \hat E_l = U_{l+1}^\top + W_{l+1}^\top\hat E_{l+1}\ (\hat E_L = 0),
+
+    X_{l+1} = M B_l^\top\dot W_l^\top + X_l W_l^\top\ (X_1 = 0\ [= R\dot H_1^\top/N]),
+
+    (\mathcal H\dot\theta)_{W_l} = A_{l+1}^\top (Q B_l^\top) + \hat E_l (M B_l^\top) + A_{l+1}^\top X_l
+    + \lambda_l\dot W_l,
+
+the three terms being the Gauss–Newton block row :math:`\sum_r G_{lr}`, and the residual blocks
+through :math:`\dot A_{l+1}` and through :math:`\dot H_l` (theory.md §3.5). With the features,
+:math:`(\mathcal H\dot\theta)_{H_1} = (\hat E_0 R + A_1^\top\dot Z)/N + \lambda_H\dot H_1`, which is
+O(K·d·N) because the block itself has d·N entries.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import LayeredModel
+from .operator import CurvatureOperator, describe
+
+
+def _split(v: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """(P, k) → blocks of shape (k, *s)."""
+    out, i = [], 0
+    k = v.shape[1]
+    for s in shapes:
+        n = s.numel()
+        out.append(v[i : i + n].T.reshape(k, *s))
+        i += n
+    return out
+
+
+def _join(blocks: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1).T
+
+
+class _ModelOperator(CurvatureOperator):
+    """Shared set-up: block layout and decay of a layered model."""
+
+    def __init__(self, model: LayeredModel, include_features: bool, decay: bool) -> None:
+        model.check()
+        if include_features and not model.features_trainable:
+            raise ValueError("include_features=True needs trainable features (a DeepUFM), not an MLP head's input")
+        blocks = model.parameter_blocks(include_features)
+        super().__init__(sum(t.numel() for _, t in blocks), model.dtype, model.device, [t.shape for _, t in blocks])
+        self.names = [n for n, _ in blocks]
+        self.include_features = include_features
+        self.decay = decay
+        lam = {f"W_{l}": model.weight_decay[l - 1] for l in range(1, model.depth + 1)}
+        lam["H_1"] = model.feature_decay
+        self.lams = [lam.get(n, 0.0) if decay else 0.0 for n in self.names]
+
+    def _add_decay(self, out: list[torch.Tensor], vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [o + lam * v if lam else o for o, v, lam in zip(out, vs, self.lams)]
+
+
+class LayeredHessian(_ModelOperator):
+    """Exact Hessian (or GGN) of a layered model by the analytic R-op (see the module docstring)."""
+
+    def __init__(self, model: LayeredModel, include_features: bool = False, decay: bool = True,
+                 ggn: bool = False) -> None:
+        super().__init__(model, include_features, decay)
+        self.ggn = ggn
+        with torch.no_grad():
+            ws, bs = model._tensors()
+            self.weights = [w.detach() for w in ws]
+            self.has_bias = bs is not None
+            st = model.states()
+            self.inputs = [h.detach() for h in st.inputs]
+            self.relu = model.activation == "relu"
+            # σ'(P_l) for l = 2..L as 0/1 masks (ReLU'(0) = 0)
+            self.masks = [None] + [(p > 0).to(p.dtype) for p in st.preactivations[1:-1]] if self.relu else None
+            self.ce = model.loss_type == "ce"
+            self.n = model.num_samples
+            z = st.output.detach()
+            self.probs = torch.softmax(z, dim=0) if self.ce else None
+            _, g = model.output_gradient(z)
+            # G_{l+1}: gradient w.r.t. the pre-activation P_{l+1}, l = 1..L (G[l] for W_{l+1} in 0-based)
+            grads = [None] * model.depth
+            grads[-1] = g
+            for l in range(model.depth - 1, 0, -1):
+                g = self.weights[l].T @ g
+                if self.relu:
+                    g = g * self.masks[l]
+                grads[l - 1] = g
+            self.grads = grads
+
+    def _output_hessian(self, zdot: torch.Tensor) -> torch.Tensor:
+        if not self.ce:
+            return zdot / self.n
+        pz = self.probs * zdot
+        return (pz - self.probs * pz.sum(dim=-2, keepdim=True)) / self.n
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        vs = _split(v, self.block_shapes)
+        depth = len(self.weights)
+        step = 2 if self.has_bias else 1
+        vw = vs[0 : step * depth : step]
+        vb = vs[1 : step * depth : step] if self.has_bias else None
+        vh = vs[-1] if self.include_features else None
+        # forward tangents of the layer inputs ḣ_l (None = 0)
+        hdot: list[torch.Tensor | None] = [vh]
+        pdot = None
+        for l in range(depth):
+            pdot = vw[l] @ self.inputs[l]
+            if hdot[l] is not None:
+                pdot = pdot + self.weights[l] @ hdot[l]
+            if vb is not None:
+                pdot = pdot + vb[l][..., None]
+            if l + 1 < depth:
+                hdot.append(pdot * self.masks[l + 1] if self.relu else pdot)
+        gdot = self._output_hessian(pdot)
+        out_w, out_b = [None] * depth, [None] * depth
+        out_h = None
+        for l in range(depth - 1, -1, -1):
+            ow = gdot @ self.inputs[l].T
+            if not self.ggn and hdot[l] is not None:
+                ow = ow + self.grads[l] @ hdot[l].transpose(-1, -2)
+            out_w[l] = ow
+            if vb is not None:
+                out_b[l] = gdot.sum(dim=-1)
+            if l == 0 and not self.include_features:
+                break
+            back = self.weights[l].T @ gdot
+            if not self.ggn:
+                back = back + vw[l].transpose(-1, -2) @ self.grads[l]
+            if l == 0:
+                out_h = back
+            else:
+                gdot = back * self.masks[l] if self.relu else back
+        out = []
+        for l in range(depth):
+            out.append(out_w[l])
+            if vb is not None:
+                out.append(out_b[l])
+        if self.include_features:
+            out.append(out_h)
+        return _join(self._add_decay(out, vs))
+
+    def cache_info(self) -> dict[str, str]:
+        info = {f"input_{l + 1}": describe(h) for l, h in enumerate(self.inputs)}
+        info.update({f"grad_P{l + 2}": describe(g) for l, g in enumerate(self.grads)})
+        if self.masks:
+            info.update({f"mask_{l + 1}": describe(m) for l, m in enumerate(self.masks) if m is not None})
+        if self.probs is not None:
+            info["probs"] = describe(self.probs)
+        return info
+
+
+class LinearMSEHessian(_ModelOperator):
+    """Exact Hessian (or GGN) of a deep linear MSE UFM without biases, O(L·K·d²) per product."""
+
+    def __init__(self, model: LayeredModel, include_features: bool = False, decay: bool = True,
+                 ggn: bool = False) -> None:
+        if model.activation != "linear" or model.loss_type != "mse" or model.biases is not None:
+            raise ValueError("LinearMSEHessian needs a linear MSE model without biases")
+        super().__init__(model, include_features, decay)
+        self.ggn = ggn
+        with torch.no_grad():
+            ws = [w.detach() for w in model._tensors()[0]]
+            h1 = model.features.detach()
+            n = model.num_samples
+            depth = len(ws)
+            self.weights = ws
+            # B_l = W_{l-1}⋯W_1 (B_1 = I), A_{l+1} = W_L⋯W_{l+1} (A_{L+1} = I_K)
+            eye = torch.eye(h1.shape[0], dtype=h1.dtype, device=h1.device)
+            b = [eye]
+            for w in ws[:-1]:
+                b.append(w @ b[-1])
+            a = [None] * (depth + 1)
+            a[depth] = torch.eye(model.num_classes, dtype=h1.dtype, device=h1.device)
+            for l in range(depth - 1, -1, -1):
+                a[l] = a[l + 1] @ ws[l]
+            self.b, self.a = b, a  # a[l] is A_{l+1} (0-based layer l), a[0] = A_1
+            self.s = h1 @ h1.T / n
+            r = (ws[-1] @ b[-1] @ h1) - model.targets
+            self.m = r @ h1.T / n
+            self.mb = [self.m @ bl.T for bl in b]  # M B_lᵀ (K × d_l)
+            self.h1, self.r, self.n = h1, r, n
+
+    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        vs = _split(v, self.block_shapes)
+        depth = len(self.weights)
+        vw = vs[:depth]
+        vh = vs[depth] if self.include_features else None
+        a, b, ws = self.a, self.b, self.weights
+        u = [a[l + 1] @ vw[l] for l in range(depth)]  # U_l = A_{l+1} Ẇ_l, (k, K, d_l)
+        zcore = sum(u[l] @ b[l] for l in range(depth))  # Σ_r U_r B_r, (k, K, d_1)
+        q = zcore @ self.s
+        zdot = None
+        if vh is not None:
+            zdot = zcore @ self.h1 + a[0] @ vh  # Ż, (k, K, N)
+            q = q + (a[0] @ vh) @ self.h1.T / self.n
+        out = []
+        if self.ggn:
+            out = [a[l + 1].T @ (q @ b[l].T) for l in range(depth)]
+        else:
+            e = [None] * depth  # Ê_l (k, d_{l+1}, K)
+            e[depth - 1] = torch.zeros_like(u[0][..., :1, :1]).expand(v.shape[1], ws[-1].shape[0], a[0].shape[0])
+            for l in range(depth - 2, -1, -1):
+                e[l] = u[l + 1].transpose(-1, -2) + ws[l + 1].T @ e[l + 1]
+            x = [None] * depth  # X_l (k, K, d_{l+1})
+            x[0] = (self.r @ vh.transpose(-1, -2)) / self.n if vh is not None else None
+            for l in range(depth):
+                if l > 0:
+                    x[l] = self.mb[l - 1] @ vw[l - 1].transpose(-1, -2)
+                    if x[l - 1] is not None:
+                        x[l] = x[l] + x[l - 1] @ ws[l - 1].T
+            for l in range(depth):
+                o = a[l + 1].T @ (q @ b[l].T) + e[l] @ self.mb[l]
+                if x[l] is not None:
+                    o = o + a[l + 1].T @ x[l]
+                out.append(o)
+        if vh is not None:
+            oh = a[0].T @ zdot / self.n
+            if not self.ggn:
+                e0 = u[0].transpose(-1, -2) + ws[0].T @ e[0]  # Ê_0 = Σ_r B_rᵀ U_rᵀ
+                oh = oh + e0 @ self.r / self.n
+            out.append(oh)
+        return _join(self._add_decay(out, vs))
+
+    def cache_info(self) -> dict[str, str]:
+        info = {"S=H1H1ᵀ/N": describe(self.s), "M=RH1ᵀ/N": describe(self.m)}
+        info.update({f"A_{l + 1}": describe(t) for l, t in enumerate(self.a) if t is not None})
+        info.update({f"B_{l + 1}": describe(t) for l, t in enumerate(self.b)})
+        return info
+
+
+def _full(model: LayeredModel, include_features: bool, decay: bool, ggn: bool, structured: bool | None):
+    fast = model.activation == "linear" and model.loss_type == "mse" and model.biases is None
+    if structured and not fast:
+        raise ValueError("the structured path needs a linear MSE model without biases")
+    if fast and structured is not False:
+        return LinearMSEHessian(model, include_features, decay, ggn)
+    return LayeredHessian(model, include_features, decay, ggn)
+
+
+def hessian(model: LayeredModel, include_features: bool = False, decay: bool = True,
+            structured: bool | None = None) -> CurvatureOperator:
+    """The exact full Hessian of a DeepUFM or MLP head (see the module docstring).
+
+    ``structured=None`` picks the O(L·K·d²) path for linear MSE models without biases and the
+    analytic R-op otherwise; ``True``/``False`` force one (``True`` raises where it does not apply).
+
+    >>> import fastdnc as fd, torch
+    >>> m = fd.DeepUFM(3, 2, 4, 3)
+    >>> H = fd.hessian(m, include_features=True)
+    >>> H.shape, type(H).__name__
+    ((56, 56), 'LinearMSEHessian')
+    """
+    return _full(model, include_features, decay, False, structured)
+
+
+def ggn(model: LayeredModel, include_features: bool = False, decay: bool = True,
+        structured: bool | None = None) -> CurvatureOperator:
+    """The exact generalised Gauss–Newton matrix :math:`J^\\top \\ell'' J` (+ decay), same layout."""
+    return _full(model, include_features, decay, True, structured)
