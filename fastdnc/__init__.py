@@ -5,7 +5,7 @@ Public API (re-exports only). Conventions: layers are numbered as in the paper (
 the order ``W_1..W_L`` (biases after their weight, for MLP heads), then ``H_1``.
 """
 
-from . import curvature, kernels, theory
+from . import curvature, kernels, spectral, theory
 from .collapse import CollapseReport, collapse_metrics
 from .curvature import (
     BatchedGaussNewton,
@@ -19,6 +19,15 @@ from .curvature import (
     layer_hessian,
 )
 from .models import DeepUFM, MLPHead
+from .spectral import (
+    gradient_overlap,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    outliers,
+    spectral_density,
+    subspace_overlap,
+)
 from .train import History, NonFiniteError, load_checkpoint, train
 
 __all__ = [
@@ -42,5 +51,13 @@ __all__ = [
     "load_checkpoint",
     "theory",
     "train",
+    "gradient_overlap",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "lanczos",
+    "outliers",
+    "spectral",
+    "spectral_density",
+    "subspace_overlap",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,20 @@
+"""Spectral toolkit: Lanczos, SLQ density, trace estimators, outliers and overlaps."""
+
+from .density import SpectralDensity, spectral_density
+from .lanczos import LanczosResult, lanczos
+from .overlap import Outliers, gradient_overlap, outliers, subspace_overlap
+from .trace import TraceEstimate, hutchinson_trace, hutchpp_trace
+
+__all__ = [
+    "LanczosResult",
+    "Outliers",
+    "SpectralDensity",
+    "TraceEstimate",
+    "gradient_overlap",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "lanczos",
+    "outliers",
+    "spectral_density",
+    "subspace_overlap",
+]

@@ -1,0 +1,107 @@
+"""Spectral toolkit: Lanczos on known spectra (clustered, degenerate), SLQ, traces, overlaps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastdnc as fd
+from fastdnc.curvature import DenseOperator
+
+
+def with_spectrum(evals: list[float], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(evals), len(evals), generator=g, dtype=torch.float64))
+    return q @ torch.diag(torch.tensor(evals, dtype=torch.float64)) @ q.T
+
+
+SPECTRA = {
+    "outliers+bulk": [10.0] * 16 + torch.linspace(0, 1, 384).tolist(),
+    "clustered": [5.0, 5.0 + 1e-7, 5.0 + 2e-7, 4.0, 4.0 - 1e-6] + torch.linspace(-1, 1, 195).tolist(),
+    "degenerate-both-ends": [3.0] * 9 + [-2.0] * 7 + torch.linspace(-0.5, 0.5, 184).tolist(),
+    "indefinite": torch.linspace(-3, 7, 300).tolist(),
+}
+
+
+@pytest.mark.parametrize("name", SPECTRA)
+@pytest.mark.parametrize("which", ["LA", "SA", "BE", "LM"])
+def test_lanczos_known_spectra(name, which):
+    ev = SPECTRA[name]
+    a = with_spectrum(ev)
+    k = 12
+    res = fd.lanczos(DenseOperator(a), k=k, which=which)
+    s = torch.sort(torch.tensor(ev, dtype=torch.float64)).values
+    if which == "LA":
+        ref = s.flip(0)[:k]
+    elif which == "SA":
+        ref = s[:k].flip(0)
+    elif which == "LM":
+        ref = torch.sort(s[torch.argsort(s.abs(), descending=True)[:k]], descending=True).values
+    else:
+        ref = torch.cat([s.flip(0)[:6], s[:6].flip(0)])
+    assert res.converged
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=0, atol=1e-8)
+    v = res.eigenvectors
+    torch.testing.assert_close(v.T @ v, torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-8)
+    torch.testing.assert_close(a @ v, v * res.eigenvalues, rtol=0, atol=1e-7)
+    assert float(res.residuals.max()) <= 1e-9
+
+
+def test_lanczos_exhausts_small_spaces_and_rejects_bad_input():
+    a = with_spectrum([2.0, 1.0, 1.0, 0.0])
+    res = fd.lanczos(a, k=4)
+    torch.testing.assert_close(res.eigenvalues, torch.tensor([2.0, 1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-12,
+                               rtol=0)
+    with pytest.raises(ValueError, match="k must be in 1..4"):
+        fd.lanczos(a, k=5)
+    with pytest.raises(ValueError, match="which must be"):
+        fd.lanczos(a, k=1, which="XX")
+
+
+def test_lanczos_on_a_trained_ufm_finds_the_16_outliers():
+    m = fd.DeepUFM(4, 5, 12, 4, seed=0)
+    fd.train(m, 20_000, 0.1, progress=False)
+    H = fd.hessian(m, decay=False)
+    res = fd.lanczos(H, k=20)
+    ref = torch.linalg.eigvalsh(H.to_dense()).flip(0)[:20]
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=0, atol=1e-8)
+    out = fd.outliers(res.eigenvalues)
+    assert out.count == 16 and out.gap_ratio > 10
+    g = fd.curvature.reference.fit_gradient(m)
+    assert fd.gradient_overlap(g, res.eigenvectors[:, :16]) > 1 - 1e-6
+
+
+def test_slq_density_integrates_to_one_and_matches_the_histogram():
+    ev = torch.cat([torch.linspace(0, 1, 380), torch.full((20,), 4.0)]).double()
+    a = with_spectrum(ev.tolist(), seed=1)
+    d = fd.spectral_density(a, num_probes=16, steps=60, grid=4000, sigma=0.02)
+    assert float(torch.trapezoid(d.density, d.grid)) == pytest.approx(1.0, abs=1e-3)
+    torch.testing.assert_close(d.weights.sum(1), torch.ones(16, dtype=torch.float64), rtol=0, atol=1e-12)
+    # 1-Wasserstein distance between the SLQ density and the exact eigenvalue distribution
+    cdf_slq = torch.cumulative_trapezoid(d.density, d.grid)
+    cdf_true = (ev[None, :] <= d.grid[1:, None]).double().mean(1)
+    w1 = float(torch.trapezoid((cdf_slq - cdf_true).abs(), d.grid[1:]))
+    assert w1 < 0.05
+    assert float(d.density[(d.grid - 4.0).abs() < 0.05].max()) > 0.5  # the outlier spike is there
+    dl = fd.spectral_density(a, num_probes=4, steps=40, log=True)
+    assert dl.log and 0 <= dl.nonpositive_mass < 0.05
+
+
+def test_trace_estimators():
+    a = with_spectrum([50.0] * 5 + torch.linspace(0, 1, 295).tolist(), seed=2)
+    exact = float(torch.trace(a))
+    hutch = fd.hutchinson_trace(a, 300, seed=1)
+    assert abs(hutch.value - exact) < 4 * hutch.std_error + 1e-9
+    hpp = fd.hutchpp_trace(a, 60, seed=1)
+    assert abs(hpp.value - exact) / exact < 0.01  # the outliers are captured exactly by the sketch
+    assert hpp.num_matvecs <= 60
+
+
+def test_overlaps_and_outliers():
+    u = torch.eye(6, dtype=torch.float64)[:, :2]
+    assert fd.subspace_overlap(u, u) == pytest.approx(1.0)
+    assert fd.subspace_overlap(u, torch.eye(6, dtype=torch.float64)[:, 2:4]) == pytest.approx(0.0)
+    g = torch.tensor([1.0, 1.0, 0, 0, 0, 0], dtype=torch.float64)
+    assert fd.gradient_overlap(g, u[:, :1]) == pytest.approx(0.5)
+    out = fd.outliers(torch.tensor([9.0, 8.0, 0.5, 0.4, 0.3]))
+    assert out.count == 2 and out.bulk_edge == 0.5 and out.gap_ratio == pytest.approx(16.0)
