@@ -461,7 +461,8 @@ class DeepUFM(LayeredModel):
 class MLPHead(LayeredModel):
     """An MLP on fixed input features ``X`` (d_in × N, columns are samples) with class labels.
 
-    ``W_1`` is (width × d_in), ``W_2..W_{L-1}`` (width × width), ``W_L`` (K × width). It shares the
+    ``W_1`` is (width × d_in), ``W_2..W_{L-1}`` (width × width), ``W_L`` (K × width); ``width`` may
+    also be a list of the L − 1 hidden widths. It shares the
     forward map, losses, conventions and analytic gradients of :class:`DeepUFM`; ``X`` plays the
     role of ``H_1`` but is not trained (``feature_decay`` does not apply). Biases are optional and
     not decayed.
@@ -471,7 +472,7 @@ class MLPHead(LayeredModel):
         self,
         inputs: torch.Tensor,
         labels: torch.Tensor,
-        width: int,
+        width: int | Sequence[int],
         depth: int,
         num_classes: int | None = None,
         activation: str = "relu",
@@ -500,13 +501,17 @@ class MLPHead(LayeredModel):
         k = int(labels.max()) + 1 if num_classes is None else check_positive_int(num_classes, "num_classes", 2)
         if labels.numel() and int(labels.max()) >= k:
             raise ValueError(f"labels go up to {int(labels.max())} but num_classes={k}")
-        d = check_positive_int(width, "width")
         depth = check_positive_int(depth, "depth")
+        widths = [width] * (depth - 1) if isinstance(width, int) else list(width)
+        if len(widths) != depth - 1:
+            raise ValueError(f"width must be an int or a list of depth-1={depth - 1} hidden widths, got {width!r}")
+        widths = [check_positive_int(w, "width") for w in widths]
+        d = widths[0] if widths else check_positive_int(width if isinstance(width, int) else 1, "width")
         device = inputs.device if device is None else torch.device(device)
         self.width = d
         gen = _generator(seed)
         std = 1.0 / d**0.5 if init_std is None else init_std
-        dims = [inputs.shape[0]] + [d] * (depth - 1) + [k]
+        dims = [inputs.shape[0]] + widths + [k]
         self._setup(num_classes=k, dims=dims, labels=labels, activation=activation, loss=loss,
                     weight_decay=weight_decay, feature_decay=0.0, bias=bias, generator=gen, init_std=std,
                     dtype=dtype, device=device)

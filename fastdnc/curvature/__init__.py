@@ -3,6 +3,7 @@
 from . import reference
 from .full import LayeredHessian, LinearMSEHessian, ggn, hessian
 from .gauss_newton import BatchedGaussNewton
+from .generic import GGNOperator, HessianOperator, NonDeterministicError
 from .kronecker import Factor, KroneckerEigenvectors, KroneckerOperator, KroneckerSum
 from .layer import feature_hessian, layer_hessian
 from .operator import CurvatureOperator, DenseOperator
@@ -15,7 +16,10 @@ __all__ = [
     "KroneckerEigenvectors",
     "KroneckerOperator",
     "KroneckerSum",
+    "GGNOperator",
+    "HessianOperator",
     "LayeredHessian",
+    "NonDeterministicError",
     "LinearMSEHessian",
     "feature_hessian",
     "ggn",
