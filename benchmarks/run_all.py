@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_full  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_layer  # noqa: E402
 import bench_train  # noqa: E402
@@ -58,6 +59,19 @@ with the layer inputs around the C++ per-sample core).
 ### Targets of the layer-Hessian issue (this run)
 
 {bench_layer.targets()}
+
+## Full Hessian, eigenpairs and densities (`benchmarks/bench_full.py`)
+
+`fd.hessian` of the UFM (weights only, or with H_1; fit + decay) against the peers, which see the
+UFM as an `nn.Sequential` on the inputs H_1ᵀ with the same fit term (their H_1 is data, so the
+"W + H_1" rows compare with autograd and torch.func only). Linear MSE uses the structured
+O(L·K·d²) path; ReLU the analytic R-op with cached forward state. The eigenpair runs use float64
+so that a 1e-6 relative error is meaningful; the reference is `fd.lanczos` at tolerance 1e-12.
+
+{bench_full.run()}
+### Targets of the full-Hessian issue (this run)
+
+{bench_full.targets()}
 
 ## Batched two-sided product (`benchmarks/bench_kernels.py`)
 

@@ -2,7 +2,9 @@ r"""Block Lanczos with full reorthogonalisation and thick restarts: ``fd.lanczos
 
 The method keeps an orthonormal Krylov basis :math:`Q` and its image :math:`W = \mathcal H Q`
 (one block product per step, so operators with a fast matmat amortise their cached state), and
-extracts Ritz pairs from :math:`T = Q^\top W` (Rayleigh–Ritz). Each new block is
+extracts Ritz pairs from :math:`T = Q^\top W` (Rayleigh–Ritz); T and :math:`W^\top W` grow by one
+block row per step, so a step costs O(P·m·b) besides the product, and residual norms are
+monitored through :math:`s^\top W^\top W s - \theta^2` and confirmed explicitly. Each new block is
 :math:`\mathcal H V` orthogonalised twice against the whole basis (full reorthogonalisation:
 no ghost eigenvalues). When the block loses rank (an invariant subspace was found) it is refilled
 with random directions, so exhausted Krylov spaces and **degenerate eigenvalues** are handled: a
@@ -104,12 +106,14 @@ def lanczos(
         op: a :class:`~fastdnc.curvature.operator.CurvatureOperator` or a symmetric tensor.
         k: number of eigenpairs. which: ``"LA"`` largest, ``"SA"`` smallest, ``"LM"`` largest in
             magnitude, ``"BE"`` both ends (⌈k/2⌉ largest and ⌊k/2⌋ smallest).
-        block_size: vectors per step (default k, at most 64): at least the multiplicity of any
-            wanted degenerate eigenvalue.
+        block_size: vectors per step (default min(k, 4)). Krylov spaces of b vectors hold at most
+            b copies of an exactly repeated eigenvalue, so each convergence is confirmed by a probe
+            with a fresh random block orthogonal to the basis; the result is returned only when the
+            probe leaves the wanted eigenvalues unchanged.
         tol: residual tolerance relative to the spectral scale (default 1e-10 in float64, 1e-5 in
             float32). max_matvecs: budget of operator columns (default 50·k + 2000, at most
-            50·P). max_basis: basis size that triggers a thick restart (default max(10k, 4b + k,
-            100), ≤ P).
+            50·P). max_basis: basis size that triggers a thick restart (default max(4k, 3b + k, 60),
+            ≤ P); memory is 2 · P · max_basis numbers.
         seed, v0: random start (a torch.Generator seed) or an explicit (P,) / (P, b) start.
 
     >>> import torch
@@ -124,11 +128,10 @@ def lanczos(
         raise ValueError(f"lanczos needs a square operator, got shape {tuple(op.shape)}")
     if not 1 <= k <= size:
         raise ValueError(f"k must be in 1..{size}, got {k}")
-    dtype = op.dtype
-    device = op.device
+    dtype, device = op.dtype, op.device
     tol = tol if tol is not None else (1e-10 if dtype == torch.float64 else 1e-5)
-    b = min(block_size or min(k, 64), size)
-    max_basis = min(size, max_basis or max(10 * k, 4 * b + k, 100))
+    b = min(block_size or min(k, 4), size)
+    max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
     max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
     gen = torch.Generator().manual_seed(seed)
     if v0 is None:
@@ -136,35 +139,65 @@ def lanczos(
     else:
         start = (v0[:, None] if v0.ndim == 1 else v0).to(dtype=dtype, device=device)
     block = _orthonormalise(start, None, gen)
-    q = torch.empty(size, 0, dtype=dtype, device=device)
-    w = torch.empty(size, 0, dtype=dtype, device=device)
-    matvecs = iterations = 0
+    # preallocated basis Q, its image W = H Q, T = QᵀW and G = WᵀW (grown block by block)
+    cap = max_basis + b
+    q = torch.empty(size, cap, dtype=dtype, device=device)
+    w = torch.empty(size, cap, dtype=dtype, device=device)
+    t = torch.zeros(cap, cap, dtype=dtype, device=device)
+    g = torch.zeros(cap, cap, dtype=dtype, device=device)
+    m = matvecs = iterations = 0
+    confirmed: torch.Tensor | None = None  # wanted Ritz values at the last convergence
     while True:
         hv = _apply(op, block)
-        matvecs += block.shape[1]
+        nb = block.shape[1]
+        matvecs += nb
         iterations += 1
-        q = torch.cat([q, block], dim=1)
-        w = torch.cat([w, hv], dim=1)
-        t = q.T @ w
-        theta, s = torch.linalg.eigh(0.5 * (t + t.T))
+        q[:, m : m + nb], w[:, m : m + nb] = block, hv
+        e = m + nb
+        t[:e, m:e] = q[:, :e].T @ hv
+        t[m:e, :m] = t[:m, m:e].T
+        g[:e, m:e] = w[:, :e].T @ hv
+        g[m:e, :m] = g[:m, m:e].T
+        m = e
+        theta, s = torch.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
         idx = _select(theta, k, which)
-        x = q @ s[:, idx]
-        res = torch.linalg.vector_norm(w @ s[:, idx] - x * theta[idx], dim=0)
+        sk = s[:, idx]
         scale = float(theta.abs().max()) or 1.0
-        done = bool((res <= tol * scale).all()) and idx.numel() == k
-        exhausted = q.shape[1] >= size
-        if done or exhausted or matvecs >= max_matvecs:
-            order = torch.argsort(theta[idx], descending=True)
-            return LanczosResult(theta[idx][order], x[:, order], res[order], done or exhausted, matvecs, iterations)
-        nxt = _orthonormalise(hv, q, gen)
-        if q.shape[1] + nxt.shape[1] > max_basis:
-            # thick restart: keep the best Ritz vectors (their images are exact: W S) and continue
-            # the Krylov space with the residuals of the wanted, least converged ones
+        # ‖Hx − θx‖² = sᵀGs − θ² (cheap, exact up to ~√eps·scale); confirmed explicitly below
+        est = ((sk * (g[:m, :m] @ sk)).sum(0) - theta[idx] ** 2).clamp_min(0).sqrt()
+        exhausted = m >= size
+        stop = exhausted or matvecs >= max_matvecs
+        res = est
+        if stop or bool((est <= max(10 * tol, 1e-6) * scale).all()):
+            x = q[:, :m] @ sk
+            res = torch.linalg.vector_norm(w[:, :m] @ sk - x * theta[idx], dim=0)
+            done = bool((res <= tol * scale).all()) and idx.numel() == k
+            wanted = torch.sort(theta[idx]).values
+            stable = confirmed is not None and bool(((wanted - confirmed).abs() <= 10 * tol * scale).all())
+            if (done and stable) or stop:
+                order = torch.argsort(theta[idx], descending=True)
+                return LanczosResult(theta[idx][order], x[:, order], res[order], done or exhausted, matvecs,
+                                     iterations)
+            if done:
+                # converged: probe once more with a random block orthogonal to the basis, which
+                # reveals any copy of a repeated eigenvalue that the Krylov space could not contain
+                confirmed = wanted
+                hv = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
+        nxt = _orthonormalise(hv, q[:, :m], gen)
+        if m + nxt.shape[1] > max_basis:
+            # thick restart: keep the best Ritz vectors (their images are exact: W S) and continue the
+            # Krylov space with the residuals of the wanted, least converged ones
             keep = _select(theta, max(min(max_basis // 2, max_basis - 2 * b), k), which)
-            q, w = q @ s[:, keep], w @ s[:, keep]
-            resid = w[:, : idx.numel()] - q[:, : idx.numel()] * theta[keep[: idx.numel()]]
+            sp = s[:, keep]
+            qk, wk = q[:, :m] @ sp, w[:, :m] @ sp
+            nk = keep.numel()
+            q[:, :nk], w[:, :nk] = qk, wk
+            t[:nk, :nk] = torch.diag(theta[keep])
+            g[:nk, :nk] = sp.T @ g[:m, :m] @ sp
+            m = nk
             worst = torch.argsort(res, descending=True)[:b]
-            nxt = _orthonormalise(resid[:, worst], q, gen)
+            resid = wk[:, worst] - qk[:, worst] * theta[keep[worst]]
+            nxt = _orthonormalise(resid, q[:, :m], gen)
         if nxt.shape[1] == 0:
-            nxt = _orthonormalise(torch.randn(size, b, generator=gen, dtype=dtype).to(device), q, gen)
+            nxt = _orthonormalise(torch.randn(size, b, generator=gen, dtype=dtype).to(device), q[:, :m], gen)
         block = nxt

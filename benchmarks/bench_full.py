@@ -1,0 +1,278 @@
+"""Full Hessian products, top eigenpairs and spectral densities, side by side with the peers, one run.
+
+1. full HVP (all weights; and with H_1) of linear and ReLU MSE UFMs at (K, n, d, L) = (10, 50, 64, 4),
+   (10, 100, 256, 4), (10, 200, 512, 6), float32: fastdnc (one vector, and per vector in a block of 8)
+   against autograd double backward (fresh, and with a cached graph: PyHessian's mode), torch.func
+   jvp(grad) and vjp(grad), curvlinops ``HessianLinearOperator`` (vector and matmat) and
+   ``GGNLinearOperator``, and BackPACK ``hessian_vector_product``;
+2. the top-20 Hessian eigenpairs of the ReLU UFM (10, 100, 256, 4) in float64: ``fd.lanczos`` against
+   scipy ``eigsh`` with autograd HVPs, hessian-eigenthings' Lanczos (reorthogonalised, 100 iterations)
+   and PyHessian's power iteration, each with its top-20 error against a tight reference;
+3. SLQ density (100 Lanczos steps, one probe) against PyHessian's and curvlinops'.
+
+Run: ``python benchmarks/bench_full.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_layer import _as_sequential  # noqa: E402
+from common import md_table, median_time  # noqa: E402
+
+import fastdnc as fd  # noqa: E402
+
+CASES = [(10, 50, 64, 4), (10, 100, 256, 4), (10, 200, 512, 6)]
+METRICS: dict[str, float] = {}
+
+
+def _flat_fn(m: fd.DeepUFM, include_features: bool, decay: bool = True):
+    blocks = [t.detach() for _, t in m.parameter_blocks(include_features)]
+    shapes = [b.shape for b in blocks]
+
+    def f(theta):
+        ps, i = [], 0
+        for s in shapes:
+            ps.append(theta[i : i + s.numel()].reshape(s))
+            i += s.numel()
+        return m.functional_loss(ps, include_features, decay=decay)
+
+    return f, torch.cat([b.reshape(-1) for b in blocks])
+
+
+def _fit_loss(n: int):
+    """The package's fit term 1/(2N) Σ‖z − y‖² for (N × K) outputs: the peers' loss."""
+    return lambda out, y: 0.5 * (out - y).square().sum() / n
+
+
+def hvp_rows(quick: bool) -> list[list[str]]:
+    rows = []
+    for act in ("linear", "relu"):
+        for k, n, d, depth in CASES[:1] if quick else CASES:
+            for inc in (False, True):
+                m = fd.DeepUFM(k, n, d, depth, activation=act, dtype=torch.float32, seed=0)
+                f, theta = _flat_fn(m, inc)
+                v = torch.randn_like(theta)
+                v8 = torch.randn(theta.numel(), 8)
+                H = fd.hessian(m, include_features=inc)
+                t_ours = median_time(lambda: H @ v)
+                t_ours8 = median_time(lambda: H @ v8) / 8
+                th = theta.clone().requires_grad_(True)
+
+                def fresh():
+                    tt = theta.clone().requires_grad_(True)
+                    (g,) = torch.autograd.grad(f(tt), tt, create_graph=True)
+                    return torch.autograd.grad(g, tt, v)[0]
+
+                (g_cached,) = torch.autograd.grad(f(th), th, create_graph=True)
+                times = {
+                    "autograd fresh": median_time(fresh),
+                    "autograd cached (PyHessian)": median_time(
+                        lambda: torch.autograd.grad(g_cached, th, v, retain_graph=True)[0]),
+                    "torch.func jvp(grad)": median_time(lambda: torch.func.jvp(torch.func.grad(f), (theta,), (v,))[1]),
+                    "torch.func vjp(grad)": median_time(lambda: torch.func.vjp(torch.func.grad(f), theta)[1](v)[0]),
+                }
+                ref = fresh()
+                err = float((H @ v - ref).norm() / ref.norm())
+                if not inc:
+                    times.update(_peer_times(m, v, v8))
+                best_name = min(times, key=times.get)
+                METRICS[f"{act}/{d}/{inc}"] = times[best_name] / t_ours
+                METRICS[f"{act}/{d}/{inc}/matmat"] = t_ours / t_ours8
+                for name in ("curvlinops", "autograd cached (PyHessian)"):
+                    if name in times:
+                        METRICS[f"{act}/{d}/{inc}/{name}"] = times[name] / t_ours
+                rows.append([act, f"({k}, {n}, {d}, {depth})", "W + H_1" if inc else "W", type(H).__name__,
+                             f"{t_ours * 1e3:.2f}", f"{t_ours / t_ours8:.1f}×"]
+                            + [f"{times[c] / t_ours:.1f}×" if c in times else "—" for c in PEER_COLUMNS]
+                            + [f"{best_name}: {times[best_name] / t_ours:.1f}×", f"{err:.1e}"])
+    return rows
+
+
+PEER_COLUMNS = ["autograd fresh", "autograd cached (PyHessian)", "torch.func jvp(grad)", "torch.func vjp(grad)",
+                "curvlinops", "curvlinops matmat (per vector)", "curvlinops GGN", "BackPACK"]
+
+
+def _peer_times(m: fd.DeepUFM, v: torch.Tensor, v8: torch.Tensor) -> dict[str, float]:
+    seq, x, y = _as_sequential(m)
+    params = list(seq.parameters())
+    loss = _fit_loss(m.num_samples)
+    out: dict[str, float] = {}
+    lam = m.weight_decay[0]
+    try:
+        from curvlinops import GGNLinearOperator, HessianLinearOperator
+
+        lf = nn.MSELoss(reduction="sum")  # curvlinops needs a loss module (sum = 2N × the fit term)
+        h = HessianLinearOperator(seq, lf, params, [(x, y)], check_deterministic=False)
+        out["curvlinops"] = median_time(lambda: h @ v + lam * v)
+        out["curvlinops matmat (per vector)"] = median_time(lambda: h @ v8) / 8
+        g = GGNLinearOperator(seq, lf, params, [(x, y)], check_deterministic=False)
+        out["curvlinops GGN"] = median_time(lambda: g @ v)
+    except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
+        print(f"curvlinops skipped: {e}", file=sys.stderr)
+    try:
+        from backpack.hessianfree.hvp import hessian_vector_product
+
+        vs = list(torch.split(v, [p.numel() for p in params]))
+        vs = [a.reshape(p.shape) for a, p in zip(vs, params)]
+        out["BackPACK"] = median_time(lambda: hessian_vector_product(loss(seq(x), y), params, vs))
+    except Exception as e:  # noqa: BLE001
+        print(f"backpack skipped: {e}", file=sys.stderr)
+    return out
+
+
+def eig_rows(quick: bool) -> list[list[str]]:
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    k, n, d, depth = (10, 20, 32, 3) if quick else (10, 100, 256, 4)
+    m = fd.DeepUFM(k, n, d, depth, activation="relu", dtype=torch.float64, seed=0)
+    H = fd.hessian(m, decay=False)
+    ref = fd.lanczos(H, k=20, tol=1e-12, block_size=1, max_matvecs=20_000).eigenvalues
+
+    def rel_err(vals) -> float:
+        vals = torch.sort(torch.as_tensor(vals, dtype=torch.float64), descending=True).values[:20]
+        return float(((vals - ref).abs() / ref.abs()).max())
+
+    rows = []
+    t0 = time.perf_counter()
+    res = fd.lanczos(H, k=20, tol=1e-8)
+    t_ours = time.perf_counter() - t0
+    rows.append(["fastdnc lanczos (defaults: block 4, full reorth., tol 1e-8)", f"{t_ours:.2f} s", "1×",
+                 str(res.num_matvecs),
+                 f"{rel_err(res.eigenvalues):.1e}"])
+    METRICS["eig_ours"] = t_ours
+
+    f, theta = _flat_fn(m, False, decay=False)
+    th = theta.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(th), th, create_graph=True)
+    count = [0]
+
+    def mv(x):
+        count[0] += 1
+        return torch.autograd.grad(g, th, torch.from_numpy(x.reshape(-1)), retain_graph=True)[0].numpy()
+
+    t0 = time.perf_counter()
+    vals = eigsh(LinearOperator((theta.numel(),) * 2, matvec=mv, dtype="float64"), k=20, which="LA", tol=1e-8,
+                 return_eigenvectors=False)
+    t = time.perf_counter() - t0
+    METRICS["eig_eigsh"] = t / t_ours
+    rows.append(["scipy eigsh + autograd HVPs (cached graph)", f"{t:.2f} s", f"{t / t_ours:.1f}×", str(count[0]),
+                 f"{rel_err(vals):.1e}"])
+
+    seq, x, y = _as_sequential(m)
+    loss = _fit_loss(m.num_samples)
+    try:
+        import hessian_eigenthings as he
+
+        op = he.HessianOperator(seq, [(x, y)], lambda model, batch: loss(model(batch[0]), batch[1]))
+        t0 = time.perf_counter()
+        r = he.lanczos(op, k=20, which="LA", reorthogonalize=True, max_iter=100, seed=0)
+        t = time.perf_counter() - t0
+        METRICS["eig_eigenthings"] = t / t_ours
+        rows.append(["hessian-eigenthings lanczos (reorth., 100 iterations)", f"{t:.2f} s", f"{t / t_ours:.1f}×", "100",
+                     f"{rel_err(r.eigenvalues):.1e}"])
+    except Exception as e:  # noqa: BLE001
+        print(f"hessian-eigenthings skipped: {e}", file=sys.stderr)
+    try:
+        from pyhessian import hessian as pyh
+
+        hs = pyh(seq, loss, data=(x, y), cuda=False)
+        t0 = time.perf_counter()
+        vals, _ = hs.eigenvalues(top_n=20)
+        t = time.perf_counter() - t0
+        rows.append(["PyHessian power iteration (default tol 1e-3)", f"{t:.2f} s", f"{t / t_ours:.1f}×", "—",
+                     f"{rel_err(vals):.1e}"])
+    except Exception as e:  # noqa: BLE001
+        print(f"pyhessian skipped: {e}", file=sys.stderr)
+    return rows
+
+
+def density_rows(quick: bool) -> list[list[str]]:
+    k, n, d, depth = (10, 20, 32, 3) if quick else (10, 100, 256, 4)
+    m = fd.DeepUFM(k, n, d, depth, activation="relu", dtype=torch.float64, seed=0)
+    H = fd.hessian(m, decay=False)
+    t0 = time.perf_counter()
+    fd.spectral_density(H, num_probes=1, steps=100)
+    t_ours = time.perf_counter() - t0
+    rows = [["fastdnc spectral_density (100 steps, 1 probe)", f"{t_ours:.2f} s", "1×"]]
+    seq, x, y = _as_sequential(m)
+    loss = _fit_loss(m.num_samples)
+    try:
+        from pyhessian import hessian as pyh
+
+        hs = pyh(seq, loss, data=(x, y), cuda=False)
+        t0 = time.perf_counter()
+        hs.density(iter=100, n_v=1)
+        t = time.perf_counter() - t0
+        rows.append(["PyHessian density (iter 100, n_v 1)", f"{t:.2f} s", f"{t / t_ours:.1f}×"])
+    except Exception as e:  # noqa: BLE001
+        print(f"pyhessian skipped: {e}", file=sys.stderr)
+    try:
+        from curvlinops import HessianLinearOperator, lanczos_approximate_spectrum
+
+        op = HessianLinearOperator(seq, nn.MSELoss(reduction="sum"), list(seq.parameters()), [(x, y)],
+                                   check_deterministic=False)
+        t0 = time.perf_counter()
+        lanczos_approximate_spectrum(op, ncv=100, boundaries=(-1.0, 1.0))
+        t = time.perf_counter() - t0
+        rows.append(["curvlinops lanczos_approximate_spectrum (ncv 100)", f"{t:.2f} s", f"{t / t_ours:.1f}×"])
+    except Exception as e:  # noqa: BLE001
+        print(f"curvlinops spectrum skipped: {e}", file=sys.stderr)
+    return rows
+
+
+def memory_rows() -> list[list[str]]:
+    script = Path(__file__).parent / "peak_memory.py"
+    out = {}
+    for job in ("full_hvp", "train_step"):
+        res = subprocess.run([sys.executable, str(script), job, "100"], capture_output=True, text=True, check=True)
+        out[job] = [float(x) for x in res.stdout.split()]
+    METRICS["memory_ratio"] = out["full_hvp"][1] / max(out["train_step"][1], 1e-9)
+    return [["ReLU UFM (10, 100, 256, 4), float32", f"{out['full_hvp'][1]:.1f} MiB", f"{out['train_step'][1]:.1f} MiB",
+             f"{METRICS['memory_ratio']:.2f}×"]]
+
+
+def targets() -> str:
+    def row(name, key, goal, ok, fmt="{:.1f}×"):
+        if key not in METRICS:
+            return [name, goal, "not measured (--quick)", ""]
+        return [name, goal, fmt.format(METRICS[key]), "met" if ok(METRICS[key]) else "**missed**"]
+
+    return md_table(["target", "goal", "measured", "status"], [
+        row("deep linear UFM full HVP (10, 200, 512, 6), vs fastest peer", "linear/512/False", "≥ 50×",
+            lambda x: x >= 50),
+        row("ReLU UFM full HVP (10, 100, 256, 4), vs autograd cached", "relu/256/False/autograd cached (PyHessian)",
+            "≥ 1.3×", lambda x: x >= 1.3),
+        row("ReLU UFM full HVP (10, 100, 256, 4), vs curvlinops", "relu/256/False/curvlinops", "≥ 2×",
+            lambda x: x >= 2),
+        row("ReLU UFM matmat of 8: per-vector saving", "relu/256/False/matmat", "≥ 1.5×", lambda x: x >= 1.5),
+        row("top-20 eigenpairs (ReLU), vs scipy eigsh + autograd", "eig_eigsh", "≥ 10×", lambda x: x >= 10),
+        row("top-20 eigenpairs (ReLU), vs hessian-eigenthings Lanczos", "eig_eigenthings", "≥ 2×", lambda x: x >= 2),
+        row("peak memory of one product / one training step", "memory_ratio", "≤ 1×", lambda x: x <= 1.0, "{:.2f}×"),
+    ])
+
+
+def run(quick: bool = False) -> str:
+    hvp = md_table(["model", "(K, n, d, L)", "blocks", "operator", "fastdnc ms", "matmat-8 saving"]
+                   + [f"vs {c}" for c in PEER_COLUMNS] + ["vs fastest", "rel. error"], hvp_rows(quick))
+    eig = md_table(["method", "time", "vs fastdnc", "matvecs", "top-20 max rel. error"], eig_rows(quick))
+    dens = md_table(["method", "time", "vs fastdnc"], density_rows(quick))
+    mem = md_table(["model", "peak of one fastdnc full HVP", "peak of one training step", "ratio"], memory_rows())
+    return (f"### Full HVP (float32)\n\n{hvp}\n\n### Top-20 Hessian eigenpairs (ReLU UFM, float64)\n\n{eig}\n\n"
+            f"### Spectral density (SLQ)\n\n{dens}\n\n### Peak memory\n\n{mem}\n")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    print(run(a.quick))
+    print(targets())
