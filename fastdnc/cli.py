@@ -1,4 +1,4 @@
-"""Command line: ``fastdnc reproduce | train`` (``fastdnc <command> --help`` for each)."""
+"""Command line: ``fastdnc reproduce | train | spectrum | bench`` (``fastdnc <command> --help``)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,84 @@ def _cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _model_from_run(run: Path):
+    import json
+
+    import torch
+
+    from .models import DeepUFM
+    from .train import load_checkpoint
+
+    cfg_path, ck = run / "config.json", run / "checkpoint.pt"
+    for p in (cfg_path, ck):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing: point --run at a folder written by 'fastdnc train'")
+    c = json.loads(cfg_path.read_text())
+    wd = c["weight_decay"][0] if len(c["weight_decay"]) == 1 else c["weight_decay"]
+    model = DeepUFM(c["classes"], c["n_per_class"], c["width"], c["depth"], activation=c["activation"], loss=c["loss"],
+                    weight_decay=wd, feature_decay=c["feature_decay"], seed=c["seed"], dtype=getattr(torch, c["dtype"]),
+                    device=c["device"])
+    step, _ = load_checkpoint(ck, model)
+    return model, step
+
+
+def _cmd_spectrum(a: argparse.Namespace) -> int:
+    from . import plots
+    from .curvature import KroneckerOperator, feature_hessian, hessian, layer_hessian
+    from .curvature.reference import fit_gradient
+    from .io import atomic_write_json
+    from .spectral import gradient_overlap, lanczos, outliers
+
+    run = Path(a.run)
+    model, step = _model_from_run(run)
+    k2 = model.num_classes**2
+    layers, spectra, labels = [], [], []
+    for layer in range(1, model.depth + 1):
+        op = layer_hessian(model, layer)
+        if isinstance(op, KroneckerOperator) or op.size <= a.max_dense:
+            ev, how = op.eigvalsh(), "exact (all eigenvalues)"
+        else:
+            ev, how = lanczos(op, k=min(op.size, a.k)).eigenvalues, f"lanczos top {a.k}"
+        out = outliers(ev, max_count=min(ev.numel() - 1, 2 * k2))
+        layers.append({"layer": layer, "method": how, "size": op.size, "outliers": out.count, "gap_ratio": out.gap_ratio,
+                       "top": sorted(ev.tolist(), reverse=True)[: 2 * k2]})
+        spectra.append(ev.tolist())
+        labels.append(f"Hess_{layer}: {how}")
+    full = hessian(model, include_features=a.features, decay=False)
+    res = lanczos(full, k=min(full.size, a.k))
+    grad = fit_gradient(model, include_features=a.features)
+    top = res.eigenvectors[:, : min(k2, res.eigenvectors.shape[1])]
+    result = {
+        "step": step,
+        "layers": layers,
+        "full_hessian": {"eigenvalues": res.eigenvalues.tolist(), "residuals": res.residuals.tolist(),
+                         "converged": res.converged, "outliers": outliers(res.eigenvalues).count,
+                         f"gradient_overlap_top_{top.shape[1]}": gradient_overlap(grad, top)},
+    }
+    if a.features:
+        result["feature_hessian_trace"] = float(feature_hessian(model).trace())
+    atomic_write_json(run / "spectrum.json", result)
+    plots.save(plots.spectra_figure(spectra, labels, k2, f"layer Hessian spectra at step {step}"), run / "spectrum.png")
+    if not a.quiet:
+        for row in layers:
+            print(f"layer {row['layer']}: {row['outliers']} outliers (K² = {k2}), gap ×{row['gap_ratio']:.3g}, {row['method']}")
+        print(f"full Hessian top {res.eigenvalues.numel()}: {result['full_hessian']['outliers']} outliers; "
+              f"gradient overlap with the top {top.shape[1]}: "
+              f"{result['full_hessian'][f'gradient_overlap_top_{top.shape[1]}']:.6f}")
+        print(f"wrote {run / 'spectrum.json'} and {run / 'spectrum.png'}")
+    return 0
+
+
+def _cmd_bench(a: argparse.Namespace) -> int:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run_all.py"
+    if not script.exists():
+        raise FileNotFoundError(f"{script} is missing: the benchmarks ship with the source tree (git clone), "
+                                "not with an installed wheel")
+    return subprocess.call([sys.executable, str(script), "--out", a.out])
+
+
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .experiments import reproduce
 
@@ -105,6 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="fastdnc-train", help="output folder (default fastdnc-train)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("spectrum", help="layer and full-Hessian spectra of a trained run",
+                       description="Load RUN/checkpoint.pt (written by 'fastdnc train') and write RUN/spectrum.json "
+                                   "and RUN/spectrum.png: every layer Hessian's spectrum (exact from the Kronecker "
+                                   "factors, from the assembled Gauss-Newton block, or by Lanczos), outlier counts "
+                                   "against K², and the top of the full Hessian with the gradient's overlap.")
+    p.add_argument("--run", required=True, help="folder of a 'fastdnc train' run")
+    p.add_argument("-k", type=int, default=40, help="eigenpairs of the full Hessian (default 40)")
+    p.add_argument("--features", action="store_true", help="include H_1 in the full Hessian")
+    p.add_argument("--max-dense", type=int, default=5000, help="largest layer block assembled explicitly")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_spectrum)
+
+    p = sub.add_parser("bench", help="run every benchmark side by side and write docs/benchmarks.md",
+                       description="Run benchmarks/run_all.py (about 10 minutes on 2 cores; the peers extra adds the "
+                                   "curvlinops, BackPACK, PyHessian and hessian-eigenthings columns).")
+    p.add_argument("--out", default="docs/benchmarks.md")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

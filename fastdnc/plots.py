@@ -95,3 +95,28 @@ def singular_values_figure(
     ax.legend(fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
     return fig
+
+
+def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], spikes: int, title: str) -> plt.Figure:
+    """Histograms of eigenvalues (log-spaced bins of |λ|), the top ``spikes`` drawn as spikes."""
+    import numpy as np
+
+    cols = min(3, len(spectra))
+    rows = math.ceil(len(spectra) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
+    for ax, ev, label in zip(axes.flat, spectra, labels):
+        ev = np.sort(np.asarray(ev))[::-1]
+        top, bulk = ev[:spikes], ev[spikes:]
+        pos = np.abs(bulk[np.abs(bulk) > 0]) if bulk.size else np.array([])
+        if pos.size:
+            lo, hi = np.log10(pos.min()), np.log10(max(pos.max(), np.abs(top).max() if top.size else pos.max()))
+            ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=f"bulk ({bulk.size})")
+        for i, t in enumerate(top):
+            ax.axvline(abs(t), color="C3", lw=1, label=f"top {spikes}" if i == 0 else None)
+        ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(spectra):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -42,3 +42,16 @@ def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
     assert main(["train", "--classes", "9", "--width", "4", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "error: width d=4 must be >= num_classes K=9" in err and "Traceback" not in err
+
+
+def test_spectrum_of_a_trained_run(tmp_path, capsys):
+    assert main(["train", "--steps", "20000", "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["spectrum", "--run", str(tmp_path), "-k", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "16 outliers (K² = 16)" in out
+    res = json.loads((tmp_path / "spectrum.json").read_text())
+    assert [row["outliers"] for row in res["layers"]][1:3] == [16, 16]
+    assert res["full_hessian"]["outliers"] == 16 and res["full_hessian"]["gradient_overlap_top_16"] > 1 - 1e-6
+    assert (tmp_path / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["spectrum", "--run", str(tmp_path / "nope"), "--quiet"]) == 2
+    assert "is missing" in capsys.readouterr().err

@@ -209,8 +209,11 @@ class LinearMSEHessian(_ModelOperator):
             self.h1, self.r, self.n = h1, r, n
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
+        if v.shape[1] > 1:  # column by column: every GEMM here is skinny (inner size K), batching gains nothing
+            return torch.cat([self._matmat(v[:, j : j + 1]) for j in range(v.shape[1])], dim=1)
         vs = _split(v, self.block_shapes)
         depth = len(self.weights)
+        k = 1
         vw = vs[:depth]
         vh = vs[depth] if self.include_features else None
         a, b, ws = self.a, self.b, self.weights
@@ -219,35 +222,41 @@ class LinearMSEHessian(_ModelOperator):
         q = zcore @ self.s
         zdot = None
         if vh is not None:
-            zdot = zcore @ self.h1 + a[0] @ vh  # Ż, (k, K, N)
-            q = q + (a[0] @ vh) @ self.h1.T / self.n
-        out = []
-        if self.ggn:
-            out = [a[l + 1].T @ (q @ b[l].T) for l in range(depth)]
-        else:
+            avh = a[0] @ vh
+            zdot = zcore @ self.h1 + avh  # Ż, (k, K, N)
+            q = q + avh @ self.h1.T / self.n
+        # every output block is one GEMM of inner size K (GGN) or 2K, with the decay fused in:
+        # out_l = [A_{l+1}ᵀ | Ê_l] @ [Q B_lᵀ + X_l ; M B_lᵀ] + λ_l Ẇ_l
+        out = torch.empty(k, self.size, dtype=v.dtype, device=v.device)
+        views, i = [], 0
+        for s in self.block_shapes:
+            views.append(out[:, i : i + s.numel()].view(k, *s))
+            i += s.numel()
+        if not self.ggn:
             e = [None] * depth  # Ê_l (k, d_{l+1}, K)
-            e[depth - 1] = torch.zeros_like(u[0][..., :1, :1]).expand(v.shape[1], ws[-1].shape[0], a[0].shape[0])
+            e[depth - 1] = torch.zeros(k, ws[-1].shape[0], a[0].shape[0], dtype=v.dtype, device=v.device)
             for l in range(depth - 2, -1, -1):
-                e[l] = u[l + 1].transpose(-1, -2) + ws[l + 1].T @ e[l + 1]
-            x = [None] * depth  # X_l (k, K, d_{l+1})
-            x[0] = (self.r @ vh.transpose(-1, -2)) / self.n if vh is not None else None
-            for l in range(depth):
-                if l > 0:
-                    x[l] = self.mb[l - 1] @ vw[l - 1].transpose(-1, -2)
-                    if x[l - 1] is not None:
-                        x[l] = x[l] + x[l - 1] @ ws[l - 1].T
-            for l in range(depth):
-                o = a[l + 1].T @ (q @ b[l].T) + e[l] @ self.mb[l]
-                if x[l] is not None:
-                    o = o + a[l + 1].T @ x[l]
-                out.append(o)
+                e[l] = torch.baddbmm(u[l + 1].transpose(-1, -2), ws[l + 1].T.expand(k, -1, -1), e[l + 1])
+            x = (self.r @ vh.transpose(-1, -2)) / self.n if vh is not None else None  # X_1 (k, K, d_1)
+        for l in range(depth):
+            right = q @ b[l].T
+            if self.ggn:
+                left = a[l + 1].T.expand(k, -1, -1)
+            else:
+                if x is not None:
+                    right = right + x
+                left = torch.cat([a[l + 1].T.expand(k, -1, -1), e[l]], dim=2)
+                right = torch.cat([right, self.mb[l].expand(k, -1, -1)], dim=1)
+                nxt = self.mb[l] @ vw[l].transpose(-1, -2)  # X_{l+1} = M B_lᵀ Ẇ_lᵀ + X_l W_lᵀ
+                x = nxt if x is None else torch.baddbmm(nxt, x, ws[l].T.expand(k, -1, -1))
+            torch.baddbmm(vw[l], left, right, beta=self.lams[l], out=views[l])
         if vh is not None:
             oh = a[0].T @ zdot / self.n
             if not self.ggn:
                 e0 = u[0].transpose(-1, -2) + ws[0].T @ e[0]  # Ê_0 = Σ_r B_rᵀ U_rᵀ
                 oh = oh + e0 @ self.r / self.n
-            out.append(oh)
-        return _join(self._add_decay(out, vs))
+            views[depth].copy_(oh + self.lams[depth] * vh if self.lams[depth] else oh)
+        return out.T
 
     def cache_info(self) -> dict[str, str]:
         info = {"S=H1H1ᵀ/N": describe(self.s), "M=RH1ᵀ/N": describe(self.m)}
