@@ -26,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_layer import _as_sequential  # noqa: E402
-from common import md_table, median_time  # noqa: E402
+from common import md_table, median_time, target_row  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
 
@@ -242,9 +242,7 @@ def memory_rows() -> list[list[str]]:
 
 def targets() -> str:
     def row(name, key, goal, ok, fmt="{:.1f}×"):
-        if key not in METRICS:
-            return [name, goal, "not measured (--quick)", ""]
-        return [name, goal, fmt.format(METRICS[key]), "met" if ok(METRICS[key]) else "**missed**"]
+        return target_row(METRICS, name, key, goal, ok, fmt)
 
     return md_table(["target", "goal", "measured", "status"], [
         row("deep linear UFM full HVP (10, 200, 512, 6), vs fastest peer", "linear/512/False", "≥ 50×",

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak, md_table, median_time  # noqa: E402
+from common import matmul_peak, md_table, median_time, target_row  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
 from fastdnc.curvature import reference as R  # noqa: E402
@@ -210,9 +210,7 @@ def assembly_rows(quick: bool) -> list[list[str]]:
 def targets() -> str:
     """The issue's targets against this run's numbers (CPU, 2 threads, float32)."""
     def row(name, key, goal, ok, fmt="{:.0f}×"):
-        if key not in METRICS:
-            return [name, goal, "not measured (--quick)", ""]
-        return [name, goal, fmt.format(METRICS[key]), "met" if ok(METRICS[key]) else "**missed**"]
+        return target_row(METRICS, name, key, goal, ok, fmt)
 
     return md_table(["target", "goal", "measured", "status"], [
         row("linear layer HVP, (10, 200, 512, 6), vs autograd with cached graph", "hvp_cached/linear/float32/512",

@@ -36,3 +36,10 @@ def md_table(header: list[str], rows: list[list[object]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def target_row(metrics: dict[str, float], name: str, key: str, goal: str, ok, fmt: str = "{:.1f}×") -> list[str]:
+    """A row of a targets table: the measured value of ``key`` and whether ``ok(value)`` holds."""
+    if key not in metrics:
+        return [name, goal, "not measured (--quick)", ""]
+    return [name, goal, fmt.format(metrics[key]), "met" if ok(metrics[key]) else "**missed**"]

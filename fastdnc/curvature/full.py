@@ -210,7 +210,7 @@ class LinearMSEHessian(_ModelOperator):
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         if v.shape[1] > 1:  # column by column: every GEMM here is skinny (inner size K), batching gains nothing
-            return torch.cat([self._matmat(v[:, j : j + 1]) for j in range(v.shape[1])], dim=1)
+            return torch.cat([self._matmat(v[:, j : j + 1].contiguous()) for j in range(v.shape[1])], dim=1)
         vs = _split(v, self.block_shapes)
         depth = len(self.weights)
         k = 1
