@@ -363,15 +363,21 @@ def train(
     chunk = max(1, steps // 1000)
     with torch.no_grad():
         for step in range(start, steps + 1):
+            # a checkpoint of the state after `step` updates is written only once that state's loss
+            # has been checked, with the sampler state from before this step's batch is drawn
+            saving = checkpoint is not None and step % every == 0 and start < step < steps
+            sampler_state = sampler.generator.get_state() if saving else None
             columns = sampler.next(model.device) if step < steps and batch_size else None
             loss, fit, reg, grads = _loss_and_grads(model, params, columns)
-            if (step % check_finite_every == 0 or step == steps) and not math.isfinite(float(loss)):
+            if (step % check_finite_every == 0 or step == steps or saving) and not math.isfinite(float(loss)):
                 bar.close()
                 where = f"; the last good checkpoint is {checkpoint!s}" if checkpoint else ""
                 raise NonFiniteError(
                     f"loss is {float(loss)} at step {step} (after {step} updates): a parameter or the output "
                     f"became NaN/Inf (learning rate {lr} too large?){where}"
                 )
+            if saving:
+                _save(checkpoint, model, opt, sampler_state, history, step, config)
             if step in log_set and step not in history.steps[-1:]:
                 if columns is not None:  # log full-batch values, not the mini-batch's
                     loss, fit, reg, grads = _loss_and_grads(model, params, None)
@@ -381,19 +387,17 @@ def train(
             if step == steps:
                 break
             opt.step(grads, lr * lr_factor(schedule, step, steps, **skw))
-            done = step + 1
-            if checkpoint is not None and done % every == 0 and done < steps:
-                _save(checkpoint, model, opt, sampler, history, done, config)
-            if done % chunk == 0:
+            if (step + 1) % chunk == 0:
                 bar.update(chunk)
     bar.update(steps - bar.n)
     bar.close()
     if checkpoint is not None:
-        _save(checkpoint, model, opt, sampler, history, steps, config)
+        _save(checkpoint, model, opt, sampler.generator.get_state(), history, steps, config)
     return history
 
 
-def _save(path, model, opt: Optimizer, sampler: _Batch, history: History, step: int, config: dict) -> None:
+def _save(path, model, opt: Optimizer, sampler_state: torch.Tensor, history: History, step: int,
+          config: dict) -> None:
     atomic_torch_save(
         path,
         {
@@ -401,7 +405,7 @@ def _save(path, model, opt: Optimizer, sampler: _Batch, history: History, step: 
             "step": step,
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
-            "sampler": sampler.generator.get_state(),
+            "sampler": sampler_state,
             "history": history.to_dict(),
             "config": config,
         },

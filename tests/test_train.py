@@ -99,11 +99,13 @@ def test_minibatch_sgd_decreases_the_loss():
     assert h["loss"][-1] < 0.5 * h["loss"][0]
 
 
-def test_nonfinite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("check_every", [1, 10**6])
+def test_nonfinite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, check_every):
+    """A state is checked before it is checkpointed, however rarely the loss is checked otherwise."""
     m = fd.DeepUFM(3, 2, 4, 3, seed=0)
     ck = tmp_path / "run.ckpt"
     with pytest.raises(fd.NonFiniteError, match=r"at step (\d+) .*last good checkpoint") as info:
-        fd.train(m, 1000, 50.0, checkpoint=ck, checkpoint_every=2, progress=False)
+        fd.train(m, 1000, 50.0, checkpoint=ck, checkpoint_every=2, check_finite_every=check_every, progress=False)
     bad_step = int(info.value.args[0].split("at step ")[1].split()[0])
     fresh = fd.DeepUFM(3, 2, 4, 3, seed=0)
     step, hist = fd.load_checkpoint(ck, fresh)
