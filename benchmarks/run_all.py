@@ -81,8 +81,8 @@ backend is two batched BLAS GEMMs; `cpp` is the C++/OpenMP register-tiled kernel
 {bench_kernels.run()}
 
 `backend="auto"` therefore picks `torch` for this generic kernel on CPU (rule in
-`fastdnc/kernels/dispatch.py`). The C++ kernel is the fused base on which the structured
-layer-Hessian kernels build; it does not beat MKL/OpenBLAS on a plain dense product.
+`fastdnc/kernels/dispatch.py`). The C++ kernel does not beat MKL/OpenBLAS on a plain dense
+product; its register-tiled micro-kernel is what the C++ Gauss–Newton assembly builds on.
 """
     atomic_write_text(a.out, text)
     print(text)

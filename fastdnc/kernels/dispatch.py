@@ -7,9 +7,9 @@ by a rule measured on CPU (``docs/benchmarks.md``); the GPU entries are untested
 GPU run measures them, and fall back to ``torch`` when the backend is missing:
 
 * ``two_sided_product``: ``torch`` on every device. The C++ kernel (register-tiled, AVX-512/AVX2
-  clones, OpenMP) reaches 0.3–0.96× the speed of two batched MKL GEMMs on 2 cores
-  (``python benchmarks/bench_kernels.py``), so it is never the fastest generic choice; it is
-  there as the fused base of the structured layer-Hessian kernels.
+  clones, OpenMP) reaches 0.3–0.7× the speed of two batched MKL GEMMs on 2 cores
+  (``python benchmarks/bench_kernels.py``), so it is never the fastest generic choice; its
+  register-tiled micro-kernel is what the C++ Gauss–Newton assembly builds on.
 * ``gn_sample_core`` on CPU: ``cpp`` for fewer than 4 vectors (1.9× the torch einsum at k = 1),
   ``torch`` (MKL batched GEMM) from 4 vectors on.
 * ``gn_assemble`` on CPU: ``cpp`` (1.0–1.5× the torch slab-by-slab BLAS version at d = 64,
