@@ -29,23 +29,10 @@ from bench_layer import _as_sequential  # noqa: E402
 from common import md_table, median_time, target_row  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
+from fastdnc.curvature import reference as R  # noqa: E402
 
 CASES = [(10, 50, 64, 4), (10, 100, 256, 4), (10, 200, 512, 6)]
 METRICS: dict[str, float] = {}
-
-
-def _flat_fn(m: fd.DeepUFM, include_features: bool, decay: bool = True):
-    blocks = [t.detach() for _, t in m.parameter_blocks(include_features)]
-    shapes = [b.shape for b in blocks]
-
-    def f(theta):
-        ps, i = [], 0
-        for s in shapes:
-            ps.append(theta[i : i + s.numel()].reshape(s))
-            i += s.numel()
-        return m.functional_loss(ps, include_features, decay=decay)
-
-    return f, torch.cat([b.reshape(-1) for b in blocks])
 
 
 def _fit_loss(n: int):
@@ -59,7 +46,7 @@ def hvp_rows(quick: bool) -> list[list[str]]:
         for k, n, d, depth in CASES[:1] if quick else CASES:
             for inc in (False, True):
                 m = fd.DeepUFM(k, n, d, depth, activation=act, dtype=torch.float32, seed=0)
-                f, theta = _flat_fn(m, inc)
+                f, theta = R.flat_loss(m, inc)
                 v = torch.randn_like(theta)
                 v8 = torch.randn(theta.numel(), 8)
                 H = fd.hessian(m, include_features=inc)
@@ -150,7 +137,7 @@ def eig_rows(quick: bool) -> list[list[str]]:
                  f"{rel_err(res.eigenvalues):.1e}"])
     METRICS["eig_ours"] = t_ours
 
-    f, theta = _flat_fn(m, False, decay=False)
+    f, theta = R.flat_loss(m, False, decay=False)
     th = theta.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(f(th), th, create_graph=True)
     count = [0]

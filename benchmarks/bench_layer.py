@@ -51,17 +51,6 @@ def _layer_param(seq: nn.Sequential, layer: int) -> nn.Parameter:
     return [mod for mod in seq if isinstance(mod, nn.Linear)][layer - 1].weight
 
 
-def _fit_of_w(m: fd.DeepUFM, layer: int):
-    blocks = [t.detach() for _, t in m.parameter_blocks()]
-
-    def f(w: torch.Tensor) -> torch.Tensor:
-        ps = list(blocks)
-        ps[layer - 1] = w
-        return m.functional_loss(ps, decay=False)
-
-    return f, blocks[layer - 1]
-
-
 METRICS: dict[str, float] = {}  # key numbers for the targets table of docs/benchmarks.md
 
 
@@ -73,7 +62,7 @@ def hvp_rows(quick: bool) -> list[list[str]]:
             for k, n, d, depth in cases:
                 m = fd.DeepUFM(k, n, d, depth, activation=act, dtype=dtype, seed=0)
                 layer = depth // 2
-                f, w = _fit_of_w(m, layer)
+                f, w = R.block_loss(m, f"W_{layer}")
                 v = torch.randn_like(w)
                 t0 = time.perf_counter()
                 H = fd.layer_hessian(m, layer)
@@ -131,7 +120,7 @@ def _peer_hvp_times(m: fd.DeepUFM, layer: int, v: torch.Tensor) -> dict[str, flo
             seq_b.zero_grad()
             with backpack(HMP()):
                 loss_b(seq_b(x), y).backward()
-            return pb.hmp(v[None])
+            return pb.hmp(v.reshape(pb.shape)[None])
 
         out["backpack"] = median_time(hmp)
     except Exception as e:  # noqa: BLE001
@@ -151,7 +140,7 @@ def eigh_rows(quick: bool) -> list[list[str]]:
     t_vecs = median_time(lambda: fd.layer_hessian(m, layer).eigh())
     evals = fd.layer_hessian(m, layer).eigvalsh()
     t0 = time.perf_counter()
-    f, w = _fit_of_w(m, layer)
+    f, w = R.block_loss(m, f"W_{layer}")
     dense = torch.func.jacrev(torch.func.grad(f), chunk_size=512)(w).reshape(w.numel(), w.numel())
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -16,6 +16,7 @@ import time
 import torch
 
 import fastdnc as fd
+from fastdnc.curvature import reference as R
 
 
 def status_mib(field: str) -> float:
@@ -43,14 +44,7 @@ def main() -> None:
     m = fd.DeepUFM(10, n_per, 64, 4, activation="relu", dtype=torch.float32, seed=0)
     H = fd.layer_hessian(m, 2)
     H.roots()
-    blocks = [t.detach() for _, t in m.parameter_blocks()]
-
-    def f(w):
-        ps = list(blocks)
-        ps[1] = w
-        return m.functional_loss(ps, decay=False)
-
-    w = blocks[1]
+    f, w = R.block_loss(m, "W_2")
     jobs = {
         "assembly": lambda: H.to_dense(),
         "torch_func": lambda: torch.func.jacrev(torch.func.grad(f), chunk_size=256)(w),

@@ -57,12 +57,27 @@ def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt
     return fig
 
 
+def _panel_grid(n: int, width: float = 4.6, height: float = 3.6):
+    """A figure with n panels, at most three a row, and the axes as a flat list."""
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    return fig, list(axes.flat)
+
+
+def _finish_grid(fig, axes: list, used: int, title: str) -> plt.Figure:
+    """Hide the panels past ``used``, add the title, tighten."""
+    for ax in axes[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def metrics_figure(history: History, metrics: Sequence[tuple[str, str]], depth: int, title: str) -> plt.Figure:
     """One panel per metric (log-log against the step), one line per layer ``<metric>/l<l>``."""
-    cols = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
-    for ax, (key, label) in zip(axes.flat, metrics):
+    fig, axes = _panel_grid(len(metrics))
+    for ax, (key, label) in zip(axes, metrics):
         for l in range(1, depth + 2):
             name = f"{key}/l{l}"
             if name in history:
@@ -73,11 +88,7 @@ def metrics_figure(history: History, metrics: Sequence[tuple[str, str]], depth: 
         ax.grid(True, which="major", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, len(metrics), title)
 
 
 def singular_values_figure(
@@ -101,10 +112,8 @@ def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], sp
     """Histograms of eigenvalues (log-spaced bins of |λ|), the top ``spikes`` drawn as spikes."""
     import numpy as np
 
-    cols = min(3, len(spectra))
-    rows = math.ceil(len(spectra) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.6 * rows), squeeze=False)
-    for ax, ev, label in zip(axes.flat, spectra, labels):
+    fig, axes = _panel_grid(len(spectra), width=4.8)
+    for ax, ev, label in zip(axes, spectra, labels):
         ev = np.sort(np.asarray(ev))[::-1]
         top, bulk = ev[:spikes], ev[spikes:]
         pos = np.abs(bulk[np.abs(bulk) > 0]) if bulk.size else np.array([])
@@ -115,8 +124,4 @@ def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], sp
             ax.axvline(abs(t), color="C3", lw=1, label=f"top {spikes}" if i == 0 else None)
         ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(spectra):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_grid(fig, axes, len(spectra), title)

@@ -32,17 +32,19 @@ def _unflatten(theta: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tens
     return out
 
 
-def _flat_loss(model: LayeredModel, include_features: bool, decay: bool, fit_only: bool = False):
-    _, shapes = _flat_params(model, include_features)
+def flat_loss(model: LayeredModel, include_features: bool = False, decay: bool = True):
+    """``(f, theta)``: the loss as a pure function of the flat parameter vector, and its current value."""
+    theta, shapes = _flat_params(model, include_features)
 
-    def f(theta: torch.Tensor) -> torch.Tensor:
-        return model.functional_loss(_unflatten(theta, shapes), include_features, decay=decay and not fit_only)
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return model.functional_loss(_unflatten(t, shapes), include_features, decay=decay)
 
-    return f
+    return f, theta
 
 
-def _block_loss(model: LayeredModel, name: str, decay: bool):
-    """Loss as a function of one block (the others fixed at their current values)."""
+def block_loss(model: LayeredModel, name: str, decay: bool = False):
+    """``(f, x)``: the loss as a function of one block's row-major vec (``"W_l"``, ``"b_l"`` or
+    ``"H_1"``; the others fixed at their current values), and that vec."""
     blocks = model.parameter_blocks(include_features=model.features_trainable)
     names = [n for n, _ in blocks]
     if name not in names:
@@ -69,8 +71,8 @@ def dense_hessian(model: LayeredModel, include_features: bool = False, decay: bo
 
     ``decay=False`` gives the Hessian of the fit term alone.
     """
-    theta, _ = _flat_params(model, include_features)
-    return _func_hessian(_flat_loss(model, include_features, decay))(theta)
+    f, theta = flat_loss(model, include_features, decay)
+    return _func_hessian(f)(theta)
 
 
 def dense_layer_hessian(model: LayeredModel, layer: int, decay: bool = False) -> torch.Tensor:
@@ -80,7 +82,7 @@ def dense_layer_hessian(model: LayeredModel, layer: int, decay: bool = False) ->
     """
     if not 1 <= layer <= model.depth:
         raise ValueError(f"layer must be in 1..{model.depth}, got {layer}")
-    f, x = _block_loss(model, f"W_{layer}", decay)
+    f, x = block_loss(model, f"W_{layer}", decay)
     return _func_hessian(f)(x)
 
 
@@ -88,7 +90,7 @@ def dense_feature_hessian(model: LayeredModel, decay: bool = False) -> torch.Ten
     """The (dN × dN) Hessian with respect to the UFM features ``H_1`` alone (row-major vec)."""
     if not model.features_trainable:
         raise ValueError("this model's features are a fixed input, not a parameter")
-    f, x = _block_loss(model, "H_1", decay)
+    f, x = block_loss(model, "H_1", decay)
     return _func_hessian(f)(x)
 
 
@@ -103,11 +105,11 @@ def hvp_double_backward(
     model: LayeredModel, v: torch.Tensor, include_features: bool = False, decay: bool = True
 ) -> torch.Tensor:
     """Hessian-vector product by reverse-over-reverse (``autograd.grad`` with ``create_graph``)."""
-    theta, _ = _flat_params(model, include_features)
+    f, theta = flat_loss(model, include_features, decay)
     _check_vector(v, theta.numel(), theta.dtype)
     theta = theta.clone().requires_grad_(True)
     with torch.enable_grad():
-        g = torch.autograd.grad(_flat_loss(model, include_features, decay)(theta), theta, create_graph=True)[0]
+        g = torch.autograd.grad(f(theta), theta, create_graph=True)[0]
         return torch.autograd.grad(g, theta, v)[0].detach()
 
 
@@ -115,16 +117,16 @@ def hvp_jvp_grad(
     model: LayeredModel, v: torch.Tensor, include_features: bool = False, decay: bool = True
 ) -> torch.Tensor:
     """Hessian-vector product by forward-over-reverse (``torch.func.jvp`` of ``grad``)."""
-    theta, _ = _flat_params(model, include_features)
+    f, theta = flat_loss(model, include_features, decay)
     _check_vector(v, theta.numel(), theta.dtype)
-    grad_f = torch.func.grad(_flat_loss(model, include_features, decay))
+    grad_f = torch.func.grad(f)
     return jvp(grad_f, (theta,), (v,))[1]
 
 
 def fit_gradient(model: LayeredModel, include_features: bool = False) -> torch.Tensor:
     """Flat gradient of the **fit term** :math:`\\tilde g` (no decay) by autograd."""
-    theta, _ = _flat_params(model, include_features)
-    _, g = vjp(_flat_loss(model, include_features, decay=False), theta)
+    f, theta = flat_loss(model, include_features, decay=False)
+    _, g = vjp(f, theta)
     return g(torch.ones((), dtype=theta.dtype, device=theta.device))[0]
 
 
@@ -132,7 +134,7 @@ def layer_fit_gradient(model: LayeredModel, layer: int) -> torch.Tensor:
     """Gradient of the fit term with respect to ``W_l`` (row-major vec), :math:`\\tilde g^{(l)}`."""
     if not 1 <= layer <= model.depth:
         raise ValueError(f"layer must be in 1..{model.depth}, got {layer}")
-    f, x = _block_loss(model, f"W_{layer}", decay=False)
+    f, x = block_loss(model, f"W_{layer}", decay=False)
     return torch.func.grad(f)(x)
 
 
