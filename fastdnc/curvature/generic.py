@@ -147,22 +147,20 @@ class _ModuleOperator(CurvatureOperator):
         if not isinstance(seq[-1], nn.Linear) or len(acts) > 1 or len(linears) != 1 + sum(
                 not isinstance(m, nn.Linear) for m in seq) or len({lin.bias is None for lin in linears}) > 1:
             return None
-        if acts == {nn.Identity} or not acts:
-            activation = "linear"
-        else:
-            activation = "relu"
+        activation = "relu" if nn.ReLU in acts else "linear"
+        k = linears[-1].out_features
+        if k < 2:  # MLPHead needs K ≥ 2 outputs; one-output regressions take the generic path
+            return None
         x = torch.cat([b[0] for b in self.batches]).to(self.dtype)
         y = torch.cat([b[1] for b in self.batches])
         if x.ndim != 2:
             return None
-        k = linears[-1].out_features
         ce = isinstance(self.loss_fn, nn.CrossEntropyLoss)
         if ce and (y.ndim != 1 or y.dtype.is_floating_point):
             return None
         labels = y if ce else torch.zeros(x.shape[0], dtype=torch.long)
         head = MLPHead(x.T.contiguous(), labels.to(x.device), [lin.out_features for lin in linears[:-1]], len(linears),
-                       num_classes=max(k, 2),
-                       activation=activation, loss="ce" if ce else "mse", weight_decay=0.0,
+                       num_classes=k, activation=activation, loss="ce" if ce else "mse", weight_decay=0.0,
                        bias=linears[0].bias is not None)
         with torch.no_grad():
             for w, lin in zip(head.weights, linears):

@@ -144,3 +144,14 @@ def test_agrees_with_curvlinops(kind):
                          (fd.GGNOperator(model, loss, batches), GGNLinearOperator)):
         ref = theirs(model, loss, params, batches, check_deterministic=False) @ v
         assert float((ours @ v - ref).norm() / ref.norm()) <= 1e-8
+
+
+def test_one_output_regression_takes_the_generic_path():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1)).double()
+    x, y = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
+    op = fd.HessianOperator(model, nn.MSELoss(), (x, y))
+    assert op._fused is None
+    f, theta = flat_loss(model, nn.MSELoss(), x, y)
+    v = torch.randn(theta.numel(), dtype=torch.float64)
+    torch.testing.assert_close(op @ v, hessian(f)(theta) @ v)
