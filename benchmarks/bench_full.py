@@ -26,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_layer import _as_sequential  # noqa: E402
-from common import md_table, median_time, target_row  # noqa: E402
+from common import matmul_peak, md_table, median_time, target_row  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
 from fastdnc.curvature import reference as R  # noqa: E402
@@ -40,7 +40,21 @@ def _fit_loss(n: int):
     return lambda out, y: 0.5 * (out - y).square().sum() / n
 
 
+def rop_flops(m: fd.DeepUFM, include_features: bool) -> int:
+    """GEMM FLOPs of one analytic R-op product (``LayeredHessian``): per layer, the tangent
+    Ẇ h (+ W ḣ), the output Ġ hᵀ (+ G ḣᵀ) and, except below W_1 without H_1, Wᵀ Ġ + Ẇᵀ G."""
+    total = 0
+    for l, w in enumerate(m._tensors()[0]):
+        gemm = 2 * w.shape[0] * w.shape[1] * m.num_samples
+        has_hdot = l > 0 or include_features
+        total += gemm * (1 + has_hdot) * 2
+        if l > 0 or include_features:
+            total += 2 * gemm
+    return total
+
+
 def hvp_rows(quick: bool) -> list[list[str]]:
+    peak = matmul_peak(torch.float32)
     rows = []
     for act in ("linear", "relu"):
         for k, n, d, depth in CASES[:1] if quick else CASES:
@@ -77,8 +91,9 @@ def hvp_rows(quick: bool) -> list[list[str]]:
                 for name in ("curvlinops", "autograd cached (PyHessian)"):
                     if name in times:
                         METRICS[f"{act}/{d}/{inc}/{name}"] = times[name] / t_ours
+                roof = f"{rop_flops(m, inc) / t_ours / peak:.0%}" if act == "relu" else "—"
                 rows.append([act, f"({k}, {n}, {d}, {depth})", "W + H_1" if inc else "W", type(H).__name__,
-                             f"{t_ours * 1e3:.2f}", f"{t_ours / t_ours8:.1f}×"]
+                             f"{t_ours * 1e3:.2f}", roof, f"{t_ours / t_ours8:.1f}×"]
                             + [f"{times[c] / t_ours:.1f}×" if c in times else "—" for c in PEER_COLUMNS]
                             + [f"{best_name}: {times[best_name] / t_ours:.1f}×", f"{err:.1e}"])
     return rows
@@ -136,6 +151,11 @@ def eig_rows(quick: bool) -> list[list[str]]:
                  str(res.num_matvecs),
                  f"{rel_err(res.eigenvalues):.1e}"])
     METRICS["eig_ours"] = t_ours
+    t0 = time.perf_counter()
+    res2 = fd.lanczos(H, k=20, tol=1e-8, block_size=2)
+    t = time.perf_counter() - t0
+    rows.append(["fastdnc lanczos (block 2, tol 1e-8)", f"{t:.2f} s", f"{t / t_ours:.1f}×", str(res2.num_matvecs),
+                 f"{rel_err(res2.eigenvalues):.1e}"])
 
     f, theta = R.flat_loss(m, False, decay=False)
     th = theta.clone().requires_grad_(True)
@@ -246,7 +266,8 @@ def targets() -> str:
 
 
 def run(quick: bool = False) -> str:
-    hvp = md_table(["model", "(K, n, d, L)", "blocks", "operator", "fastdnc ms", "matmat-8 saving"]
+    hvp = md_table(["model", "(K, n, d, L)", "blocks", "operator", "fastdnc ms", "% of matmul peak",
+                    "matmat-8 saving"]
                    + [f"vs {c}" for c in PEER_COLUMNS] + ["vs fastest", "rel. error"], hvp_rows(quick))
     eig = md_table(["method", "time", "vs fastdnc", "matvecs", "top-20 max rel. error"], eig_rows(quick))
     dens = md_table(["method", "time", "vs fastdnc"], density_rows(quick))

@@ -73,6 +73,21 @@ so that a 1e-6 relative error is meaningful; the reference is `fd.lanczos` at to
 
 {bench_full.targets()}
 
+Why the ReLU targets are missed: the R-op is **flop-bound**. One product at (10, 100, 256, 4) is
+14 GEMMs of 256 × 256 × 1000 (the tangent Ẇh + Wḣ, the output Ġhᵀ + Gḣᵀ and the backward
+WᵀĠ + ẆᵀG per hidden layer); the "% of matmul peak" column is its fraction of the 1024² matmul
+roofline (a lone 256 × 256 × 1000 GEMM reaches about 70% of it on this machine). Autograd's
+double backward performs about the same GEMMs, so a 1.3× lead would need fewer flops, not only
+a better kernel. For the same reason a block of 8 vectors saves
+little: the GEMMs are already large (N = 1000 columns), so batching them adds no efficiency. The
+deep linear path is the opposite, **memory-bound** (every GEMM has inner size K or 2K): a product
+reads each Ẇ_l three times and each W_l twice; a row-major (P, 8) block first has to be
+transposed, which costs as much as the products themselves (a column-major block, as `fd.lanczos`
+passes, does not). The eigenpair ratios follow from these: Lanczos needs about as many products
+as ARPACK (the top-20 of a freshly initialised ReLU UFM are clustered, gaps ~1e-3 of λ_max), so
+the lead over `eigsh` is the per-product lead plus the orthogonalisation, which is
+memory-bandwidth-bound on this machine (four passes over the basis per block step).
+
 ## Batched two-sided product (`benchmarks/bench_kernels.py`)
 
 Y_j = O V_j I (the product of a Kronecker operator O ⊗ I with a batch of matrices). The `torch`

@@ -21,9 +21,11 @@ with :math:`G_l` the cached gradient with respect to the pre-activations. The GG
 terms that carry :math:`G`. k vectors go through at once (matmat), as one batch of GEMMs.
 
 **Deep linear MSE fast path** (no biases): after a one-off precompute of
-:math:`A_{l+1} = W_L\cdots W_{l+1}` (K × d), :math:`B_l = W_{l-1}\cdots W_1`,
-:math:`S = H_1H_1^\top/N` and :math:`M = RH_1^\top/N` (R = Z − Y), a product never touches the N
-samples of the weight blocks and costs O(L·K·d²). With :math:`U_r = A_{r+1}\dot W_r` (K × d):
+:math:`A_{l+1} = W_L\cdots W_{l+1}` (K × d), :math:`S = H_1H_1^\top/N` and :math:`MB_l^\top`
+(K × d) with :math:`M = RH_1^\top/N`, R = Z − Y and :math:`B_l = W_{l-1}\cdots W_1`, a product
+never touches the N samples of the weight blocks and costs O(L·K·d²): it reads each
+:math:`\dot W_l` three times and each :math:`W_l` twice, and no d × d product :math:`B_l` is stored.
+With :math:`U_r = A_{r+1}\dot W_r` (K × d):
 
 .. math::
 
@@ -36,7 +38,11 @@ samples of the weight blocks and costs O(L·K·d²). With :math:`U_r = A_{r+1}\d
     + \lambda_l\dot W_l,
 
 the three terms being the Gauss–Newton block row :math:`\sum_r G_{lr}`, and the residual blocks
-through :math:`\dot A_{l+1}` and through :math:`\dot H_l` (theory.md §3.5). With the features,
+through :math:`\dot A_{l+1}` and through :math:`\dot H_l` (theory.md §3.5). Two recursions give
+every term: backward, :math:`Y_l = U_l + Y_{l+1}W_l` yields :math:`\hat E_l^\top = Y_{l+1}` and
+:math:`\sum_r U_rB_r = Y_1`; forward, :math:`Z_l = QB_l^\top + X_l` obeys
+:math:`Z_{l+1} = Z_lW_l^\top + MB_l^\top\dot W_l^\top`, so
+:math:`(\mathcal H\dot\theta)_{W_l} = [A_{l+1}^\top\,|\,\hat E_l]\,[Z_l; MB_l^\top] + \lambda_l\dot W_l`. With the features,
 :math:`(\mathcal H\dot\theta)_{H_1} = (\hat E_0 R + A_1^\top\dot Z)/N + \lambda_H\dot H_1`, which is
 O(K·d·N) because the block itself has d·N entries.
 """
@@ -50,14 +56,23 @@ from .operator import CurvatureOperator, describe
 
 
 def _split(v: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
-    """(P, k) → blocks of shape (k, *s)."""
+    """(P, k) → contiguous blocks of shape (k, *s) (one transposing copy, so that every batched GEMM
+    reads contiguous operands)."""
     out, i = [], 0
-    k = v.shape[1]
+    vt = v.T.contiguous()
     for s in shapes:
         n = s.numel()
-        out.append(v[i : i + n].T.reshape(k, *s))
+        out.append(vt[:, i : i + n].view(-1, *s))
         i += n
     return out
+
+
+def _times(x: torch.Tensor, w: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w (+ add) for a batch x (k, r, m) and one matrix w (m, n), as a single GEMM."""
+    k, r, m = x.shape
+    flat = x.reshape(k * r, m)
+    prod = flat @ w if add is None else torch.addmm(add.reshape(k * r, -1), flat, w)
+    return prod.view(k, r, -1)
 
 
 def _join(blocks: list[torch.Tensor]) -> torch.Tensor:
@@ -192,76 +207,63 @@ class LinearMSEHessian(_ModelOperator):
             n = model.num_samples
             depth = len(ws)
             self.weights = ws
-            # B_l = W_{l-1}⋯W_1 (B_1 = I), A_{l+1} = W_L⋯W_{l+1} (A_{L+1} = I_K)
-            eye = torch.eye(h1.shape[0], dtype=h1.dtype, device=h1.device)
-            b = [eye]
-            for w in ws[:-1]:
-                b.append(w @ b[-1])
+            # A_{l+1} = W_L⋯W_{l+1} (A_{L+1} = I_K): a[l] is A_{l+1} for 0-based layer l, a[0] = A_1
             a = [None] * (depth + 1)
             a[depth] = torch.eye(model.num_classes, dtype=h1.dtype, device=h1.device)
             for l in range(depth - 1, -1, -1):
                 a[l] = a[l + 1] @ ws[l]
-            self.b, self.a = b, a  # a[l] is A_{l+1} (0-based layer l), a[0] = A_1
+            self.a = a
             self.s = h1 @ h1.T / n
-            r = (ws[-1] @ b[-1] @ h1) - model.targets
-            self.m = r @ h1.T / n
-            self.mb = [self.m @ bl.T for bl in b]  # M B_lᵀ (K × d_l)
+            r = a[0] @ h1 - model.targets
+            # M B_lᵀ with B_l = W_{l-1}⋯W_1 (K × d_l), by M B_{l+1}ᵀ = M B_lᵀ W_lᵀ
+            mb = [r @ h1.T / n]
+            for w in ws[:-1]:
+                mb.append(mb[-1] @ w.T)
+            self.mb = mb
             self.h1, self.r, self.n = h1, r, n
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        if v.shape[1] > 1:  # column by column: every GEMM here is skinny (inner size K), batching gains nothing
-            return torch.cat([self._matmat(v[:, j : j + 1].contiguous()) for j in range(v.shape[1])], dim=1)
         vs = _split(v, self.block_shapes)
-        depth = len(self.weights)
-        k = 1
+        k, depth = v.shape[1], len(self.weights)
         vw = vs[:depth]
         vh = vs[depth] if self.include_features else None
-        a, b, ws = self.a, self.b, self.weights
-        u = [a[l + 1] @ vw[l] for l in range(depth)]  # U_l = A_{l+1} Ẇ_l, (k, K, d_l)
-        zcore = sum(u[l] @ b[l] for l in range(depth))  # Σ_r U_r B_r, (k, K, d_1)
-        q = zcore @ self.s
-        zdot = None
+        a, ws, mb = self.a, self.weights, self.mb
+        # backward: Y_l = U_l + Y_{l+1} W_l with U_l = A_{l+1} Ẇ_l, so Ê_lᵀ = Y_{l+1} and Σ_r U_r B_r = Y_1
+        y = [None] * (depth + 1)
+        for l in range(depth - 1, -1, -1):
+            u = a[l + 1] @ vw[l]
+            y[l] = u if y[l + 1] is None else _times(y[l + 1], ws[l], u)
+        q = _times(y[0], self.s)
         if vh is not None:
             avh = a[0] @ vh
-            zdot = zcore @ self.h1 + avh  # Ż, (k, K, N)
             q = q + avh @ self.h1.T / self.n
-        # every output block is one GEMM of inner size K (GGN) or 2K, with the decay fused in:
-        # out_l = [A_{l+1}ᵀ | Ê_l] @ [Q B_lᵀ + X_l ; M B_lᵀ] + λ_l Ẇ_l
+        # forward: Z_l = Q B_lᵀ + X_l, Z_{l+1} = Z_l W_lᵀ + M B_lᵀ Ẇ_lᵀ (GGN: Z_l = Q B_lᵀ), and
+        # out_l = [A_{l+1}ᵀ | Ê_l] @ [Z_l ; M B_lᵀ] + λ_l Ẇ_l: one GEMM of inner size 2K (GGN: K)
+        z = q if vh is None or self.ggn else q + (self.r @ vh.transpose(-1, -2)) / self.n
         out = torch.empty(k, self.size, dtype=v.dtype, device=v.device)
         views, i = [], 0
         for s in self.block_shapes:
             views.append(out[:, i : i + s.numel()].view(k, *s))
             i += s.numel()
-        if not self.ggn:
-            e = [None] * depth  # Ê_l (k, d_{l+1}, K)
-            e[depth - 1] = torch.zeros(k, ws[-1].shape[0], a[0].shape[0], dtype=v.dtype, device=v.device)
-            for l in range(depth - 2, -1, -1):
-                e[l] = torch.baddbmm(u[l + 1].transpose(-1, -2), ws[l + 1].T.expand(k, -1, -1), e[l + 1])
-            x = (self.r @ vh.transpose(-1, -2)) / self.n if vh is not None else None  # X_1 (k, K, d_1)
         for l in range(depth):
-            right = q @ b[l].T
-            if self.ggn:
-                left = a[l + 1].T.expand(k, -1, -1)
-            else:
-                if x is not None:
-                    right = right + x
-                left = torch.cat([a[l + 1].T.expand(k, -1, -1), e[l]], dim=2)
-                right = torch.cat([right, self.mb[l].expand(k, -1, -1)], dim=1)
-                nxt = self.mb[l] @ vw[l].transpose(-1, -2)  # X_{l+1} = M B_lᵀ Ẇ_lᵀ + X_l W_lᵀ
-                x = nxt if x is None else torch.baddbmm(nxt, x, ws[l].T.expand(k, -1, -1))
+            left, right = a[l + 1].T.expand(k, -1, -1), z
+            if not self.ggn and y[l + 1] is not None:  # Ê_L = 0
+                left = torch.cat([left, y[l + 1].transpose(-1, -2)], dim=2)
+                right = torch.cat([z, mb[l].expand(k, -1, -1)], dim=1)
             torch.baddbmm(vw[l], left, right, beta=self.lams[l], out=views[l])
+            if l + 1 < depth:
+                z = _times(z, ws[l].T, None if self.ggn else mb[l] @ vw[l].transpose(-1, -2))
         if vh is not None:
-            oh = a[0].T @ zdot / self.n
+            oh = a[0].T @ (y[0] @ self.h1 + avh) / self.n
             if not self.ggn:
-                e0 = u[0].transpose(-1, -2) + ws[0].T @ e[0]  # Ê_0 = Σ_r B_rᵀ U_rᵀ
-                oh = oh + e0 @ self.r / self.n
+                oh = oh + y[0].transpose(-1, -2) @ self.r / self.n
             views[depth].copy_(oh + self.lams[depth] * vh if self.lams[depth] else oh)
         return out.T
 
     def cache_info(self) -> dict[str, str]:
-        info = {"S=H1H1ᵀ/N": describe(self.s), "M=RH1ᵀ/N": describe(self.m)}
-        info.update({f"A_{l + 1}": describe(t) for l, t in enumerate(self.a) if t is not None})
-        info.update({f"B_{l + 1}": describe(t) for l, t in enumerate(self.b)})
+        info = {"S=H1H1ᵀ/N": describe(self.s)}
+        info.update({f"A_{l + 1}": describe(t) for l, t in enumerate(self.a)})
+        info.update({f"MB_{l + 1}ᵀ": describe(t) for l, t in enumerate(self.mb)})
         return info
 
 

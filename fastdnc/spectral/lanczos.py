@@ -1,20 +1,31 @@
 r"""Block Lanczos with full reorthogonalisation and thick restarts: ``fd.lanczos``.
 
-The method keeps an orthonormal Krylov basis :math:`Q` and its image :math:`W = \mathcal H Q`
-(one block product per step, so operators with a fast matmat amortise their cached state), and
-extracts Ritz pairs from :math:`T = Q^\top W` (Rayleigh–Ritz); T and :math:`W^\top W` grow by one
-block row per step, so a step costs O(P·m·b) besides the product, and residual norms are
-monitored through :math:`s^\top W^\top W s - \theta^2` and confirmed explicitly. Each new block is
-:math:`\mathcal H V` orthogonalised twice against the whole basis (full reorthogonalisation:
-no ghost eigenvalues). When the block loses rank (an invariant subspace was found) it is refilled
-with random directions, so exhausted Krylov spaces and **degenerate eigenvalues** are handled: a
-starting block of b ≥ k vectors sees up to b copies of a repeated eigenvalue (the K² outliers of a
-collapsed UFM are exactly degenerate). When the basis reaches ``max_basis`` vectors it is
-restarted from the best ``restart`` Ritz vectors (thick restart).
+The method keeps an orthonormal basis :math:`Q` and never stores the images :math:`\mathcal H Q`:
+each new block product is orthogonalised twice against the whole basis (classical Gram–Schmidt
+twice, full reorthogonalisation: no ghost eigenvalues), and the coefficients of that projection
+and of the QR of what is left are kept in a small matrix C, so that
 
-Convergence: the Ritz residual :math:`\|\mathcal H x - \theta x\|` of each wanted pair is at most
-``tol`` times the largest Ritz value in magnitude. Eigenvalue errors are then of order
-residual² / gap.
+.. math::
+
+    \mathcal H Q_a = Q\,C \qquad (Q_a: \text{the applied columns}, Q = [Q_a, Q_p]),
+
+with :math:`Q_p` the pending block (the next one to be applied). Then :math:`T = Q_a^\top\mathcal
+HQ_a` is the top square of C (Rayleigh–Ritz), and the Ritz residual of
+:math:`x = Q_a s` is exactly :math:`\|\mathcal Hx - \theta x\| = \|C_p s\|` with :math:`C_p` the
+pending rows: no extra product and no cancellation. A step reads the basis four times and costs
+O(P·m·b) besides the product, and the memory is P·max_basis numbers.
+
+When the block loses rank (an invariant subspace was found) it is refilled with random directions,
+so exhausted Krylov spaces and **degenerate eigenvalues** are handled: a Krylov space of b vectors
+holds at most b copies of an exactly repeated eigenvalue (the K² outliers of a collapsed UFM are
+exactly degenerate), so each convergence is confirmed by a probe: a fresh random block
+orthogonal to the basis joins the pending block, and the result is returned only when the wanted
+Ritz values do not move. When the basis reaches ``max_basis`` vectors it is restarted from the
+best Ritz vectors :math:`Y = Q_aS`, for which :math:`\mathcal HY = Y\Theta + Q_p(C_pS)` (thick
+restart), so the relation above holds throughout.
+
+Convergence: the Ritz residual of each wanted pair is at most ``tol`` times the largest Ritz value
+in magnitude. Eigenvalue errors are then of order residual² / gap.
 """
 
 from __future__ import annotations
@@ -48,29 +59,28 @@ def _apply(op, v: torch.Tensor) -> torch.Tensor:
     return op.matmat(v) if isinstance(op, CurvatureOperator) else op @ v
 
 
-def _orthonormalise(v: torch.Tensor, q: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-    """Orthonormal columns spanning v minus its projection on q (twice); lost rank is refilled
-    with random directions."""
-    b = v.shape[1]
-    for _ in range(2):
-        if q is not None and q.shape[1]:
-            v = v - q @ (q.T @ v)
+def _project_out(v: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """v − q qᵀ v by classical Gram–Schmidt twice, and the coefficients qᵀ v."""
+    coef = q.T @ v
+    v = v - q @ coef
+    again = q.T @ v
+    return v - q @ again, coef + again
+
+
+def _orthonormal(v: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q R = v with the columns that are null at ``scale`` (rounding noise) dropped: (Q (P × r), R (r × b))."""
     qv, r = torch.linalg.qr(v)
-    scale = r.diagonal().abs().max() if r.numel() else torch.zeros((), dtype=v.dtype)
-    keep = r.diagonal().abs() > 1e-10 * max(float(scale), torch.finfo(v.dtype).tiny)
-    qv = qv[:, keep]
-    size = v.shape[0]
-    avail = size - (0 if q is None else q.shape[1]) - qv.shape[1]
-    need = min(b - qv.shape[1], avail)
-    if need > 0:
-        fill = torch.randn(size, need, generator=gen, dtype=v.dtype).to(v.device)
-        base = qv if q is None else torch.cat([q, qv], dim=1)
-        for _ in range(2):
-            fill = fill - base @ (base.T @ fill)
-        fq, fr = torch.linalg.qr(fill)
-        ok = fr.diagonal().abs() > 1e-10
-        qv = torch.cat([qv, fq[:, ok]], dim=1)
-    return qv
+    keep = r.diagonal().abs() > torch.finfo(v.dtype).eps ** 0.75 * max(scale, torch.finfo(v.dtype).tiny)
+    return qv[:, keep], r[keep]
+
+
+def _random_block(q: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """Up to ``count`` orthonormal random directions orthogonal to the columns of q."""
+    count = min(count, q.shape[0] - q.shape[1])
+    if count <= 0:
+        return q.new_empty(q.shape[0], 0)
+    fill = torch.randn(q.shape[0], count, generator=gen, dtype=q.dtype).to(q.device)
+    return _orthonormal(_project_out(fill, q)[0])[0]
 
 
 def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
@@ -113,7 +123,7 @@ def lanczos(
         tol: residual tolerance relative to the spectral scale (default 1e-10 in float64, 1e-5 in
             float32). max_matvecs: budget of operator columns (default 50·k + 2000, at most
             50·P). max_basis: basis size that triggers a thick restart (default max(4k, 3b + k, 60),
-            ≤ P); memory is 2 · P · max_basis numbers.
+            ≤ P); memory is P · max_basis numbers.
         seed, v0: random start (a torch.Generator seed) or an explicit (P,) / (P, b) start.
 
     >>> import torch
@@ -138,66 +148,61 @@ def lanczos(
         start = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
     else:
         start = (v0[:, None] if v0.ndim == 1 else v0).to(dtype=dtype, device=device)
-    block = _orthonormalise(start, None, gen)
-    # preallocated basis Q, its image W = H Q, T = QᵀW and G = WᵀW (grown block by block)
-    cap = max_basis + b
-    q = torch.empty(size, cap, dtype=dtype, device=device)
-    w = torch.empty(size, cap, dtype=dtype, device=device)
-    t = torch.zeros(cap, cap, dtype=dtype, device=device)
-    g = torch.zeros(cap, cap, dtype=dtype, device=device)
-    m = matvecs = iterations = 0
+    first = _orthonormal(start, float(torch.linalg.vector_norm(start, dim=0).max()))[0]
+    # basis Q = [applied | pending] in preallocated columns (grown if a probe widens the block), and
+    # H Q[:, :ma] = Q[:, :mt] C[:mt, :ma]
+    q = torch.empty(size, max_basis + 3 * max(b, first.shape[1]), dtype=dtype, device=device)
+    c = torch.zeros(q.shape[1], q.shape[1], dtype=dtype, device=device)
+    ma, mt = 0, first.shape[1]
+    q[:, :mt] = first
+    matvecs = iterations = 0
     confirmed: torch.Tensor | None = None  # wanted Ritz values at the last convergence
     while True:
-        hv = _apply(op, block)
-        nb = block.shape[1]
-        matvecs += nb
+        hv = _apply(op, q[:, ma:mt].T.contiguous().T)  # column-major: operators split it without a copy
+        matvecs += mt - ma
         iterations += 1
-        q[:, m : m + nb], w[:, m : m + nb] = block, hv
-        e = m + nb
-        t[:e, m:e] = q[:, :e].T @ hv
-        t[m:e, :m] = t[:m, m:e].T
-        g[:e, m:e] = w[:, :e].T @ hv
-        g[m:e, :m] = g[:m, m:e].T
-        m = e
-        theta, s = torch.linalg.eigh(0.5 * (t[:m, :m] + t[:m, :m].T))
+        ma = mt
+        rest, coef = _project_out(hv, q[:, :ma])
+        nxt, r = _orthonormal(rest, float(torch.linalg.vector_norm(hv, dim=0).max()))
+        if ma + 2 * nxt.shape[1] + b > q.shape[1]:
+            grow = ma + 2 * nxt.shape[1] + 2 * b
+            q = torch.cat([q[:, :ma], q.new_empty(size, grow - ma)], dim=1)
+            c = torch.nn.functional.pad(c, (0, grow - c.shape[1], 0, grow - c.shape[0]))
+        mt = ma + nxt.shape[1]
+        q[:, ma:mt] = nxt
+        c[:ma, ma - hv.shape[1] : ma] = coef
+        c[ma:mt, ma - hv.shape[1] : ma] = r
+        theta, s = torch.linalg.eigh(0.5 * (c[:ma, :ma] + c[:ma, :ma].T))
         idx = _select(theta, k, which)
         sk = s[:, idx]
         scale = float(theta.abs().max()) or 1.0
-        # ‖Hx − θx‖² = sᵀGs − θ² (cheap, exact up to ~√eps·scale); confirmed explicitly below
-        est = ((sk * (g[:m, :m] @ sk)).sum(0) - theta[idx] ** 2).clamp_min(0).sqrt()
-        exhausted = m >= size
-        stop = exhausted or matvecs >= max_matvecs
-        res = est
-        if stop or bool((est <= max(10 * tol, 1e-6) * scale).all()):
-            x = q[:, :m] @ sk
-            res = torch.linalg.vector_norm(w[:, :m] @ sk - x * theta[idx], dim=0)
-            done = bool((res <= tol * scale).all()) and idx.numel() == k
-            wanted = torch.sort(theta[idx]).values
-            stable = confirmed is not None and bool(((wanted - confirmed).abs() <= 10 * tol * scale).all())
-            if (done and stable) or stop:
-                order = torch.argsort(theta[idx], descending=True)
-                return LanczosResult(theta[idx][order], x[:, order], res[order], done or exhausted, matvecs,
-                                     iterations)
-            if done:
-                # converged: probe once more with a random block orthogonal to the basis, which
-                # reveals any copy of a repeated eigenvalue that the Krylov space could not contain
-                confirmed = wanted
-                hv = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
-        nxt = _orthonormalise(hv, q[:, :m], gen)
-        if m + nxt.shape[1] > max_basis:
-            # thick restart: keep the best Ritz vectors (their images are exact: W S) and continue the
-            # Krylov space with the residuals of the wanted, least converged ones
-            keep = _select(theta, max(min(max_basis // 2, max_basis - 2 * b), k), which)
+        res = torch.linalg.vector_norm(c[ma:mt, :ma] @ sk, dim=0)
+        done = bool((res <= tol * scale).all()) and idx.numel() == k
+        wanted = torch.sort(theta[idx]).values
+        stable = confirmed is not None and bool(((wanted - confirmed).abs() <= 10 * tol * scale).all())
+        if done:
+            confirmed = wanted
+        # the pending block holds at least b vectors: random directions refill lost rank, and after a
+        # convergence a random probe block reveals any copy of a repeated eigenvalue that the Krylov
+        # space could not contain
+        fill = _random_block(q[:, :mt], b if done else b - (mt - ma), gen)
+        q[:, mt : mt + fill.shape[1]] = fill
+        mt += fill.shape[1]
+        exhausted = mt == ma
+        if (done and stable) or exhausted or matvecs >= max_matvecs:
+            order = torch.argsort(theta[idx], descending=True)
+            return LanczosResult(theta[idx][order], q[:, :ma] @ sk[:, order], res[order], done or exhausted,
+                                 matvecs, iterations)
+        nkeep = max(min(max_basis // 2, max_basis - 2 * b), k)
+        if mt + (mt - ma) > max_basis and nkeep < ma:
+            # thick restart: Y = Q_a S keeps the best Ritz vectors, and H Y = Y Θ + Q_p (C_p S)
+            keep = _select(theta, nkeep, which)
             sp = s[:, keep]
-            qk, wk = q[:, :m] @ sp, w[:, :m] @ sp
-            nk = keep.numel()
-            q[:, :nk], w[:, :nk] = qk, wk
-            t[:nk, :nk] = torch.diag(theta[keep])
-            g[:nk, :nk] = sp.T @ g[:m, :m] @ sp
-            m = nk
-            worst = torch.argsort(res, descending=True)[:b]
-            resid = wk[:, worst] - qk[:, worst] * theta[keep[worst]]
-            nxt = _orthonormalise(resid, q[:, :m], gen)
-        if nxt.shape[1] == 0:
-            nxt = _orthonormalise(torch.randn(size, b, generator=gen, dtype=dtype).to(device), q[:, :m], gen)
-        block = nxt
+            nk, pw = keep.numel(), mt - ma
+            pending, cp = q[:, ma:mt].clone(), c[ma:mt, :ma] @ sp
+            q[:, :nk] = q[:, :ma] @ sp
+            q[:, nk : nk + pw] = pending
+            c.zero_()
+            c[:nk, :nk] = torch.diag(theta[keep])
+            c[nk : nk + pw, :nk] = cp
+            ma, mt = nk, nk + pw

@@ -59,7 +59,7 @@ def test_blocks_and_errors():
     out = H @ blocks
     flat = H @ torch.cat([b.reshape(-1) for b in blocks])
     torch.testing.assert_close(torch.cat([o.reshape(-1) for o in out]), flat)
-    assert {"S=H1H1ᵀ/N", "M=RH1ᵀ/N", "A_1"} <= set(H.cache_info())
+    assert {"S=H1H1ᵀ/N", "MB_1ᵀ", "A_1"} <= set(H.cache_info())
     x = torch.randn(5, 4, 3)
     head = fd.MLPHead(x.reshape(5, 12)[:, :12], torch.arange(12) % 3, 4, 2)
     with pytest.raises(ValueError, match="include_features=True needs trainable features"):
