@@ -5,7 +5,7 @@ Public API (re-exports only). Conventions: layers are numbered as in the paper (
 the order ``W_1..W_L`` (biases after their weight, for MLP heads), then ``H_1``.
 """
 
-from . import curvature, kernels, spectral, theory
+from . import alignment, curvature, kernels, spectral, theory
 from .collapse import CollapseReport, collapse_metrics
 from .curvature import (
     BatchedGaussNewton,
@@ -34,6 +34,7 @@ from .train import History, NonFiniteError, load_checkpoint, train
 
 __all__ = [
     "BatchedGaussNewton",
+    "alignment",
     "CollapseReport",
     "CurvatureOperator",
     "Factor",

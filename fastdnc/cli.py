@@ -149,11 +149,12 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .experiments import reproduce
 
-    res = reproduce(a.preset, a.out, progress=not a.quiet)
+    res = reproduce(a.preset, a.out, progress=not a.quiet, doc=a.doc)
     if not a.quiet:
-        lin = res["linear_ufm"]["measured"]
-        print(f"linear UFM: loss gap to theory {lin['loss_gap']:.2e}, singular values rel. error "
-              f"{lin['singular_value_rel_error']:.2e}")
+        for name, exp in res["experiments"].items():
+            errs = [r["error"] for r in exp["table"] if r["error"] is not None]
+            print(f"{name}: {len(exp['table'])} theory-vs-measurement rows, largest error "
+                  f"{max(errs) if errs else float('nan'):.2e}")
         print(f"wrote {Path(a.out) / 'report.md'} and results.json in {res['wall_seconds']:.1f} s")
     return 0
 
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["quick", "paper"], default="quick",
                    help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, hours")
     p.add_argument("--out", default="fastdnc-results", help="output folder (default fastdnc-results)")
+    p.add_argument("--doc", default=None,
+                   help="also write this markdown page (e.g. docs/theory-vs-measurement.md), figures beside it")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_cmd_reproduce)
 

@@ -125,3 +125,27 @@ def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], sp
         ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
         ax.legend(fontsize=7)
     return _finish_grid(fig, axes, len(spectra), title)
+
+
+def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[float, int]]]], title: str) -> plt.Figure:
+    """Sorted eigenvalues (descending, symmetric-log axis) with predicted levels as dashed lines.
+
+    ``panels``: (label, measured eigenvalues, [(predicted value, multiplicity), …]).
+    """
+    import numpy as np
+
+    fig, axes = _panel_grid(len(panels), width=5.6, height=4.0)
+    for ax, (label, ev, levels) in zip(axes, panels):
+        ev = np.sort(np.asarray(ev))[::-1]
+        ax.plot(np.arange(1, ev.size + 1), ev, ".", ms=3, color="C0", label="measured")
+        for i, (value, mult) in enumerate(sorted(levels, key=lambda x: -x[0])):
+            ax.axhline(value, color=f"C{(i % 8) + 1}", ls="--", lw=0.9, label=f"theory {value:.4g} (×{mult})")
+        predicted = [abs(v) for v, _ in levels if v != 0]
+        thresh = min(predicted) / 10 if predicted else max(float(np.abs(ev).max()), 1e-300) * 1e-3
+        ax.set_yscale("symlog", linthresh=thresh)  # linear within ±thresh: numerical zeros sit on 0
+        top = max(predicted + [float(np.abs(ev).max())])
+        ax.set_ylim(-10 * thresh, 3 * top)
+        ax.set(xscale="log", xlabel="index (descending)", ylabel="eigenvalue", title=label)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    return _finish_grid(fig, axes, len(panels), title)

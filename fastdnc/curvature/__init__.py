@@ -6,7 +6,8 @@ from .gauss_newton import BatchedGaussNewton
 from .generic import GGNOperator, HessianOperator, NonDeterministicError
 from .kronecker import Factor, KroneckerEigenvectors, KroneckerOperator, KroneckerSum
 from .layer import feature_hessian, layer_hessian
-from .operator import CurvatureOperator, DenseOperator
+from .operator import CurvatureOperator, DenseOperator, LowRankOperator
+from .papyan import PapyanSplit, papyan_split
 
 __all__ = [
     "BatchedGaussNewton",
@@ -21,6 +22,9 @@ __all__ = [
     "LayeredHessian",
     "NonDeterministicError",
     "LinearMSEHessian",
+    "LowRankOperator",
+    "PapyanSplit",
+    "papyan_split",
     "feature_hessian",
     "ggn",
     "hessian",

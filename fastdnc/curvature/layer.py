@@ -28,10 +28,11 @@ from .gauss_newton import BatchedGaussNewton
 from .kronecker import Factor, KroneckerOperator
 
 
-def _upstream(model: LayeredModel, pre: list[torch.Tensor], first: int) -> Upstream:
+def _upstream(model: LayeredModel, pre: list[torch.Tensor], first: int, delta: float = 0.0) -> Upstream:
     """``[(W_m, D_m)]`` for m = first..L: the map from the pre-activation H_first to Z.
 
-    The perturbation of :math:`H_m` goes through the mask :math:`D_m = [H_m > 0]` (ReLU, m ≥ 2)
+    The perturbation of :math:`H_m` goes through :math:`D_m = \sigma'(H_m)` (ReLU, m ≥ 2): 1 where
+    :math:`H_m > 0`, ``delta`` = σ′(0) where it is exactly 0 (PyTorch: 0), else 0
     and then :math:`W_m`. For linear models the chain collapses into :math:`A = W_L \\cdots W_{first}`.
     """
     ws = [w.detach() for w in model.weights]
@@ -44,7 +45,11 @@ def _upstream(model: LayeredModel, pre: list[torch.Tensor], first: int) -> Upstr
         return [(a, None)]
     out = []
     for m in range(first, model.depth + 1):
-        mask = (pre[m - 1] > 0).to(pre[m - 1].dtype) if m >= 2 else None
+        mask = None
+        if m >= 2:
+            mask = (pre[m - 1] > 0).to(pre[m - 1].dtype)
+            if delta:
+                mask = mask + delta * (pre[m - 1] == 0).to(mask.dtype)
         out.append((ws[m - 1], mask))
     return out
 
@@ -54,11 +59,14 @@ def _probs(model: LayeredModel, output: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend: str = "auto", mode: str = "auto"):
+def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend: str = "auto", mode: str = "auto",
+                  relu_prime_at_zero: float = 0.0):
     """The exact Hessian of the loss with respect to ``W_layer`` (see the module docstring).
 
     ``backend`` picks the kernels; ``mode`` the Gauss–Newton product path (``"jacobian"`` or
     ``"rop"``, see :class:`~fastdnc.curvature.gauss_newton.BatchedGaussNewton`).
+    ``relu_prime_at_zero`` is δ = σ′(0) for pre-activations that are exactly 0 (PyTorch's
+    convention is 0; at exact DNC points the spectrum depends on it, theory.md §3.7).
 
     >>> import fastdnc as fd
     >>> m = fd.DeepUFM(3, 2, 4, 3)
@@ -74,7 +82,9 @@ def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend:
     p = model.weights[layer - 1].shape[0]
     n = model.num_samples
     shift = model.weight_decay[layer - 1] if decay else 0.0
-    upstream = _upstream(model, st.preactivations, layer + 1)
+    if not 0.0 <= relu_prime_at_zero <= 1.0:
+        raise ValueError(f"relu_prime_at_zero must be in [0, 1], got {relu_prime_at_zero}")
+    upstream = _upstream(model, st.preactivations, layer + 1, relu_prime_at_zero)
     if model.activation == "linear" and model.loss_type == "mse":
         out_factor = (Factor.gram(upstream[0][0]) if upstream else
                       Factor.identity(p, dtype=model.dtype, device=model.device))

@@ -124,3 +124,41 @@ def test_bad_inputs_are_named():
         H @ torch.zeros(16, dtype=torch.float32)
     with pytest.raises(ValueError, match=r"block 0 has shape"):
         H @ [torch.zeros(3, 3, dtype=torch.float64)]
+
+
+class _ReluDelta(torch.autograd.Function):
+    """ReLU with σ′(0) = δ (the backward is differentiable, so double backward gives the Hessian)."""
+
+    @staticmethod
+    def forward(ctx, x, delta):
+        ctx.save_for_backward(x)
+        ctx.delta = delta
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ((x > 0).to(g.dtype) + ctx.delta * (x == 0).to(g.dtype)), None
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.3, 1.0])
+def test_relu_prime_at_zero_matches_autograd_at_exact_zeros(delta):
+    m = fd.theory.optimum_model(3, 2, 5, 3, 1e-2, activation="relu")  # pre-activations exactly 0 off-class
+    ws = [w.detach() for w in m.weights]
+    h1 = m.features.detach()
+    for layer in range(1, 4):
+        def fit(w):
+            ws_ = ws[: layer - 1] + [w] + ws[layer:]
+            h = ws_[0] @ h1
+            for wl in ws_[1:]:
+                h = wl @ _ReluDelta.apply(h, delta)
+            return 0.5 * (h - m.targets).square().sum() / m.num_samples
+
+        w = ws[layer - 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(fit(w), w, create_graph=True)
+        dense = torch.stack([torch.autograd.grad(g.reshape(-1)[i], w, retain_graph=True)[0].reshape(-1)
+                             for i in range(w.numel())])
+        got = fd.layer_hessian(m, layer, relu_prime_at_zero=delta).to_dense()
+        torch.testing.assert_close(got, dense, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="relu_prime_at_zero"):
+        fd.layer_hessian(m, 1, relu_prime_at_zero=-0.5)

@@ -1,4 +1,4 @@
-"""``fastdnc reproduce --preset quick``: the README's main job, end to end."""
+"""``fastdnc reproduce --preset quick``: the README's main job, end to end, against theory."""
 
 from __future__ import annotations
 
@@ -9,18 +9,43 @@ import pytest
 from fastdnc.cli import main
 
 
-def test_quick_preset_writes_report_figures_and_results(tmp_path):
-    assert main(["reproduce", "--preset", "quick", "--out", str(tmp_path), "--quiet"]) == 0
-    res = json.loads((tmp_path / "results.json").read_text())
-    lin = res["linear_ufm"]
-    assert abs(lin["measured"]["loss_gap"]) < 1e-8
-    assert lin["measured"]["singular_value_rel_error"] < 1e-6
-    report = (tmp_path / "report.md").read_text()
-    for name in lin["figures"].values():
-        png = tmp_path / name
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-        assert f"]({name})" in report
-    assert "| loss |" in report
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick")
+    doc = out / "docs" / "theory.md"
+    assert main(["reproduce", "--preset", "quick", "--out", str(out), "--doc", str(doc), "--quiet"]) == 0
+    return out, json.loads((out / "results.json").read_text()), doc
+
+
+def test_report_figures_and_results_are_written(quick):
+    out, res, doc = quick
+    assert set(res["experiments"]) == {"linear_mse", "relu_mse", "linear_ce", "relu_ce"}
+    report = (out / "report.md").read_text()
+    page = doc.read_text()
+    for exp in res["experiments"].values():
+        for name in exp["figures"].values():
+            png = out / name
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+            assert f"]({name})" in report
+            assert f"](theory_figures/{name})" in page and (doc.parent / "theory_figures" / name).exists()
+    assert "| loss |" in report and res["wall_seconds"] < 600
+
+
+def test_trained_linear_ufm_meets_every_prediction_to_1e6(quick):
+    table = quick[1]["experiments"]["linear_mse"]["table"]
+    errors = {r["quantity"]: r["error"] for r in table if r["error"] is not None}
+    assert len(errors) > 30 and max(errors.values()) < 1e-6, max(errors.items(), key=lambda kv: kv[1])
+    ranks = [r for r in table if "Papyan ranks" in r["quantity"]]
+    assert ranks and all(r["theory"] == r["measured"] for r in ranks)
+
+
+def test_relu_outliers_separate_and_ce_reaches_its_critical_point(quick):
+    exps = quick[1]["experiments"]
+    layers = exps["relu_mse"]["measured"]["layers"]
+    assert all(l["gap_ratio"] > 2 for l in layers)
+    assert layers[-1]["outlier_count"] == 16
+    ce = {r["quantity"]: r["error"] for r in exps["linear_ce"]["table"] if r["error"] is not None}
+    assert max(ce.values()) < 1e-8
 
 
 def test_unknown_preset_is_refused():

@@ -1,0 +1,78 @@
+r"""Papyan's split of a layer's Gauss–Newton block into class, cross-class and within-class parts.
+
+With the per-sample output-side roots :math:`u_{ij}` (column j of :math:`B_i = J_i^\top L_i`,
+:math:`L_iL_i^\top = \Lambda_i`: the rows of :math:`A_{l+1}` for a linear MSE UFM, masked per
+sample for ReLU, weighted by the softmax Hessian for CE) and the layer inputs :math:`x_i`, the fit
+Hessian of :math:`W_l` is :math:`\frac1N\sum_{i,j} v_{ij}v_{ij}^\top` with
+:math:`v_{ij} = u_{ij}\otimes x_i` (theory.md §3.2). With :math:`v_{cj}` the class-c average and
+:math:`v_c = \mathrm{Avg}_j v_{cj}`, and :math:`n_c` samples in class c (K′ = K roots per sample):
+
+.. math::
+
+    G_\text{class} = \sum_c \tfrac{n_cK'}{N} v_cv_c^\top,\quad
+    G_\text{cross} = \sum_c \tfrac{n_c}{N}\sum_j (v_{cj}-v_c)(v_{cj}-v_c)^\top,\quad
+    G_\text{within} = \tfrac1N\sum_{i,j}(v_{ij}-v_{c_ij})(v_{ij}-v_{c_ij})^\top,
+
+which add up to the block exactly (for balanced classes the weights are 1 and 1/K, Papyan's
+form). At DNC: :math:`G_\text{within} = 0`, rank :math:`G_\text{cross}` = K(K−1), rank
+:math:`G_\text{class}` = K, all non-zero eigenvalues ℓ_l. ``class_`` and ``cross`` are explicit
+low-rank operators (K and K² columns); ``within`` is the block minus both, so it is never formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.reference import gn_jacobian_roots
+from ..models import LayeredModel
+from .layer import _probs, _upstream, layer_hessian
+from .operator import CurvatureOperator, LowRankOperator
+
+
+@dataclass
+class PapyanSplit:
+    """``total`` (the fit Hessian of W_l) = ``class_`` + ``cross`` + ``within``."""
+
+    total: CurvatureOperator
+    class_: LowRankOperator
+    cross: LowRankOperator
+    within: CurvatureOperator
+
+    def ranks(self, rtol: float = 1e-10) -> dict[str, int]:
+        """Numerical ranks (eigenvalues above ``rtol`` × the largest eigenvalue of ``total``).
+        The within-class rank needs a dense eigendecomposition (operators up to 8192 × 8192)."""
+        scale = float(torch.linalg.eigvalsh(self.total.to_dense())[-1])
+        tol = rtol * max(scale, torch.finfo(self.total.dtype).tiny)
+        out = {}
+        for name, op in (("class", self.class_), ("cross", self.cross)):
+            out[name] = int((op.nonzero_eigh()[0] > tol).sum())
+        out["within"] = int((torch.linalg.eigvalsh(self.within.to_dense()).abs() > tol).sum())
+        out["total"] = int((torch.linalg.eigvalsh(self.total.to_dense()).abs() > tol).sum())
+        return out
+
+
+@torch.no_grad()
+def papyan_split(model: LayeredModel, layer: int) -> PapyanSplit:
+    """The class / cross-class / within-class split of the fit Hessian of ``W_layer``."""
+    total = layer_hessian(model, layer)
+    st = model.states()
+    x = st.inputs[layer - 1].detach()
+    p, n = model.weights[layer - 1].shape[0], model.num_samples
+    roots = gn_jacobian_roots(_upstream(model, st.preactivations, layer + 1), _probs(model, st.output.detach()),
+                              model.num_classes, p, n, x)  # (N, K', p)
+    k = model.num_classes
+    labels = model.labels
+    counts = torch.bincount(labels, minlength=k).to(x.dtype)
+    # v_cj = Avg_{i in c} u_ij ⊗ x_i as (K, K', p, q)
+    onehot = model.targets / counts.clamp_min(1)[:, None]  # (K, N) averaging weights
+    vcj = torch.einsum("ci,ijp,qi->cjpq", onehot, roots, x)
+    vc = vcj.mean(dim=1)
+    kp = roots.shape[1]
+    size = p * x.shape[0]
+    class_ = LowRankOperator(vc.reshape(k, size).T, counts * kp / n, total.block_shapes)
+    cross_cols = (vcj - vc[:, None]).reshape(k * kp, size).T
+    cross = LowRankOperator(cross_cols, (counts / n).repeat_interleave(kp), total.block_shapes)
+    within = total - class_ - cross
+    return PapyanSplit(total, class_, cross, within)
