@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,triton,peers]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,triton,peers,data]"
 
 reproduce: install
 	$(BIN)/fastdnc reproduce --preset quick --out $(OUT)

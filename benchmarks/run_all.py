@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_full  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_layer  # noqa: E402
+import bench_real  # noqa: E402
 import bench_train  # noqa: E402
 
 from fastdnc.io import atomic_write_text  # noqa: E402
@@ -87,6 +88,17 @@ passes, does not). The eigenpair ratios follow from these: Lanczos needs about a
 as ARPACK (the top-20 of a freshly initialised ReLU UFM are clustered, gaps ~1e-3 of λ_max), so
 the lead over `eigsh` is the per-product lead plus the orthogonalisation, which is
 memory-bandwidth-bound on this machine (four passes over the basis per block step).
+
+## Real data (`benchmarks/bench_real.py`)
+
+The embedded real-data default (`fastdnc reproduce --preset real --dataset digits`) end to end, and
+the exact spectrum of one hidden MLP layer at MNIST scale (5,000 per class). No data set can be
+downloaded on this machine, so the MNIST-scale run uses synthetic images written in the real IDX
+format; its cost depends only on the shapes.
+
+{bench_real.run()}
+
+{bench_real.targets()}
 
 ## Batched two-sided product (`benchmarks/bench_kernels.py`)
 

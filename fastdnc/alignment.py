@@ -34,7 +34,7 @@ def _check_layer(model: LayeredModel, layer: int) -> None:
 
 @torch.no_grad()
 def class_mean_pairs(model: LayeredModel, layer: int) -> torch.Tensor:
-    """The (d_out·d_in × K²) matrix of :math:`\\mu_c^{(l+1)} \\otimes \\mu_{c'}^{(l)}`, column c·K + c'."""
+    r"""The (d_out·d_in × K²) matrix of :math:`\mu_c^{(l+1)} \otimes \mu_{c'}^{(l)}`, column c·K + c'."""
     _check_layer(model, layer)
     out, inp = model.class_means(layer + 1), model.class_means(layer)
     k = out.shape[1]
@@ -55,7 +55,7 @@ def eigenvector_fidelity(model: LayeredModel, layer: int, op=None) -> torch.Tens
 
 @torch.no_grad()
 def gradient_coefficients(model: LayeredModel, layer: int) -> torch.Tensor:
-    """(K × K) :math:`\\kappa_{cc'}` of the fit-term gradient of W_layer."""
+    r"""(K × K) :math:`\kappa_{cc'}` of the fit-term gradient of W_layer."""
     v = class_mean_pairs(model, layer)
     g = model.loss_and_gradients(decay=False).gradients[_weight_index(model, layer)].reshape(-1)
     k = model.num_classes
@@ -69,9 +69,9 @@ def _weight_index(model: LayeredModel, layer: int) -> int:
 
 @torch.no_grad()
 def balancedness(model: LayeredModel) -> list[float]:
-    """Relative residual of the balancedness identity between each block and the one below it:
-    entry 0 is :math:`\\lambda_1W_1^\\top W_1` against :math:`\\lambda_HH_1H_1^\\top` (UFMs only),
-    entry l−1 is :math:`\\lambda_lW_l^\\top W_l` against :math:`\\lambda_{l-1}W_{l-1}W_{l-1}^\\top`."""
+    r"""Relative residual of the balancedness identity between each block and the one below it:
+    entry 0 is :math:`\lambda_1W_1^\top W_1` against :math:`\lambda_HH_1H_1^\top` (UFMs only),
+    entry l−1 is :math:`\lambda_lW_l^\top W_l` against :math:`\lambda_{l-1}W_{l-1}W_{l-1}^\top`."""
     ws = [w.detach() for w in model.weights]
     lams = model.weight_decay
     out = []

@@ -149,6 +149,16 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .experiments import reproduce
 
+    if a.preset == "real":
+        from .experiments.real import reproduce_real
+
+        res = reproduce_real(a.dataset, a.out, data_dir=a.data_dir, n_per_class=a.n_per_class, model=a.model,
+                             steps=a.steps, width=a.width, depth=a.depth, progress=not a.quiet)
+        if not a.quiet:
+            print(f"train accuracy {res['train_accuracy']:.2%}; outliers per head layer "
+                  f"{[l['outlier_count'] for l in res['analysis']['layers']]} (K = {res['num_classes']}); "
+                  f"wrote {Path(a.out) / 'report.md'}")
+        return 0
     res = reproduce(a.preset, a.out, progress=not a.quiet, doc=a.doc)
     if not a.quiet:
         for name, exp in res["experiments"].items():
@@ -170,8 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run a preset of the paper's experiments and write a report",
                        description="Train the preset's models and write PNG figures, report.md and results.json. "
                                    "Reruns resume from the checkpoints in OUT.")
-    p.add_argument("--preset", choices=["quick", "paper"], default="quick",
-                   help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, hours")
+    p.add_argument("--preset", choices=["quick", "paper", "real"], default="quick",
+                   help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, hours; real: a "
+                        "network on real data (--dataset), analysed layer by layer")
+    p.add_argument("--dataset", choices=["digits", "mnist1d", "mnist", "cifar10"], default="digits",
+                   help="real preset: digits and mnist1d need no files; mnist and cifar10 read --data-dir")
+    p.add_argument("--data-dir", default=None,
+                   help="ROOT with MNIST/raw/ or cifar-10-batches-py/ (torchvision's layout); never downloads")
+    p.add_argument("--n-per-class", type=int, default=None, help="real preset: class-balanced subsample")
+    p.add_argument("--model", choices=["mlp", "cnn", "resnet20"], default=None,
+                   help="real preset: network (default: mlp, cnn for cifar10)")
+    p.add_argument("--steps", type=int, default=None, help="real preset: training steps (default per data set)")
+    p.add_argument("--width", type=int, default=None, help="real preset: head width d (default 64)")
+    p.add_argument("--depth", type=int, default=None, help="real preset: head layers L (default 4; 3 for cifar10)")
     p.add_argument("--out", default="fastdnc-results", help="output folder (default fastdnc-results)")
     p.add_argument("--doc", default=None,
                    help="also write this markdown page (e.g. docs/theory-vs-measurement.md), figures beside it")

@@ -116,10 +116,15 @@ def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], sp
     for ax, ev, label in zip(axes, spectra, labels):
         ev = np.sort(np.asarray(ev))[::-1]
         top, bulk = ev[:spikes], ev[spikes:]
-        pos = np.abs(bulk[np.abs(bulk) > 0]) if bulk.size else np.array([])
+        floor = 1e-12 * float(np.abs(ev).max()) if ev.size else 0.0  # below: numerical zeros
+        pos = np.abs(bulk[np.abs(bulk) > floor]) if bulk.size else np.array([])
+        zeros = bulk.size - pos.size
         if pos.size:
             lo, hi = np.log10(pos.min()), np.log10(max(pos.max(), np.abs(top).max() if top.size else pos.max()))
-            ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=f"bulk ({bulk.size})")
+            label = f"bulk ({pos.size})" + (f"; {zeros} below 1e-12·max not shown" if zeros else "")
+            ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=label)
+        elif zeros:
+            ax.plot([], [], " ", label=f"bulk: {zeros} numerical zeros (< 1e-12·max)")
         for i, t in enumerate(top):
             ax.axvline(abs(t), color="C3", lw=1, label=f"top {spikes}" if i == 0 else None)
         ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
@@ -149,3 +154,22 @@ def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[fl
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
     return _finish_grid(fig, axes, len(panels), title)
+
+
+def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequence[float], title: str) -> plt.Figure:
+    """An SLQ spectral density (log y) with the top eigenvalues drawn as spikes."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs, ys = [], []
+    for x, y in zip(grid, density):
+        if y > 0:
+            xs.append(x)
+            ys.append(y)
+    ax.plot(xs, ys, color="C0", label="SLQ density")
+    for i, t in enumerate(top):
+        ax.axvline(t, color="C3", lw=0.8, alpha=0.8, label=f"top {len(top)} (Lanczos)" if i == 0 else None)
+    ax.set(yscale="log", xlabel="eigenvalue", ylabel="density", title=title)
+    if ys:
+        ax.set_ylim(max(ys) * 1e-8, max(ys) * 3)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -39,18 +39,18 @@ from ._checks import check_decay, check_positive_int, per_layer
 
 @dataclass(frozen=True)
 class Optimum:
-    """The global optimum of a deep linear MSE UFM (see the module docstring).
+    r"""The global optimum of a deep linear MSE UFM (see the module docstring).
 
     Attributes:
-        gamma: γ with :math:`Z^* = \\gamma Y` (0 when the optimum is the zero solution).
+        gamma: γ with :math:`Z^* = \gamma Y` (0 when the optimum is the zero solution).
         exists: whether a non-zero global optimum exists (γ > (L−1)/L).
         critical_gamma: the largest root of the γ equation, or NaN if there is none (it can exist
             without being the global optimum).
         optimal_loss: loss at the global optimum (1/2 when it is zero).
-        lambda_star: the common-λ threshold :math:`\\lambda^*`.
+        lambda_star: the common-λ threshold :math:`\lambda^*`.
         threshold_scale: :math:`(c^*/c)^{1/(L+1)}`; > 1 iff the non-zero optimum exists.
         singular_values: :math:`s_1..s_L` (K equal non-zero singular values per layer).
-        class_mean_norms: :math:`\\|\\mu^{(1)}\\|, \\dots, \\|\\mu^{(L+1)}\\|` (input of each layer, then Z).
+        class_mean_norms: :math:`\|\mu^{(1)}\|, \dots, \|\mu^{(L+1)}\|` (input of each layer, then Z).
         weight_decay: λ_1..λ_L; feature_decay: λ_H.
     """
 
@@ -190,7 +190,7 @@ def optimum_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ):
-    """A :class:`~fastdnc.models.DeepUFM` (MSE) placed exactly at the closed-form global optimum.
+    r"""A :class:`~fastdnc.models.DeepUFM` (MSE) placed exactly at the closed-form global optimum.
 
     Each layer gets an orthonormal K-frame :math:`F_l` (d × K; :math:`F_{L+1} = I_K`), and
 
@@ -284,7 +284,7 @@ def full_hessian_spectrum(opt: Optimum, width: int, include_features: bool = Fal
 
 
 def relu_layer_outliers(opt: Optimum, layer: int, delta: float = 0.0) -> list[SpectrumLevel]:
-    """Non-zero eigenvalues of the fit Hessian of W_layer at the ReLU disjoint-support point (§3.7).
+    r"""Non-zero eigenvalues of the fit Hessian of W_layer at the ReLU disjoint-support point (§3.7).
 
     With D = diag(σ′) equal to 1 on a sample's own class coordinate and δ = σ′(0) on the others,
     :math:`A_{l+1,i}^\top A_{l+1,i}` is diagonal, so the block is diagonal in
@@ -308,7 +308,7 @@ def relu_layer_outliers(opt: Optimum, layer: int, delta: float = 0.0) -> list[Sp
 
 @dataclass(frozen=True)
 class CECriticalPoint:
-    """The cross-entropy DNC critical point of a deep linear UFM (theory.md §3.6).
+    r"""The cross-entropy DNC critical point of a deep linear UFM (theory.md §3.6).
 
     Class means form a simplex ETF at every layer and the logits are :math:`Z = \alpha S\otimes
     1_n^\top` (S = I − 11ᵀ/K). Every block has K − 1 equal singular values :math:`s_b` with
@@ -339,7 +339,7 @@ class CECriticalPoint:
         return -math.log(self.p) + (self.depth + 1) * (self.num_classes - 1) * self.t / 2
 
     def layer_spectrum(self, layer: int) -> list[SpectrumLevel]:
-        """Non-zero eigenvalues of the fit Hessian of W_layer: rank (K−1)², three levels
+        r"""Non-zero eigenvalues of the fit Hessian of W_layer: rank (K−1)², three levels
         :math:`(\lambda_l\alpha/K)\{1+(K-1)(p-q),\ 1+(K-2)(p-q),\ 1\}` with multiplicities
         {1, K−1, (K−1)²−K}; the top eigenvector is ∝ vec W_l ∝ the fit gradient. For K = 2 only the top
         level exists."""

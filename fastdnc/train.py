@@ -246,10 +246,11 @@ def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns:
     if hasattr(model, "loss_and_gradients"):
         lg = model.loss_and_gradients(columns=columns)
         return lg.loss, lg.fit, lg.reg, lg.gradients
-    if columns is not None:
-        raise ValueError("batch_size needs a model with loss_and_gradients (DeepUFM or MLPHead)")
+    if columns is not None and not getattr(model, "accepts_columns", False):
+        raise ValueError("batch_size needs a model with loss_and_gradients (DeepUFM, MLPHead) or a loss(columns) "
+                         "(BackboneHead)")
     with torch.enable_grad():
-        loss = model.loss()
+        loss = model.loss() if columns is None else model.loss(columns)
         grads = list(torch.autograd.grad(loss, params))
     return loss.detach(), None, None, grads
 
@@ -337,6 +338,8 @@ def train(
     start = 0
     if checkpoint is not None and resume and os.path.exists(checkpoint):
         start, history = _load(checkpoint, model, opt, sampler, config)
+        if start >= steps:  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
+            return history
     # wall time is cumulative over resumed sessions
     previous = history.last("wall_time") if "wall_time" in history else None
     clock0 = time.perf_counter() - (previous or 0.0)

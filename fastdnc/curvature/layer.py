@@ -29,11 +29,11 @@ from .kronecker import Factor, KroneckerOperator
 
 
 def _upstream(model: LayeredModel, pre: list[torch.Tensor], first: int, delta: float = 0.0) -> Upstream:
-    """``[(W_m, D_m)]`` for m = first..L: the map from the pre-activation H_first to Z.
+    r"""``[(W_m, D_m)]`` for m = first..L: the map from the pre-activation H_first to Z.
 
     The perturbation of :math:`H_m` goes through :math:`D_m = \sigma'(H_m)` (ReLU, m ≥ 2): 1 where
     :math:`H_m > 0`, ``delta`` = σ′(0) where it is exactly 0 (PyTorch: 0), else 0
-    and then :math:`W_m`. For linear models the chain collapses into :math:`A = W_L \\cdots W_{first}`.
+    and then :math:`W_m`. For linear models the chain collapses into :math:`A = W_L \cdots W_{first}`.
     """
     ws = [w.detach() for w in model.weights]
     if model.activation == "linear":
@@ -95,10 +95,10 @@ def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend:
 
 @torch.no_grad()
 def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "auto", mode: str = "auto"):
-    """The exact Hessian with respect to the features :math:`H_1` (d × N, row-major vec).
+    r"""The exact Hessian with respect to the features :math:`H_1` (d × N, row-major vec).
 
-    Linear MSE: :math:`(A_1^\\top A_1) \\otimes I_N/N`; otherwise block diagonal over samples,
-    :math:`\\frac1N\\sum_i (J_i^\\top\\Lambda_iJ_i)\\otimes e_ie_i^\\top`. ``decay`` adds λ_H (UFMs).
+    Linear MSE: :math:`(A_1^\top A_1) \otimes I_N/N`; otherwise block diagonal over samples,
+    :math:`\frac1N\sum_i (J_i^\top\Lambda_iJ_i)\otimes e_ie_i^\top`. ``decay`` adds λ_H (UFMs).
     """
     model.check()
     st = model.states()

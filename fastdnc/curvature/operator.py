@@ -226,7 +226,7 @@ class DenseOperator(CurvatureOperator):
 
 
 class LowRankOperator(CurvatureOperator):
-    """:math:`C\,\mathrm{diag}(w)\,C^\top` for explicit columns C (P × m) and non-negative weights w (m,).
+    r""":math:`C\,\mathrm{diag}(w)\,C^\top` for explicit columns C (P × m) and non-negative weights w (m,).
 
     Products cost O(P·m); ``nonzero_eigh`` and ``rank`` are exact through the thin SVD of
     :math:`C\,\mathrm{diag}(\sqrt w)`, never a P × P matrix.
@@ -250,8 +250,8 @@ class LowRankOperator(CurvatureOperator):
         return u, sv
 
     def nonzero_eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The m leading eigenpairs (ascending): the squared singular values of
-        :math:`C\\,\\mathrm{diag}(\\sqrt w)` and its left singular vectors. All others are 0."""
+        r"""The m leading eigenpairs (ascending): the squared singular values of
+        :math:`C\,\mathrm{diag}(\sqrt w)` and its left singular vectors. All others are 0."""
         u, sv = self._svd()
         return sv.square().flip(0), u.flip(1)
 

@@ -12,8 +12,9 @@ GPU run measures them, and fall back to ``torch`` when the backend is missing:
   register-tiled micro-kernel is what the C++ Gauss–Newton assembly builds on.
 * ``gn_sample_core`` on CPU: ``cpp`` for fewer than 4 vectors (1.9× the torch einsum at k = 1),
   ``torch`` (MKL batched GEMM) from 4 vectors on.
-* ``gn_assemble`` on CPU: ``cpp`` (1.0–1.5× the torch slab-by-slab BLAS version at d = 64,
-  N = 2000, with a per-thread buffer instead of a chunk of the operand).
+* ``gn_assemble``: ``torch``, whose reference packs the symmetric factors into one GEMM
+  (P²N/2 flops instead of 2P²N; 7× the C++ slab kernel at d = 64, N = 2000 on CPU). The slab
+  kernels (``cpp``, ``triton``, ``cuda``) stay available and tested against it.
 
 Asking for a backend that cannot run the inputs (wrong device, dtype, not built) raises
 :class:`BackendUnavailable` with the reason.
@@ -37,7 +38,9 @@ BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 AUTO_RULES = {
     "two_sided_product": {"cpu": "torch", "cuda": "torch"},
     "gn_sample_core": {"cpu": "cpp", "cuda": "cuda"},  # cpp only for k < 4 vectors, see gn_sample_core
-    "gn_assemble": {"cpu": "cpp", "cuda": "triton"},
+    # the torch reference packs both symmetric factors: a quarter of the flops of the slab kernels
+    # (cpp, triton, cuda), measured 7× faster than cpp on CPU (docs/benchmarks.md); GPU unmeasured
+    "gn_assemble": {"cpu": "torch", "cuda": "torch"},
 }
 
 

@@ -100,25 +100,36 @@ def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, chunk: 
     Args:
         inputs: X (q × N). roots: (N, K, p) from :func:`gn_jacobian_roots`. scale: c.
 
-    Row slab a (the pq entries of output row a) is :math:`c\,X\,S_a` with
-    :math:`S_a[i, (a', b')] = (B_iB_i^\top)_{aa'} x_{ib'}`, built ``chunk`` samples at a time:
-    :math:`2 P^2 N` flops and, besides the output, O(chunk · P + N K p) memory. The (N·K) × P
-    matrix of Kronecker rows is never formed.
+    Entry :math:`[(a,b),(a',b')] = c\sum_i G_i[a,a']\,x_{ib}x_{ib'}` with :math:`G_i = B_iB_i^\top`:
+    one GEMM :math:`\mathcal G^\top\mathcal Y` of the packed upper triangles,
+    :math:`\mathcal G[i, (a\le a')] = G_i[a,a']` and :math:`\mathcal Y[i, (b\le b')] = x_{ib}x_{ib'}`,
+    then unpacked by symmetry slab by slab: :math:`2N\cdot\frac{p(p+1)}2\cdot\frac{q(q+1)}2
+    \approx P^2N/2` flops (a quarter of forming the Kronecker rows), and besides the output
+    O(p²q² / 4 + chunk · (p² + q²)) memory, ``chunk`` samples at a time.
     """
     q, n = inputs.shape
     p = roots.shape[2]
-    size = p * q
-    out = torch.empty(size, size, dtype=inputs.dtype, device=inputs.device)
-    chunk = chunk or max(1, min(n, size // 8))
-    for a in range(p):
-        g_a = torch.einsum("nc,ncp->np", roots[:, :, a], roots)  # (N, p): (B_i B_iᵀ)[a, :]
-        slab = out[a * q : (a + 1) * q]
-        slab.zero_()
-        for s in range(0, n, chunk):
-            e = min(n, s + chunk)
-            s_a = (g_a[s:e, :, None] * inputs[:, s:e].T[:, None, :]).reshape(e - s, size)
-            slab.addmm_(inputs[:, s:e], s_a)
-    return out.mul_(scale)
+    dev, dt = inputs.device, inputs.dtype
+    ip, jp = torch.triu_indices(p, p, device=dev)
+    iq, jq = torch.triu_indices(q, q, device=dev)
+    acc = torch.zeros(ip.numel(), iq.numel(), dtype=dt, device=dev)
+    chunk = chunk or max(1, min(n, (1 << 21) // (p * p + iq.numel())))
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        g = torch.einsum("nka,nkb->nab", roots[s:e], roots[s:e])[:, ip, jp]
+        x = inputs[:, s:e].T
+        acc.addmm_(g.T, x[:, iq] * x[:, jq])
+    acc.mul_(scale)
+    # position of (a, a') and (b, b') in the packed triangles, both orders
+    mp = torch.empty(p, p, dtype=torch.long, device=dev)
+    mp[ip, jp] = mp[jp, ip] = torch.arange(ip.numel(), device=dev)
+    mq = torch.empty(q, q, dtype=torch.long, device=dev)
+    mq[iq, jq] = mq[jq, iq] = torch.arange(iq.numel(), device=dev)
+    out = torch.empty(p * q, p * q, dtype=dt, device=dev)
+    for a in range(p):  # row slab a: out[(a, b), (a', b')] = acc[mp[a, a'], mq[b, b']]
+        slab = acc[mp[a]][:, mq.reshape(-1)].view(p, q, q)  # [a', b, b']
+        out[a * q : (a + 1) * q].view(q, p, q).copy_(slab.permute(1, 0, 2))
+    return out
 
 
 def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

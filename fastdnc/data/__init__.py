@@ -1,0 +1,64 @@
+"""Data sets for the real-network experiments: no download ever happens.
+
+* Bundled (no files needed): ``digits`` (scikit-learn's 8×8 handwritten digits, shipped with
+  scikit-learn) and ``mnist1d`` (generated locally by the ``mnist1d`` package's own generator
+  with a documented seed; see :mod:`fastdnc.data.bundled`).
+* From a local folder in torchvision's layout, ``data_dir = ROOT``::
+
+      ROOT/MNIST/raw/train-images-idx3-ubyte[.gz]      ROOT/cifar-10-batches-py/data_batch_1
+      ROOT/MNIST/raw/train-labels-idx1-ubyte[.gz]      …
+      ROOT/MNIST/raw/t10k-images-idx3-ubyte[.gz]       ROOT/cifar-10-batches-py/data_batch_5
+      ROOT/MNIST/raw/t10k-labels-idx1-ubyte[.gz]       ROOT/cifar-10-batches-py/test_batch
+
+A missing or corrupt file raises :class:`DataError`, whose message names the files expected and
+where; the command line prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .bundled import load_digits, load_mnist1d
+from .cifar import load_cifar10
+from .errors import DataError
+from .idx import load_mnist, read_idx
+from .sampling import Dataset, balanced_subsample, standardize
+
+DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    split: str = "train",
+    n_per_class: int | None = None,
+    seed: int = 0,
+    standardise: bool = True,
+    dtype: torch.dtype = torch.float64,
+) -> Dataset:
+    """Load ``name`` (one of :data:`DATASETS`), optionally keep ``n_per_class`` samples of every
+    class (seeded, class order preserved) and standardise every input coordinate to zero mean and
+    unit variance over the kept samples."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    if name in ("mnist", "cifar10") and data_dir is None:
+        where = "MNIST/raw/" if name == "mnist" else "cifar-10-batches-py/"
+        raise DataError(f"{name} needs --data-dir ROOT with ROOT/{where} (torchvision's layout); nothing is "
+                        "downloaded")
+    loaders = {"digits": lambda: load_digits(split, seed), "mnist1d": lambda: load_mnist1d(split, seed),
+               "mnist": lambda: load_mnist(Path(data_dir), split), "cifar10": lambda: load_cifar10(Path(data_dir), split)}
+    data = loaders[name]()
+    if n_per_class is not None:
+        data = balanced_subsample(data, n_per_class, seed)
+    if standardise:
+        data = standardize(data)
+    return data.to(dtype)
+
+
+__all__ = ["DATASETS", "DataError", "Dataset", "balanced_subsample", "load_cifar10", "load_dataset", "load_digits",
+           "load_mnist", "load_mnist1d", "read_idx", "standardize"]
