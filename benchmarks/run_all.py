@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_distributed  # noqa: E402
 import bench_full  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_layer  # noqa: E402
@@ -27,6 +28,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/benchmarks.md")
     a = ap.parse_args()
     cpu = platform.processor() or platform.machine()
+    dist_table = bench_distributed.run()
+    atomic_write_text(Path(a.out).parent / "distributed.md", bench_distributed.page(dist_table))
     text = f"""# Benchmarks
 
 Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`).
@@ -99,6 +102,15 @@ format; its cost depends only on the shapes.
 {bench_real.run()}
 
 {bench_real.targets()}
+
+## Distributed products (`benchmarks/bench_distributed.py`)
+
+Sharded products over gloo, one thread per process (details and the launch commands:
+[docs/distributed.md](distributed.md), regenerated in the same run).
+
+{dist_table}
+
+{bench_distributed.targets()}
 
 ## Batched two-sided product (`benchmarks/bench_kernels.py`)
 

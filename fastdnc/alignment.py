@@ -33,18 +33,22 @@ def _check_layer(model: LayeredModel, layer: int) -> None:
 
 
 @torch.no_grad()
-def class_mean_pairs(model: LayeredModel, layer: int) -> torch.Tensor:
-    r"""The (d_out·d_in × K²) matrix of :math:`\mu_c^{(l+1)} \otimes \mu_{c'}^{(l)}`, column c·K + c'."""
+def class_mean_pairs(model: LayeredModel, layer: int, means: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> torch.Tensor:
+    r"""The (d_out·d_in × K²) matrix of :math:`\mu_c^{(l+1)} \otimes \mu_{c'}^{(l)}`, column c·K + c'.
+
+    ``means`` = (:math:`\bar H_{l+1}`, :math:`\bar H_l`) overrides the model's own class means (e.g. the
+    means over every rank's shard, :func:`fastdnc.distributed.global_class_means`)."""
     _check_layer(model, layer)
-    out, inp = model.class_means(layer + 1), model.class_means(layer)
+    out, inp = means if means is not None else (model.class_means(layer + 1), model.class_means(layer))
     k = out.shape[1]
     return torch.einsum("ac,bd->abcd", out, inp).reshape(-1, k * k)
 
 
 @torch.no_grad()
-def eigenvector_fidelity(model: LayeredModel, layer: int, op=None) -> torch.Tensor:
+def eigenvector_fidelity(model: LayeredModel, layer: int, op=None, means=None) -> torch.Tensor:
     """(K × K) :math:`f_{cc'}` against ``op`` (default: the fit Hessian of W_layer)."""
-    v = class_mean_pairs(model, layer)
+    v = class_mean_pairs(model, layer, means)
     op = layer_hessian(model, layer) if op is None else op
     hv = op @ v
     num = (v * hv).sum(0).square()
@@ -54,10 +58,12 @@ def eigenvector_fidelity(model: LayeredModel, layer: int, op=None) -> torch.Tens
 
 
 @torch.no_grad()
-def gradient_coefficients(model: LayeredModel, layer: int) -> torch.Tensor:
-    r"""(K × K) :math:`\kappa_{cc'}` of the fit-term gradient of W_layer."""
-    v = class_mean_pairs(model, layer)
-    g = model.loss_and_gradients(decay=False).gradients[_weight_index(model, layer)].reshape(-1)
+def gradient_coefficients(model: LayeredModel, layer: int, gradient: torch.Tensor | None = None,
+                          means=None) -> torch.Tensor:
+    r"""(K × K) :math:`\kappa_{cc'}` of the fit-term gradient of W_layer (or of ``gradient``)."""
+    v = class_mean_pairs(model, layer, means)
+    g = gradient if gradient is not None else model.loss_and_gradients(decay=False).gradients[_weight_index(model, layer)]
+    g = g.reshape(-1)
     k = model.num_classes
     den = g.square().sum() * v.square().sum(0)
     return ((g @ v).square() / den.clamp_min(torch.finfo(v.dtype).tiny)).reshape(k, k)

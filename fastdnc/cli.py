@@ -98,6 +98,17 @@ def _cmd_spectrum(a: argparse.Namespace) -> int:
 
     run = Path(a.run)
     model, step = _model_from_run(run)
+    if a.distributed:
+        from . import distributed as D
+
+        if a.features:
+            raise ValueError("--features is not sharded: H_1 is split over the ranks; drop --features")
+        D.init()
+        model = D.shard_model(model)
+        layer_hessian = D.sharded_layer_hessian  # noqa: F811 - the sharded versions, same signatures
+        hessian = D.sharded_hessian  # noqa: F811
+        fit_gradient = D.sharded_fit_gradient  # noqa: F811
+        a.quiet = a.quiet or D.rank() > 0
     k2 = model.num_classes**2
     layers, spectra, labels = [], [], []
     for layer in range(1, model.depth + 1):
@@ -111,9 +122,9 @@ def _cmd_spectrum(a: argparse.Namespace) -> int:
                        "top": sorted(ev.tolist(), reverse=True)[: 2 * k2]})
         spectra.append(ev.tolist())
         labels.append(f"Hess_{layer}: {how}")
-    full = hessian(model, include_features=a.features, decay=False)
+    full = hessian(model, decay=False) if a.distributed else hessian(model, include_features=a.features, decay=False)
     res = lanczos(full, k=min(full.size, a.k))
-    grad = fit_gradient(model, include_features=a.features)
+    grad = fit_gradient(model) if a.distributed else fit_gradient(model, include_features=a.features)
     top = res.eigenvectors[:, : min(k2, res.eigenvectors.shape[1])]
     result = {
         "step": step,
@@ -124,6 +135,8 @@ def _cmd_spectrum(a: argparse.Namespace) -> int:
     }
     if a.features:
         result["feature_hessian_trace"] = float(feature_hessian(model).trace())
+    if a.distributed and D.rank() > 0:
+        return 0
     atomic_write_json(run / "spectrum.json", result)
     plots.save(plots.spectra_figure(spectra, labels, k2, f"layer Hessian spectra at step {step}"), run / "spectrum.png")
     if not a.quiet:
@@ -146,6 +159,12 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(script), "--out", a.out])
 
 
+def _rank() -> int:
+    from .distributed import rank
+
+    return rank()
+
+
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .experiments import reproduce
 
@@ -153,8 +172,9 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
         from .experiments.real import reproduce_real
 
         res = reproduce_real(a.dataset, a.out, data_dir=a.data_dir, n_per_class=a.n_per_class, model=a.model,
-                             steps=a.steps, width=a.width, depth=a.depth, progress=not a.quiet)
-        if not a.quiet:
+                             steps=a.steps, width=a.width, depth=a.depth, progress=not a.quiet,
+                             distributed=a.distributed)
+        if not a.quiet and _rank() == 0:
             print(f"train accuracy {res['train_accuracy']:.2%}; outliers per head layer "
                   f"{[l['outlier_count'] for l in res['analysis']['layers']]} (K = {res['num_classes']}); "
                   f"wrote {Path(a.out) / 'report.md'}")
@@ -193,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="real preset: training steps (default per data set)")
     p.add_argument("--width", type=int, default=None, help="real preset: head width d (default 64)")
     p.add_argument("--depth", type=int, default=None, help="real preset: head layers L (default 4; 3 for cifar10)")
+    p.add_argument("--distributed", action="store_true",
+                   help="real preset under torchrun: data-parallel training and sharded analysis (gloo)")
     p.add_argument("--out", default="fastdnc-results", help="output folder (default fastdnc-results)")
     p.add_argument("--doc", default=None,
                    help="also write this markdown page (e.g. docs/theory-vs-measurement.md), figures beside it")
@@ -213,10 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and RUN/spectrum.png: every layer Hessian's spectrum (exact from the Kronecker "
                                    "factors, from the assembled Gauss-Newton block, or by Lanczos), outlier counts "
                                    "against K², and the top of the full Hessian with the gradient's overlap.")
-    p.add_argument("--run", required=True, help="folder of a 'fastdnc train' run")
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="folder of a 'fastdnc train' run (spell it --run-dir under torchrun, which claims --run)")
     p.add_argument("-k", type=int, default=40, help="eigenpairs of the full Hessian (default 40)")
     p.add_argument("--features", action="store_true", help="include H_1 in the full Hessian")
     p.add_argument("--max-dense", type=int, default=5000, help="largest layer block assembled explicitly")
+    p.add_argument("--distributed", action="store_true",
+                   help="under torchrun: shard the samples over the ranks (gloo); rank 0 writes the results")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_spectrum)
 

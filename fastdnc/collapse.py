@@ -71,6 +71,30 @@ def numerical_rank(singular_values: torch.Tensor, rtol: float) -> int:
     return int((singular_values > rtol * singular_values[0]).sum())
 
 
+def _moment_metrics(means: torch.Tensor, sigma_w: torch.Tensor, pinv_rtol: float) -> dict[str, float | list[float]]:
+    """The metrics that need only the class means (d × K) and Σ_W (shared by the in-memory and the
+    streaming versions)."""
+    k = means.shape[1]
+    mu_g = means.mean(dim=1, keepdim=True)
+    centred = means - mu_g
+    sigma_b = centred @ centred.T / k
+    eye = torch.eye(k, dtype=means.dtype, device=means.device)
+    out: dict[str, float | list[float]] = {
+        "nc1": max(0.0, float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b, rtol=pinv_rtol, hermitian=True)) / k)),
+        "nc1_trace_ratio": float(torch.trace(sigma_w) / torch.trace(sigma_b)),
+        "orthogonal_frame_distance": _normalised_gram_distance(means, eye / math.sqrt(k)),
+        "etf_distance": _normalised_gram_distance(centred, (eye - 1.0 / k) / math.sqrt(k - 1)),
+    }
+    norms = torch.linalg.vector_norm(centred, dim=0)
+    out["equinorm"] = _cv(norms)
+    out["equinorm_uncentred"] = _cv(torch.linalg.vector_norm(means, dim=0))
+    unit = centred / norms.clamp_min(torch.finfo(means.dtype).tiny)
+    cos = _offdiag(unit.T @ unit)
+    out["equiangularity"] = float(cos.std(unbiased=False))
+    out["max_angle"] = float((cos + 1.0 / (k - 1)).abs().mean())
+    return out
+
+
 def feature_metrics(
     h: torch.Tensor,
     targets: torch.Tensor,
@@ -88,26 +112,9 @@ def feature_metrics(
     """
     k, n = targets.shape
     means = class_means(h, targets)  # d × K
-    mu_g = means.mean(dim=1, keepdim=True)
-    centred = means - mu_g
     labels = targets.argmax(dim=0)
     within = h - means[:, labels]
-    sigma_w = within @ within.T / n
-    sigma_b = centred @ centred.T / k
-    eye = torch.eye(k, dtype=h.dtype, device=h.device)
-    out: dict[str, float | list[float]] = {
-        "nc1": max(0.0, float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b, rtol=pinv_rtol, hermitian=True)) / k)),
-        "nc1_trace_ratio": float(torch.trace(sigma_w) / torch.trace(sigma_b)),
-        "orthogonal_frame_distance": _normalised_gram_distance(means, eye / math.sqrt(k)),
-        "etf_distance": _normalised_gram_distance(centred, (eye - 1.0 / k) / math.sqrt(k - 1)),
-    }
-    norms = torch.linalg.vector_norm(centred, dim=0)
-    out["equinorm"] = _cv(norms)
-    out["equinorm_uncentred"] = _cv(torch.linalg.vector_norm(means, dim=0))
-    unit = centred / norms.clamp_min(torch.finfo(h.dtype).tiny)
-    cos = _offdiag(unit.T @ unit)
-    out["equiangularity"] = float(cos.std(unbiased=False))
-    out["max_angle"] = float((cos + 1.0 / (k - 1)).abs().mean())
+    out = _moment_metrics(means, within @ within.T / n, pinv_rtol)
     sv = torch.linalg.svdvals(means)
     out["mean_singular_values"] = sv.tolist()
     out["mean_rank"] = numerical_rank(sv, rank_rtol)
@@ -186,3 +193,65 @@ def collapse_metrics(model: LayeredModel, rank_rtol: float = 1e-3, pinv_rtol: fl
         if wn > 0 and mn > 0:
             setattr(report, attr, float(torch.linalg.matrix_norm(w_last.T / wn - m / mn) ** 2))
     return report
+
+
+@torch.no_grad()
+def streaming_feature_metrics(
+    batches,
+    num_classes: int,
+    *,
+    rank_rtol: float = 1e-3,
+    pinv_rtol: float = 1e-10,
+    negative_tol: float = 1e-6,
+    reduce=None,
+) -> dict[str, float | list[float]]:
+    """:func:`feature_metrics` of a data set seen in batches, never held in memory at once.
+
+    ``batches`` is a callable returning a fresh iterable of ``(h, labels[, predictions[,
+    preactivation]])`` with h (d × b): it is called twice. Pass 1 accumulates the per-class counts
+    and sums, pass 2 the within-class scatter around the means (numerically stable, unlike
+    second moments minus squared means), the NCC agreement and the negative count. ``reduce``
+    sums the accumulators over processes (default: :func:`fastdnc.distributed.all_reduce_` when a
+    process group is running), so each rank passes its own shard and all get the same result.
+    """
+    if reduce is None:
+        from .distributed import all_reduce_ as reduce
+    counts = sums = None
+    for batch in batches():
+        h, labels = batch[0].to(torch.float64), batch[1]
+        if sums is None:
+            sums = torch.zeros(h.shape[0], num_classes, dtype=torch.float64, device=h.device)
+            counts = torch.zeros(num_classes, dtype=torch.float64, device=h.device)
+        sums.index_add_(1, labels, h)
+        counts += torch.bincount(labels, minlength=num_classes).to(counts)
+    if sums is None:
+        raise ValueError("streaming_feature_metrics: the batches were empty")
+    reduce(sums, "reducing class sums")
+    reduce(counts, "reducing class counts")
+    if bool((counts == 0).any()):
+        raise ValueError(f"class(es) {torch.nonzero(counts == 0).flatten().tolist()} have no samples")
+    means = sums / counts
+    scatter = torch.zeros(means.shape[0], means.shape[0], dtype=torch.float64, device=means.device)
+    tallies = torch.zeros(4, dtype=torch.float64, device=means.device)  # ncc hits, ncc total, negatives, entries
+    for batch in batches():
+        h, labels = batch[0].to(torch.float64), batch[1]
+        within = h - means[:, labels]
+        scatter.addmm_(within, within.T)
+        if len(batch) > 2 and batch[2] is not None:
+            dist = torch.cdist(h.T.unsqueeze(0), means.T.unsqueeze(0)).squeeze(0)
+            tallies[0] += float((dist.argmin(dim=1) == batch[2]).sum())
+            tallies[1] += h.shape[1]
+        if len(batch) > 3 and batch[3] is not None:
+            tallies[2] += float((batch[3] < -negative_tol).sum())
+            tallies[3] += batch[3].numel()
+    reduce(scatter, "reducing the within-class scatter")
+    reduce(tallies, "reducing the NCC and negative counts")
+    out = _moment_metrics(means, scatter / counts.sum(), pinv_rtol)
+    sv = torch.linalg.svdvals(means)
+    out["mean_singular_values"] = sv.tolist()
+    out["mean_rank"] = numerical_rank(sv, rank_rtol)
+    if tallies[1] > 0:
+        out["ncc_agreement"] = float(tallies[0] / tallies[1])
+    if tallies[3] > 0:
+        out["negative_fraction"] = float(tallies[2] / tallies[3])
+    return out

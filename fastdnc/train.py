@@ -242,7 +242,25 @@ class _Batch:
         return idx.sort().values.to(device)
 
 
-def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None):
+def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None,
+                    share: float | None = None):
+    """Loss terms and gradients; with ``share`` (n_rank/N) summed over the ranks in one all_reduce."""
+    loss, fit, reg, grads = _local_loss_and_grads(model, params, columns)
+    if share is None:
+        return loss, fit, reg, grads
+    from .distributed import all_reduce_
+
+    scalars = [loss, loss if fit is None else fit, loss if reg is None else reg]
+    buf = torch.cat([torch.stack([t.reshape(()) for t in scalars])] + [g.reshape(-1) for g in grads]) * share
+    all_reduce_(buf, "reducing the gradients")
+    out, i = [], 3
+    for g in grads:
+        out.append(buf[i : i + g.numel()].view_as(g))
+        i += g.numel()
+    return buf[0], None if fit is None else buf[1], None if reg is None else buf[2], out
+
+
+def _local_loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None):
     if hasattr(model, "loss_and_gradients"):
         lg = model.loss_and_gradients(columns=columns)
         return lg.loss, lg.fit, lg.reg, lg.gradients
@@ -283,6 +301,7 @@ def train(
     seed: int = 0,
     check_finite_every: int = 1,
     progress: bool | None = None,
+    distributed: bool | None = None,
 ) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
@@ -300,6 +319,12 @@ def train(
             :func:`log_steps`. Steps 0 and ``steps`` are always logged.
         callbacks: functions ``f(model, step) -> dict`` whose values are logged.
         collapse: also log the scalar per-layer NC/DNC metrics (:func:`fastdnc.collapse_metrics`).
+        distributed: data-parallel training over a torch.distributed process group (default: when
+            one with more than one rank is running). Each rank's model holds its shard of the
+            samples (:func:`fastdnc.distributed.shard_model`); loss and gradients are summed over
+            the ranks with weights n_rank/N in one all_reduce per step, so every rank takes the
+            same step as a single process on all the data. Each rank writes its own checkpoint
+            (``<checkpoint>.rank<r>``).
         checkpoint: path of the checkpoint file; with ``resume`` an existing one is continued.
         checkpoint_every: steps between checkpoints (default: ``steps // 20``); one is always
             written at the end.
@@ -332,6 +357,13 @@ def train(
         log_set = {int(s) for s in log_at}
     log_set |= {0, steps}
     every = checkpoint_every or max(steps // 20, 1)
+    from . import distributed as dist_
+
+    share = None
+    if distributed or (distributed is None and dist_.world_size() > 1):
+        share = n / dist_.global_count(n)
+        if checkpoint is not None:
+            checkpoint = f"{checkpoint}.rank{dist_.rank()}"
     config = {"steps": steps, "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "seed": seed}
 
     history = History()
@@ -371,7 +403,7 @@ def train(
             saving = checkpoint is not None and step % every == 0 and start < step < steps
             sampler_state = sampler.generator.get_state() if saving else None
             columns = sampler.next(model.device) if step < steps and batch_size else None
-            loss, fit, reg, grads = _loss_and_grads(model, params, columns)
+            loss, fit, reg, grads = _loss_and_grads(model, params, columns, share)
             if (step % check_finite_every == 0 or step == steps or saving) and not math.isfinite(float(loss)):
                 bar.close()
                 where = f"; the last good checkpoint is {checkpoint!s}" if checkpoint else ""
@@ -383,7 +415,7 @@ def train(
                 _save(checkpoint, model, opt, sampler_state, history, step, config)
             if step in log_set and step not in history.steps[-1:]:
                 if columns is not None:  # log full-batch values, not the mini-batch's
-                    loss, fit, reg, grads = _loss_and_grads(model, params, None)
+                    loss, fit, reg, grads = _loss_and_grads(model, params, None, share)
                 record(step, loss, fit, reg, grads)
                 if show:
                     bar.set_postfix(loss=f"{extra['loss']:.3e}", refresh=False)

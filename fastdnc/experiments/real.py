@@ -26,7 +26,8 @@ import torch
 from .. import plots
 from ..io import atomic_write_json, atomic_write_text
 from ..alignment import eigenvector_fidelity, gradient_coefficients
-from ..collapse import collapse_metrics
+from .. import distributed as D
+from ..collapse import streaming_feature_metrics
 from ..curvature import reference
 from ..curvature.full import hessian
 from ..curvature.layer import layer_hessian
@@ -65,38 +66,49 @@ class RealConfig:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
 
 
-def build(cfg: RealConfig):
-    """The data set and the untrained model of ``cfg`` (float32 for training)."""
+def build(cfg: RealConfig, distributed: bool = False):
+    """The data set and the untrained model of ``cfg`` (float32 for training); ``distributed``: the
+    model holds this rank's shard of the samples (the same initial weights on every rank)."""
     data = load_dataset(cfg.dataset, cfg.data_dir, n_per_class=cfg.n_per_class, seed=cfg.seed, dtype=torch.float32)
+    idx = D.shard_indices(data.num_samples) if distributed else slice(None)
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
-        model = MLPHead(data.flat(), data.labels, cfg.width, cfg.depth, num_classes=data.num_classes,
-                        activation=cfg.activation, loss=cfg.loss, weight_decay=cfg.weight_decay, seed=cfg.seed)
+        model = MLPHead(data.flat()[:, idx].contiguous(), data.labels[idx], cfg.width, cfg.depth,
+                        num_classes=data.num_classes, activation=cfg.activation, loss=cfg.loss,
+                        weight_decay=cfg.weight_decay, seed=cfg.seed)
         return data, model
-    images = data.inputs if data.inputs.ndim == 4 else data.inputs[:, None, None, :]
+    images = (data.inputs if data.inputs.ndim == 4 else data.inputs[:, None, None, :])[idx]
     backbone = (ConvBackbone(images.shape[1], cfg.width) if cfg.model == "cnn" else ResNet20(images.shape[1]))
     backbone = backbone.to(images.dtype)
-    model = BackboneHead(backbone, images, data.labels, data.num_classes, cfg.width, cfg.depth, cfg.activation,
+    model = BackboneHead(backbone, images, data.labels[idx], data.num_classes, cfg.width, cfg.depth, cfg.activation,
                          cfg.loss, cfg.weight_decay, cfg.feature_decay, seed=cfg.seed)
     return data, model
 
 
-def run(cfg: RealConfig, out: Path, progress: bool = True) -> dict:
-    """Train, analyse, write the figures under ``out`` and return the JSON-ready results."""
+def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = False) -> dict:
+    """Train, analyse, write the figures under ``out`` and return the JSON-ready results.
+
+    ``distributed`` (under torchrun): data-parallel training and sharded analysis; every rank
+    returns the same results and rank 0 writes the files."""
     out.mkdir(parents=True, exist_ok=True)
-    data, model = build(cfg)
+    data, model = build(cfg, distributed)
     name = f"real_{cfg.dataset}_{cfg.model}"
     history = train(model, cfg.steps, cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size, seed=cfg.seed,
-                    checkpoint=out / f"{name}.ckpt", progress=progress, log_at=max(cfg.steps // 100, 1))
+                    checkpoint=out / f"{name}.ckpt", progress=progress and D.rank() == 0,
+                    log_at=max(cfg.steps // 100, 1), distributed=distributed)
     head = model if isinstance(model, MLPHead) else model.head()
     head64 = _as_float64(head)
     t0 = time.perf_counter()
-    analysis = analyze_head(head64, cfg.dense_limit)
+    analysis = analyze_head(head64, cfg.dense_limit, distributed)
     analysis["seconds"] = time.perf_counter() - t0
-    accuracy = float((head64.output().argmax(0) == head64.labels).double().mean())
-    figs = _figures(name, cfg, history, analysis, head64.num_classes, out)
+    hits = torch.tensor([float((head64.output().argmax(0) == head64.labels).sum()), float(head64.num_samples)],
+                        dtype=torch.float64)
+    if distributed:
+        D.all_reduce_(hits, "counting correct predictions")
+    accuracy = float(hits[0] / hits[1])
+    figs = _figures(name, cfg, history, analysis, head64.num_classes, out) if D.rank() == 0 else {}
     return {"config": asdict(cfg), "samples": data.num_samples, "num_classes": head64.num_classes,
-            "train_accuracy": accuracy,
+            "ranks": D.world_size() if distributed else 1, "train_accuracy": accuracy,
             "train_seconds": history.last("wall_time"), "final_loss": history.last("loss"),
             "analysis": analysis, "figures": figs}
 
@@ -114,30 +126,43 @@ def _as_float64(head: MLPHead) -> MLPHead:
 
 
 @torch.no_grad()
-def analyze_head(head: MLPHead, dense_limit: int = 6000) -> dict:
-    """Layer spectra, outlier counts against K and K², f, κ, NC metrics and the full head Hessian."""
+def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = False) -> dict:
+    """Layer spectra, outlier counts against K and K², f, κ, NC metrics and the full head Hessian.
+
+    ``distributed``: ``head`` holds this rank's shard; every quantity is over all ranks' samples
+    (sharded operators, reduced class means and gradients, streaming NC metrics)."""
     k = head.num_classes
     eye = torch.eye(k, dtype=torch.bool)
-    report = collapse_metrics(head)
+    st = head.states()
+    feats = st.inputs + [st.output]
+    pred = st.output.argmax(0)
+    nc = [streaming_feature_metrics(lambda h=h, p=p: [(h, head.labels, pred, p)], k,
+                                    reduce=None if distributed else (lambda t, what="": t))
+          for h, p in zip(feats, st.preactivations)]
     layers = []
     for l in range(1, head.depth + 1):
-        H = layer_hessian(head, l)
+        if distributed:
+            H = D.sharded_layer_hessian(head, l)
+            means = (D.global_class_means(head, l + 1), D.global_class_means(head, l))
+            grad = D.sharded_layer_fit_gradient(head, l)
+        else:
+            H, means, grad = layer_hessian(head, l), None, None
         if H.size <= dense_limit:
             ev, how = torch.sort(H.eigvalsh(), descending=True).values, "exact (dense)"
         else:
             ev, how = lanczos(H, k=min(k * k + 20, H.size)).eigenvalues, f"top {k * k + 20} (Lanczos)"
         out = outliers(ev, max_count=min(k * k + k, ev.numel() - 1))
-        f, kappa = eigenvector_fidelity(head, l, H), gradient_coefficients(head, l)
+        f, kappa = eigenvector_fidelity(head, l, H, means), gradient_coefficients(head, l, grad, means)
         layers.append({
             "layer": l, "parameters": H.size, "spectrum": how, "eigenvalues": ev.tolist(),
             "outlier_count": out.count, "gap_ratio": out.gap_ratio,
             "f_same": float(f[eye].mean()), "f_cross": float(f[~eye].mean()),
             "kappa_same": float(kappa[eye].mean()), "kappa_cross_max": float(kappa[~eye].max()),
-            "nc1_input": report.layers[l - 1]["nc1"],
+            "nc1_input": nc[l - 1]["nc1"],
         })
-    full = hessian(head)
+    full = D.sharded_hessian(head) if distributed else hessian(head)
     top = lanczos(full, k=min(k * k + 10, full.size))
-    g = reference.fit_gradient(head)
+    g = D.sharded_fit_gradient(head) if distributed else reference.fit_gradient(head)
     dens = spectral_density(full, num_probes=4, steps=60)
     return {
         "layers": layers,
@@ -146,8 +171,8 @@ def analyze_head(head: MLPHead, dense_limit: int = 6000) -> dict:
         "full_overlap_top_k2": gradient_overlap(g, top.eigenvectors[:, : k * k]),
         "full_overlap_top_k": gradient_overlap(g, top.eigenvectors[:, :k]),
         "density": {"grid": dens.grid.tolist(), "density": dens.density.tolist()},
-        "nc1_output": report.layers[-1]["nc1"],
-        "collapse": report.to_dict(),
+        "nc1_output": nc[-1]["nc1"],
+        "collapse": nc,
     }
 
 
@@ -199,7 +224,8 @@ DEFAULTS: dict[str, dict] = {
 
 def reproduce_real(dataset: str = "digits", out: str | Path = "fastdnc-results", *, data_dir: str | None = None,
                    n_per_class: int | None = None, model: str | None = None, steps: int | None = None,
-                   width: int | None = None, depth: int | None = None, progress: bool = True) -> dict:
+                   width: int | None = None, depth: int | None = None, progress: bool = True,
+                   distributed: bool = False) -> dict:
     """``fastdnc reproduce --preset real``: one data set's run, ``report.md`` and ``results.json``."""
     if dataset not in DEFAULTS:
         raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DEFAULTS)}")
@@ -209,10 +235,16 @@ def reproduce_real(dataset: str = "digits", out: str | Path = "fastdnc-results",
     cfg = RealConfig(dataset=dataset, data_dir=data_dir, **kw)
     out = Path(out)
     t0 = time.perf_counter()
-    res = run(cfg, out, progress)
+    if distributed:
+        D.init()
+    res = run(cfg, out, progress, distributed)
     res["wall_seconds"] = time.perf_counter() - t0
+    if D.rank() > 0:
+        return res
     atomic_write_json(out / "results.json", {"preset": "real", "experiments": {dataset: res}})
-    cmd = f"fastdnc reproduce --preset real --dataset {dataset}" + (f" --data-dir {data_dir}" if data_dir else "")
+    base = f"reproduce --preset real --dataset {dataset}" + (f" --data-dir {data_dir}" if data_dir else "")
+    cmd = (f"torchrun --nproc-per-node {res['ranks']} -m fastdnc {base} --distributed" if res["ranks"] > 1
+           else f"fastdnc {base}")
     atomic_write_text(out / "report.md", "\n".join([
         f"# fastdnc reproduce: real data (`{dataset}`)", "",
         f"Generated by `{cmd} --out {out}` in {res['wall_seconds']:.1f} s (torch {torch.__version__}, "
