@@ -121,13 +121,17 @@ def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], sp
         zeros = bulk.size - pos.size
         if pos.size:
             lo, hi = np.log10(pos.min()), np.log10(max(pos.max(), np.abs(top).max() if top.size else pos.max()))
-            label = f"bulk ({pos.size})" + (f"; {zeros} below 1e-12·max not shown" if zeros else "")
-            ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=label)
+            bulk_label = f"bulk ({pos.size})" + (f"; {zeros} below 1e-12·max not shown" if zeros else "")
+            ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=bulk_label)
         elif zeros:
             ax.plot([], [], " ", label=f"bulk: {zeros} numerical zeros (< 1e-12·max)")
         for i, t in enumerate(top):
             ax.axvline(abs(t), color="C3", lw=1, label=f"top {spikes}" if i == 0 else None)
         ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
+        shown = np.abs(np.concatenate([top, pos]))
+        shown = shown[shown > 0]
+        if shown.size:  # at least a decade either side, so that equal spikes do not squash the axis
+            ax.set_xlim(min(shown.min(), shown.max() / 100) / 3, shown.max() * 3)
         ax.legend(fontsize=7)
     return _finish_grid(fig, axes, len(spectra), title)
 

@@ -252,7 +252,9 @@ class LinearMSEHessian(_ModelOperator):
                 right = torch.cat([z, mb[l].expand(k, -1, -1)], dim=1)
             torch.baddbmm(vw[l], left, right, beta=self.lams[l], out=views[l])
             if l + 1 < depth:
-                z = _times(z, ws[l].T, None if self.ggn else mb[l] @ vw[l].transpose(-1, -2))
+                # M B_lᵀ Ẇ_lᵀ as (Ẇ_l (M B_lᵀ)ᵀ)ᵀ: one GEMM that reads Ẇ_l in place (no transposed copy)
+                extra = None if self.ggn else (vw[l].reshape(-1, vw[l].shape[-1]) @ mb[l].T).view(k, -1, z.shape[1])
+                z = _times(z, ws[l].T, None if extra is None else extra.transpose(-1, -2))
         if vh is not None:
             oh = a[0].T @ (y[0] @ self.h1 + avh) / self.n
             if not self.ggn:

@@ -19,7 +19,7 @@ def quick(tmp_path_factory):
 
 def test_report_figures_and_results_are_written(quick):
     out, res, doc = quick
-    assert set(res["experiments"]) == {"linear_mse", "relu_mse", "linear_ce", "relu_ce"}
+    assert set(res["experiments"]) == {"linear_mse", "relu_mse", "linear_ce", "relu_ce", "linear_ce_deep"}
     report = (out / "report.md").read_text()
     page = doc.read_text()
     for exp in res["experiments"].values():
@@ -46,6 +46,9 @@ def test_relu_outliers_separate_and_ce_reaches_its_critical_point(quick):
     assert layers[-1]["outlier_count"] == 16
     ce = {r["quantity"]: r["error"] for r in exps["linear_ce"]["table"] if r["error"] is not None}
     assert max(ce.values()) < 1e-8
+    deep = exps["linear_ce_deep"]  # here gradient descent beats the DNC critical point
+    row = next(r for r in deep["table"] if r["quantity"].startswith("loss at the CE DNC"))
+    assert deep["measured"]["final_loss"] < row["theory"] and "lower loss" in row["note"]
 
 
 def test_unknown_preset_is_refused():
