@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the preset's models and write PNG figures, report.md and results.json. "
                                    "Reruns resume from the checkpoints in OUT.")
     p.add_argument("--preset", choices=["quick", "paper", "real"], default="quick",
-                   help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, hours; real: a "
+                   help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, about 16 minutes; real: a "
                         "network on real data (--dataset), analysed layer by layer")
     p.add_argument("--dataset", choices=["digits", "mnist1d", "mnist", "cifar10"], default="digits",
                    help="real preset: digits and mnist1d need no files; mnist and cifar10 read --data-dir")
