@@ -101,14 +101,13 @@ def _cmd_spectrum(a: argparse.Namespace) -> int:
     if a.distributed:
         from . import distributed as D
 
-        if a.features:
-            raise ValueError("--features is not sharded: H_1 is split over the ranks; drop --features")
         D.init()
         model = D.shard_model(model)
         layer_hessian = D.sharded_layer_hessian  # noqa: F811 - the sharded versions, same signatures
         hessian = D.sharded_hessian  # noqa: F811
         fit_gradient = D.sharded_fit_gradient  # noqa: F811
         a.quiet = a.quiet or D.rank() > 0
+    full = hessian(model, include_features=a.features, decay=False)  # first: bad options fail before any work
     k2 = model.num_classes**2
     layers, spectra, labels = [], [], []
     for layer in range(1, model.depth + 1):
@@ -122,9 +121,8 @@ def _cmd_spectrum(a: argparse.Namespace) -> int:
                        "top": sorted(ev.tolist(), reverse=True)[: 2 * k2]})
         spectra.append(ev.tolist())
         labels.append(f"Hess_{layer}: {how}")
-    full = hessian(model, decay=False) if a.distributed else hessian(model, include_features=a.features, decay=False)
     res = lanczos(full, k=min(full.size, a.k))
-    grad = fit_gradient(model) if a.distributed else fit_gradient(model, include_features=a.features)
+    grad = fit_gradient(model, include_features=a.features)
     top = res.eigenvectors[:, : min(k2, res.eigenvectors.shape[1])]
     result = {
         "step": step,

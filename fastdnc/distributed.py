@@ -112,8 +112,14 @@ def shard_model(model: LayeredModel, indices: torch.Tensor | None = None) -> MLP
     return head
 
 
-def sharded_fit_gradient(model: LayeredModel) -> torch.Tensor:
+def _no_features(include_features: bool) -> None:
+    if include_features:
+        raise ValueError("include_features is not sharded: every rank holds only its columns of H_1")
+
+
+def sharded_fit_gradient(model: LayeredModel, include_features: bool = False) -> torch.Tensor:
     """The flat fit-term gradient of the weights over all ranks' samples (Σ_r n_r/N g̃_r)."""
+    _no_features(include_features)
     grads = model.loss_and_gradients(decay=False).gradients
     flat = torch.cat([g.reshape(-1) for g in grads[: len(grads) - int(model.features_trainable)]])
     return all_reduce_(flat * _weight(model.num_samples), "reducing the fit gradient")
@@ -185,8 +191,10 @@ def sharded_layer_hessian(model: LayeredModel, layer: int, decay: bool = False, 
     return ShardedOperator(local, w)
 
 
-def sharded_hessian(model: LayeredModel, decay: bool = True, *, gauss_newton: bool = False) -> CurvatureOperator:
+def sharded_hessian(model: LayeredModel, include_features: bool = False, decay: bool = True, *,
+                    gauss_newton: bool = False) -> CurvatureOperator:
     """The full weight Hessian (or GGN) of the mean loss over every rank's shard."""
+    _no_features(include_features)
     build = ggn if gauss_newton else hessian
     local = build(model, include_features=False, decay=decay)
     w = _weight(model.num_samples)

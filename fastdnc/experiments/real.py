@@ -16,6 +16,7 @@ For the MLP the "head" is the whole network and its input is the (standardised) 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -23,15 +24,15 @@ from pathlib import Path
 
 import torch
 
-from .. import plots
-from ..io import atomic_write_json, atomic_write_text
-from ..alignment import eigenvector_fidelity, gradient_coefficients
 from .. import distributed as D
+from .. import plots
+from ..alignment import eigenvector_fidelity, gradient_coefficients
 from ..collapse import streaming_feature_metrics
 from ..curvature import reference
 from ..curvature.full import hessian
 from ..curvature.layer import layer_hessian
 from ..data import load_dataset
+from ..io import atomic_write_json, atomic_write_text
 from ..models import MLPHead
 from ..networks import BackboneHead, ConvBackbone, ResNet20
 from ..spectral import gradient_overlap, lanczos, outliers, spectral_density
@@ -114,15 +115,8 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
 
 
 def _as_float64(head: MLPHead) -> MLPHead:
-    """The same head in float64 (analysis precision)."""
-    widths = [w.shape[0] for w in head.weights[:-1]]
-    h = MLPHead(head.features.detach().double(), head.labels, widths, head.depth, num_classes=head.num_classes,
-                activation=head.activation, loss=head.loss_type, weight_decay=head.weight_decay,
-                bias=head.biases is not None)
-    with torch.no_grad():
-        for dst, src in zip(h.parameters(), head.parameters()):
-            dst.copy_(src.double())
-    return h
+    """The same head in float64 (analysis precision); the trained one is left as it is."""
+    return copy.deepcopy(head).double()
 
 
 @torch.no_grad()

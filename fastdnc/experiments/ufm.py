@@ -108,11 +108,15 @@ def _spectrum_rows(levels: list[theory.SpectrumLevel], ev: torch.Tensor, what: s
     return rows
 
 
-def _full_spectrum(model: DeepUFM, include_features: bool, count: int) -> torch.Tensor:
+def _full_spectrum(model: DeepUFM, include_features: bool, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending; all of them when dense, else the top ``count``) and the
+    eigenvectors of the top ``count``, from one decomposition."""
     H = hessian(model, include_features=include_features)
     if H.size <= DENSE_LIMIT:
-        return torch.sort(torch.linalg.eigvalsh(H.to_dense()), descending=True).values
-    return lanczos(H, k=min(count, H.size), which="LA").eigenvalues
+        vals, vecs = torch.linalg.eigh(H.to_dense())
+        return vals.flip(0), vecs.flip(1)[:, :count]
+    res = lanczos(H, k=min(count, H.size), which="LA")
+    return res.eigenvalues, res.eigenvectors
 
 
 def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Path) -> dict:
@@ -203,11 +207,10 @@ def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Pat
     if linear_mse:
         for inc in (False, True):
             levels = theory.full_hessian_spectrum(opt, cfg.width, inc)
-            ev = _full_spectrum(model, inc, k * k + 8)
+            ev, vecs = _full_spectrum(model, inc, k * k + 8)
             what = "full Hessian" + (" with H_1" if inc else "")
             rows += _spectrum_rows(levels, ev, what)
-            top = lanczos(hessian(model, include_features=inc), k=k * k, which="LA").eigenvectors
-            ov = gradient_overlap(reference.fit_gradient(model, inc), top)
+            ov = gradient_overlap(reference.fit_gradient(model, inc), vecs[:, : k * k])
             rows.append(_row(f"{what}: overlap of the fit gradient with the top K²", 1.0, ov, 1 - ov))
             full["with_H1" if inc else "weights"] = {"eigenvalues": ev.tolist(), "levels": [asdict(x) for x in levels]}
 
