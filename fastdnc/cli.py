@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,39 +41,140 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoint.pt exists")
 
 
+# Arguments that do not change what a run computes: everything else in config.json must match.
+_RUN_NEUTRAL = ("command", "func", "out", "quiet", "debug", "no_resume", "steps", "checkpoint_every")
+
+
+def _device(name: str):
+    """``--device`` as a torch.device that exists here, or a ValueError saying what to use."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: only cpu and cuda are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available here (no GPU, or a CPU build of torch); "
+                             "use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _output_folder(path: str, flag: str = "--out") -> Path:
+    """``path`` as a folder that exists or can be created: not a file, not under a file."""
+    out = Path(path)
+    for p in [out, *out.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{flag} {out} is {'a file' if p == out else f'under {p}, which is a file'}: "
+                                 "give a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {out}: {p} is not writable")
+            break
+    return out
+
+
+def _make_folder(out: Path, flag: str = "--out") -> bool:
+    """Create ``out`` (and its parents); returns whether it was created. One clear error if not."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {out}: cannot create the folder ({e.strerror or e})") from None
+    return created
+
+
+def _read_json(path: Path, what: str) -> dict:
+    from .io import check_regular_file
+
+    check_regular_file(path, what)
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def _run_config(a: argparse.Namespace) -> dict:
+    return {k: v for k, v in sorted(vars(a).items()) if k not in ("func", "command")}
+
+
+def _check_same_run(out: Path, cfg: dict) -> None:
+    """Refuse to continue the run in ``out`` with another configuration (the fields are named)."""
+    path = out / "config.json"
+    if not path.exists():
+        return
+    saved = _read_json(path, "run configuration")
+    diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in cfg.items() if k not in _RUN_NEUTRAL and k in saved and saved[k] != v]
+    if diffs:
+        raise ValueError(f"{out} holds a run with another configuration ({'; '.join(diffs)}); continue it with the "
+                         "same settings, use another --out, or pass --no-resume to start afresh there (its "
+                         "checkpoint and history are replaced)")
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     import torch
 
     from .collapse import collapse_metrics
     from .io import atomic_write_json
     from .models import DeepUFM
-    from .train import train
+    from .train import checkpoint_step, train
 
+    if a.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {a.steps}")
+    if a.checkpoint_every is not None and a.checkpoint_every <= 0:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {a.checkpoint_every}")
+    device = _device(a.device)
     wd = a.weight_decay[0] if len(a.weight_decay) == 1 else a.weight_decay
     model = DeepUFM(a.classes, a.n_per_class, a.width, a.depth, activation=a.activation, loss=a.loss,
                     weight_decay=wd, feature_decay=a.feature_decay, seed=a.seed, dtype=getattr(torch, a.dtype),
-                    device=a.device)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {k: v for k, v in vars(a).items() if k != "func"})
-    t0 = time.perf_counter()
-    history = train(model, a.steps, a.lr, optimizer=a.optimizer, momentum=a.momentum, batch_size=a.batch_size,
-                    schedule=a.schedule, collapse=True, checkpoint=out / "checkpoint.pt",
-                    checkpoint_every=a.checkpoint_every, resume=not a.no_resume, seed=a.seed,
-                    progress=False if a.quiet else None)
+                    device=device)
+    out = _output_folder(a.out)
+    cfg, checkpoint = _run_config(a), out / "checkpoint.pt"
+    if not a.no_resume:
+        _check_same_run(out, cfg)
+        done = checkpoint_step(checkpoint) if checkpoint.exists() else 0
+        if done >= a.steps and done > 0:
+            if not a.quiet:
+                print(f"{out} has already trained {done} steps (--steps {a.steps}): nothing to do; pass a larger "
+                      "--steps to continue it")
+            return 0
+    created = _make_folder(out)
+    try:
+        atomic_write_json(out / "config.json", cfg)
+        t0 = time.perf_counter()
+        history = train(model, a.steps, a.lr, optimizer=a.optimizer, momentum=a.momentum, batch_size=a.batch_size,
+                        schedule=a.schedule, collapse=True, checkpoint=checkpoint,
+                        checkpoint_every=a.checkpoint_every, resume=not a.no_resume, seed=a.seed,
+                        progress=False if a.quiet else None)
+    except BaseException:
+        if created:  # a failed first command leaves nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - t0
     history.save(out / "history.json")
     atomic_write_json(out / "metrics.json", {"final_loss": model.loss().item(), "train_seconds": seconds,
                                              "collapse": collapse_metrics(model).to_dict()})
     if not a.quiet:
-        print(f"trained {a.steps} steps in {seconds:.1f} s; final loss {model.loss().item():.10g}")
+        start, end = history.start_step, history.end_step
+        resumed = f"resumed from step {start}, " if start else ""
+        print(f"{resumed}trained {end - start} steps (to step {end}) in {seconds:.1f} s; final loss "
+              f"{model.loss().item():.10g}")
         print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'metrics.json'}")
     return 0
 
 
-def _model_from_run(run: Path):
-    import json
+_MODEL_KEYS = ("classes", "n_per_class", "width", "depth", "activation", "loss", "weight_decay", "feature_decay",
+               "seed", "dtype", "device")
 
+
+def _model_from_run(run: Path):
     import torch
 
     from .models import DeepUFM
@@ -80,11 +184,15 @@ def _model_from_run(run: Path):
     for p in (cfg_path, ck):
         if not p.exists():
             raise FileNotFoundError(f"{p} is missing: point --run at a folder written by 'fastdnc train'")
-    c = json.loads(cfg_path.read_text())
+    c = _read_json(cfg_path, "run configuration")
+    missing = [k for k in _MODEL_KEYS if k not in c]
+    if missing or not isinstance(c["weight_decay"], list) or c["dtype"] not in ("float32", "float64"):
+        raise ValueError(f"{cfg_path} is not a 'fastdnc train' configuration (missing or wrong: "
+                         f"{', '.join(missing) or 'weight_decay/dtype'})")
     wd = c["weight_decay"][0] if len(c["weight_decay"]) == 1 else c["weight_decay"]
     model = DeepUFM(c["classes"], c["n_per_class"], c["width"], c["depth"], activation=c["activation"], loss=c["loss"],
                     weight_decay=wd, feature_decay=c["feature_decay"], seed=c["seed"], dtype=getattr(torch, c["dtype"]),
-                    device=c["device"])
+                    device=_device(c["device"]))
     step, _ = load_checkpoint(ck, model)
     return model, step
 
@@ -166,6 +274,9 @@ def _rank() -> int:
 def _cmd_reproduce(a: argparse.Namespace) -> int:
     from .experiments import reproduce
 
+    _output_folder(a.out)
+    if a.doc is not None:
+        _output_folder(str(Path(a.doc).parent), "--doc")
     if a.preset == "real":
         from .experiments.real import reproduce_real
 
@@ -185,6 +296,10 @@ def _cmd_reproduce(a: argparse.Namespace) -> int:
                   f"{max(errs) if errs else float('nan'):.2e}")
         print(f"wrote {Path(a.out) / 'report.md'} and results.json in {res['wall_seconds']:.1f} s")
     return 0
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default=None,
                    help="also write this markdown page (e.g. docs/theory-vs-measurement.md), figures beside it")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _add_debug(p)
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("train", help="train a deep UFM and write its history and checkpoint",
@@ -226,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--out", default="fastdnc-train", help="output folder (default fastdnc-train)")
     p.add_argument("--quiet", action="store_true")
+    _add_debug(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("spectrum", help="layer and full-Hessian spectra of a trained run",
@@ -241,14 +358,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="under torchrun: shard the samples over the ranks (gloo); rank 0 writes the results")
     p.add_argument("--quiet", action="store_true")
+    _add_debug(p)
     p.set_defaults(func=_cmd_spectrum)
 
     p = sub.add_parser("bench", help="run every benchmark side by side and write docs/benchmarks.md",
                        description="Run benchmarks/run_all.py (about 10 minutes on 2 cores; the peers extra adds the "
                                    "curvlinops, BackPACK, PyHessian and hessian-eigenthings columns).")
     p.add_argument("--out", default="docs/benchmarks.md")
+    _add_debug(p)
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _one_line(e: BaseException) -> str:
+    """One line for an error a user can cause; unexpected ones keep their type and ask for --debug."""
+    from .distributed import DistributedError
+    from .kernels.dispatch import BackendUnavailable
+
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    elif isinstance(e, MemoryError):
+        text = str(e) or "out of memory"
+        if not str(e):
+            text += " (use a smaller problem, float32, or a machine with more memory)"
+    elif isinstance(e, (ValueError, TypeError, OSError, FloatingPointError, DistributedError, BackendUnavailable)):
+        text = str(e) or type(e).__name__
+    else:
+        text = f"{type(e).__name__}: {e} (unexpected: rerun with --debug for the traceback, and please report it)"
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,12 +396,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
-        print(f"fastdnc {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - every failure a user can cause is one line (--debug: the traceback)
+        if getattr(args, "debug", False):
+            raise
+        print(f"fastdnc {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._memory import require_memory
 from ._checks import (
     check_decay,
     check_float_dtype,
@@ -117,6 +118,16 @@ def fit_loss_of(output: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
     return -(torch.log_softmax(output, dim=0) * targets).sum() / n
 
 
+def _require_model_memory(name: str, dims: Sequence[int], n: int, k: int, dtype: torch.dtype,
+                          device: torch.device) -> None:
+    """Refuse a model whose parameters, features, labels and targets cannot fit (twice: the
+    initialisation draws them before moving them to ``device``)."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    entries = sum(dims[l + 1] * dims[l] for l in range(len(dims) - 1)) + dims[0] * n + k * n
+    require_memory(2 * entries * itemsize + 8 * n, f"a {name} with layer widths {list(dims)} and N={n} samples",
+                   device, instead="a smaller width, depth or number of samples, or float32")
+
+
 class LayeredModel(nn.Module):
     """Common machinery of :class:`DeepUFM` and :class:`MLPHead` (see the module docstring)."""
 
@@ -146,6 +157,7 @@ class LayeredModel(nn.Module):
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
         check_float_dtype(dtype)
+        _require_model_memory(type(self).__name__, dims, labels.numel(), num_classes, dtype, device)
         self.num_classes = num_classes
         self.activation = activation
         self.loss_type = loss
@@ -370,6 +382,14 @@ class LayeredModel(nn.Module):
             reg = torch.zeros((), dtype=fit.dtype, device=fit.device)
         return LossAndGradients(fit + reg, fit, reg, grads, st)
 
+    def checkpoint_config(self) -> dict:
+        """What a checkpoint records of the model and compares on resume (besides the shapes of the
+        state dict): class, layer widths, K, activation, loss, decays, biases and dtype."""
+        return {"class": type(self).__name__, "dims": [self.features.shape[0]] + [w.shape[0] for w in self.weights],
+                "num_classes": self.num_classes, "activation": self.activation, "loss": self.loss_type,
+                "weight_decay": self.weight_decay, "feature_decay": self.feature_decay,
+                "bias": self.biases is not None, "dtype": str(self.dtype).replace("torch.", "")}
+
     def extra_repr(self) -> str:
         dims = [self.features.shape[0]] + [w.shape[0] for w in self.weights]
         return (f"dims={dims}, N={self.num_samples}, K={self.num_classes}, activation={self.activation}, "
@@ -446,9 +466,10 @@ class DeepUFM(LayeredModel):
                 raise ValueError("feature_decay=None means 'the same as weight_decay', which is ambiguous "
                                  "for per-layer weight decays: pass feature_decay explicitly")
             feature_decay = lams[0]
+        device = torch.device(device)
+        _require_model_memory(type(self).__name__, [d] * depth + [k], k * n, k, check_float_dtype(dtype), device)
         self.n_per_class = n
         self.width = d
-        device = torch.device(device)
         gen = _generator(seed)
         std = 1.0 / d**0.5 if init_std is None else init_std
         labels = torch.arange(k).repeat_interleave(n)

@@ -110,6 +110,13 @@ class BackboneHead(nn.Module):
     def num_samples(self) -> int:
         return self.labels.shape[0]
 
+    def checkpoint_config(self) -> dict:
+        """What a checkpoint records and compares on resume: the head, the decays and the backbone's class."""
+        return {"class": type(self).__name__, "backbone": type(self.backbone).__name__, "width": self.width,
+                "depth": self.head_depth, "num_classes": self.num_classes, "activation": self.activation,
+                "loss": self.loss_type, "weight_decay": self.weight_decay, "feature_decay": self.feature_decay,
+                "bias": self.biases is not None, "dtype": str(self.images.dtype).replace("torch.", "")}
+
     @property
     def device(self) -> torch.device:
         return self.images.device

@@ -10,7 +10,10 @@ Design choices:
   initialisation) and step ``steps`` (the end). The default logging schedule is log-spaced.
 * **Checkpoints** hold the parameters, the optimiser state, the RNG state of the mini-batch
   sampler, the history and the step, and are written atomically (:mod:`fastdnc.io`). Resuming
-  from one yields bit-for-bit the parameters of an uninterrupted run (tested with a SIGKILL).
+  from one yields bit-for-bit the parameters of an uninterrupted run (tested with a SIGKILL). They
+  hold only tensors and plain data and are read with ``weights_only=True``: a crafted file cannot
+  run code. A checkpoint records the whole configuration (model and training); resuming with any
+  other configuration is refused with the list of differing fields.
 * **Non-finite values** (NaN/Inf in the loss, hence in a parameter or the output) stop training
   with :class:`NonFiniteError` naming the step; no checkpoint is written after it, so the last
   good one stays.
@@ -18,6 +21,8 @@ Design choices:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -28,7 +33,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .io import atomic_torch_save, atomic_write_json
+from ._memory import require_memory
+from ._checks import check_positive_int
+from .io import atomic_torch_save, atomic_write_json, check_regular_file, plain, remove_stale_temporaries, safe_torch_load
 
 Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
 
@@ -93,9 +100,20 @@ class Optimizer:
         return {"name": self.name, "state": self.state}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        if sd["name"] != self.name:
-            raise ValueError(f"checkpoint was written with optimizer {sd['name']!r}, not {self.name!r}")
-        self.state = sd["state"]
+        if not isinstance(sd, dict) or not isinstance(sd.get("state"), dict) or "t" not in sd["state"]:
+            raise ValueError("the optimizer state is malformed")
+        if sd.get("name") != self.name:
+            raise ValueError(f"checkpoint was written with optimizer {sd.get('name')!r}, not {self.name!r}")
+        for key, value in sd["state"].items():
+            if key == "t":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"the optimizer's step count is {value!r}, not a non-negative int")
+                continue
+            shapes = [tuple(p.shape) for p in self.params]
+            if not (isinstance(value, list) and all(isinstance(t, torch.Tensor) for t in value)
+                    and [tuple(t.shape) for t in value] == shapes):
+                raise ValueError(f"the optimizer state {key!r} does not match the parameters' shapes {shapes}")
+        self.state = {k: v if k == "t" else [t.to(p) for t, p in zip(v, self.params)] for k, v in sd["state"].items()}
 
 
 class SGD(Optimizer):
@@ -163,12 +181,15 @@ def make_optimizer(name: str, params: list[torch.Tensor], **kw: Any) -> Optimize
 class History:
     """Metrics logged during training: ``history["loss"]`` is aligned with ``history.steps``.
 
-    A metric absent at some logged step holds ``None`` there.
+    A metric absent at some logged step holds ``None`` there. After :func:`train`, ``start_step``
+    is the step it resumed from (0 for a fresh run) and ``end_step`` the step the model is at.
     """
 
     def __init__(self) -> None:
         self.steps: list[int] = []
         self.records: dict[str, list[Any]] = {}
+        self.start_step = 0
+        self.end_step = 0
 
     def append(self, step: int, values: dict[str, Any]) -> None:
         for key in values:
@@ -202,6 +223,12 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
+        if not isinstance(d, dict) or not isinstance(d.get("step"), list):
+            raise ValueError("the history is malformed: expected a dict with a 'step' list")
+        n = len(d["step"])
+        bad = [k for k, v in d.items() if not isinstance(k, str) or not isinstance(v, list) or len(v) != n]
+        if bad or not all(isinstance(s, int) and not isinstance(s, bool) for s in d["step"]):
+            raise ValueError(f"the history is malformed: columns {bad or ['step']} are not lists of {n} entries")
         h = cls()
         h.steps = list(d["step"])
         h.records = {k: list(v) for k, v in d.items() if k != "step"}
@@ -339,6 +366,9 @@ def train(
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    check_finite_every = check_positive_int(check_finite_every, "check_finite_every")
+    if checkpoint_every is not None:
+        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     if hasattr(model, "check"):
         model.check()
     params = _params_of(model)
@@ -357,6 +387,9 @@ def train(
         log_set = {int(s) for s in log_at}
     log_set |= {0, steps}
     every = checkpoint_every or max(steps // 20, 1)
+    require_memory(_training_bytes(model, params, optimizer), f"training {type(model).__name__}",
+                   getattr(model, "device", torch.device("cpu")),
+                   instead="a smaller model (width, depth, samples), float32, or mini-batches (batch_size)")
     from . import distributed as dist_
 
     share = None
@@ -364,14 +397,28 @@ def train(
         share = n / dist_.global_count(n)
         if checkpoint is not None:
             checkpoint = f"{checkpoint}.rank{dist_.rank()}"
-    config = {"steps": steps, "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "seed": seed}
+    config = run_config(model, lr=lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas,
+                        eps=eps, batch_size=batch_size, schedule=schedule, schedule_kwargs=skw, seed=seed)
 
     history = History()
-    start = 0
-    if checkpoint is not None and resume and os.path.exists(checkpoint):
-        start, history = _load(checkpoint, model, opt, sampler, config)
-        if start >= steps:  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
-            return history
+    start, last_good, error = 0, None, None
+    try:
+        if checkpoint is not None:
+            check_regular_file(checkpoint, "checkpoint", must_exist=False)
+            if resume and os.path.exists(checkpoint):
+                start, history = _load(checkpoint, model, opt, sampler, config)
+                last_good = checkpoint
+    except (ValueError, OSError) as e:
+        if share is None:
+            raise
+        error = e
+    if share is not None:  # every rank resumes from the same step of the same run, or none starts
+        dist_.agree([start, steps, config_hash(config)], "resuming from the per-rank checkpoints", error)
+    history.start_step, history.end_step = start, max(start, steps)
+    if start >= steps:  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
+        return history
+    if checkpoint is not None:
+        remove_stale_temporaries(checkpoint)
     # wall time is cumulative over resumed sessions
     previous = history.last("wall_time") if "wall_time" in history else None
     clock0 = time.perf_counter() - (previous or 0.0)
@@ -406,13 +453,14 @@ def train(
             loss, fit, reg, grads = _loss_and_grads(model, params, columns, share)
             if (step % check_finite_every == 0 or step == steps or saving) and not math.isfinite(float(loss)):
                 bar.close()
-                where = f"; the last good checkpoint is {checkpoint!s}" if checkpoint else ""
+                where = f"; the last good checkpoint is {last_good!s}" if last_good else ""
                 raise NonFiniteError(
                     f"loss is {float(loss)} at step {step} (after {step} updates): a parameter or the output "
                     f"became NaN/Inf (learning rate {lr} too large?){where}"
                 )
             if saving:
                 _save(checkpoint, model, opt, sampler_state, history, step, config)
+                last_good = checkpoint
             if step in log_set and step not in history.steps[-1:]:
                 if columns is not None:  # log full-batch values, not the mini-batch's
                     loss, fit, reg, grads = _loss_and_grads(model, params, None, share)
@@ -431,6 +479,54 @@ def train(
     return history
 
 
+def run_config(model: torch.nn.Module, *, lr: float, optimizer: str, momentum: float, nesterov: bool,
+               betas: tuple[float, float], eps: float, batch_size: int | None,
+               schedule: str | Callable[[int], float] | None, schedule_kwargs: dict[str, Any], seed: int) -> dict:
+    """Everything that determines a training run besides its length, as plain data: the
+    optimiser and its settings, the schedule, the batch size, the seed, and the model's
+    ``checkpoint_config()`` (its class, shapes, activation, loss, decays, dtype) where it has one.
+    A checkpoint stores it, and resuming with anything different is refused."""
+    cfg: dict[str, Any] = {"lr": lr, "optimizer": optimizer, "batch_size": batch_size, "seed": seed,
+                           "schedule": schedule if schedule is None or isinstance(schedule, str) else "callable",
+                           "schedule_kwargs": schedule_kwargs}
+    if optimizer == "sgd":
+        cfg.update(momentum=momentum, nesterov=nesterov)
+    if optimizer == "adam":
+        cfg.update(betas=list(betas), eps=eps)
+    describe = getattr(model, "checkpoint_config", None)
+    cfg["model"] = describe() if callable(describe) else {"class": type(model).__name__}
+    return plain(cfg)
+
+
+def config_hash(config: dict) -> int:
+    """A 48-bit hash of a plain configuration (the same on every rank and every run)."""
+    return int(hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12], 16)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """``"field: saved → current"`` for every field of ``current`` that differs from ``saved``
+    (fields that an older checkpoint did not record are not compared)."""
+    out = []
+    for key in sorted(set(saved) & set(current)):
+        a, b = saved[key], current[key]
+        if isinstance(a, dict) and isinstance(b, dict) and key == "model":
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out
+
+
+def _training_bytes(model: torch.nn.Module, params: list[torch.Tensor], optimizer: str) -> int:
+    """Memory that training adds to the model: gradients, one temporary per parameter, the
+    optimiser's state and, for layered models, the forward and backward states (about four
+    (width × N) matrices per layer)."""
+    item = params[0].element_size() if params else 4
+    total = sum(t.numel() for t in params) * item * (2 + {"sgd": 1, "adam": 2}.get(optimizer, 0))
+    if hasattr(model, "loss_and_gradients"):
+        total += 4 * sum(w.shape[0] for w in model.weights) * model.num_samples * item
+    return total
+
+
 def _save(path, model, opt: Optimizer, sampler_state: torch.Tensor, history: History, step: int,
           config: dict) -> None:
     atomic_torch_save(
@@ -441,19 +537,26 @@ def _save(path, model, opt: Optimizer, sampler_state: torch.Tensor, history: His
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
             "sampler": sampler_state,
-            "history": history.to_dict(),
+            "history": plain(history.to_dict()),
             "config": config,
         },
     )
 
 
+_SCHEMA = {"step": int, "model": dict, "optimizer": dict, "sampler": torch.Tensor, "history": dict, "config": dict}
+
+
 def _read_checkpoint(path, map_location) -> dict:
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - rewrap with the file name
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    ck = safe_torch_load(path, map_location)
     if not isinstance(ck, dict) or ck.get("format") != "fastdnc-checkpoint-1":
-        raise ValueError(f"{path} is not a fastdnc checkpoint")
+        raise ValueError(f"{path} is not a fastdnc checkpoint (no 'format': 'fastdnc-checkpoint-1' entry)")
+    wrong = [f"{key} (expected {kind.__name__}, found {type(ck.get(key)).__name__})" for key, kind in _SCHEMA.items()
+             if not isinstance(ck.get(key), kind) or isinstance(ck.get(key), bool)]
+    if wrong:
+        raise ValueError(f"{path} is not a valid fastdnc checkpoint: missing or wrong {', '.join(wrong)}")
+    if ck["step"] < 0 or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):
+        raise ValueError(f"{path} is not a valid fastdnc checkpoint: a negative step or a model entry that is not "
+                         "a named tensor")
     return ck
 
 
@@ -462,25 +565,36 @@ def _load_model(path, ck: dict, model: torch.nn.Module) -> tuple[int, History]:
         model.load_state_dict(ck["model"])
     except RuntimeError as e:
         raise ValueError(f"checkpoint {path} does not fit this model: {e}") from e
-    return int(ck["step"]), History.from_dict(ck["history"])
+    try:
+        return int(ck["step"]), History.from_dict(ck["history"])
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path}: {e}") from e
 
 
 def _load(path, model, opt: Optimizer, sampler: _Batch, config: dict) -> tuple[int, History]:
     ck = _read_checkpoint(path, getattr(model, "device", "cpu"))
-    for key in ("optimizer", "batch_size", "seed", "lr"):
-        if ck["config"].get(key) != config[key]:
-            raise ValueError(f"checkpoint {path} was written with {key}={ck['config'].get(key)!r} but this run "
-                             f"uses {config[key]!r}; use another checkpoint path or resume=False")
-    out = _load_model(path, ck, model)
-    opt.load_state_dict(ck["optimizer"])
-    sampler.generator.set_state(ck["sampler"])
-    return out
+    diffs = config_differences(ck["config"], config)
+    if diffs:
+        raise ValueError(f"checkpoint {path} belongs to another configuration ({'; '.join(diffs)}); resume with "
+                         "the same settings, or start afresh with another checkpoint path or resume=False")
+    try:  # the optimiser and the sampler first: they are this call's own, the model is the caller's
+        opt.load_state_dict(ck["optimizer"])
+        sampler.generator.set_state(ck["sampler"])
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"checkpoint {path}: {e}") from e
+    return _load_model(path, ck, model)
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step at which :func:`train` wrote the checkpoint ``path`` (read safely and validated)."""
+    return int(_read_checkpoint(path, "cpu")["step"])
 
 
 def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> tuple[int, History]:
     """Load the parameters of a checkpoint written by :func:`train` into ``model``.
 
-    Returns the step it was written at and the history up to then.
+    Returns the step it was written at and the history up to then. The file is read with
+    ``weights_only=True`` (no code in it can run) and checked to be a fastdnc checkpoint.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}")

@@ -152,10 +152,22 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, optimizer, batch):
 def test_resume_rejects_a_different_run(tmp_path):
     ck = tmp_path / "a.ckpt"
     fd.train(fd.DeepUFM(3, 2, 4, 2), 10, 0.1, checkpoint=ck, progress=False)
-    with pytest.raises(ValueError, match="lr=0.1 but this run uses 0.2"):
+    with pytest.raises(ValueError, match=r"another configuration \(lr: 0.1 → 0.2\)"):
         fd.train(fd.DeepUFM(3, 2, 4, 2), 20, 0.2, checkpoint=ck, progress=False)
-    with pytest.raises(ValueError, match="does not fit this model"):
+    with pytest.raises(ValueError, match=r"model.dims: \[4, 4, 3\] → \[5, 5, 3\]"):
         fd.train(fd.DeepUFM(3, 2, 5, 2), 20, 0.1, checkpoint=ck, progress=False)
+    # same shapes, other model: every differing field is named
+    with pytest.raises(ValueError, match=r"model.activation: 'linear' → 'relu'; model.loss: 'mse' → 'ce'"):
+        fd.train(fd.DeepUFM(3, 2, 4, 2, activation="relu", loss="ce"), 20, 0.1, checkpoint=ck, progress=False)
+    with pytest.raises(ValueError, match=r"model.weight_decay: \[0.005, 0.005\] → \[0.01, 0.01\]"):
+        fd.train(fd.DeepUFM(3, 2, 4, 2, weight_decay=1e-2), 20, 0.1, checkpoint=ck, progress=False)
+    with pytest.raises(ValueError, match=r"momentum: 0.9 → 0.5"):
+        fd.train(fd.DeepUFM(3, 2, 4, 2), 10, 0.1, optimizer="sgd", momentum=0.9, checkpoint=tmp_path / "s.ckpt",
+                 progress=False)
+        fd.train(fd.DeepUFM(3, 2, 4, 2), 20, 0.1, optimizer="sgd", momentum=0.5, checkpoint=tmp_path / "s.ckpt",
+                 progress=False)
+    with pytest.raises(ValueError, match="does not fit this model"):  # a state dict that does not fit
+        fd.load_checkpoint(ck, fd.DeepUFM(3, 2, 5, 2))
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         fd.train(fd.DeepUFM(3, 2, 4, 2), 20, 0.1, checkpoint=tmp_path / "junk.ckpt", progress=False)
@@ -171,6 +183,9 @@ def test_resume_rejects_a_different_run(tmp_path):
         (dict(optimizer="lbfgs"), "unknown optimizer"),
         (dict(batch_size=4), "batch_size needs optimizer"),
         (dict(optimizer="sgd", momentum=1.5), "momentum"),
+        (dict(check_finite_every=0), "check_finite_every must be an integer >= 1"),
+        (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1"),
+        (dict(checkpoint_every=-5), "checkpoint_every must be an integer >= 1"),
     ],
 )
 def test_bad_training_arguments(kwargs, match):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_GN_ASSEMBLY
 from ..kernels import dispatch
 from ..kernels.reference import Upstream, gn_jacobian_roots, gn_product
 from .operator import CurvatureOperator, describe
@@ -58,7 +59,7 @@ class BatchedGaussNewton(CurvatureOperator):
         self.inputs, self.upstream, self.probs = inputs, upstream, probs
         self.num_outputs, self.p, self.q, self.n = num_outputs, p, q, num_samples
         self.scale = 1.0 / num_samples if scale is None else float(scale)
-        self.shift, self.backend = float(shift), backend
+        self.shift, self.backend = float(shift), dispatch.check_backend(backend)
         if mode not in ("auto", "jacobian", "rop"):
             raise ValueError(f"mode must be 'auto', 'jacobian' or 'rop', got {mode!r}")
         cache_bytes = num_samples * num_outputs * p * torch.empty(0, dtype=self.dtype).element_size()
@@ -101,7 +102,7 @@ class BatchedGaussNewton(CurvatureOperator):
 
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
         """The explicit block, assembled by the streaming kernel (no (N·K) × P intermediate)."""
-        self._require_small("to_dense")
+        self._require_dense("explicit Gauss-Newton assembly", PEAK_GN_ASSEMBLY)
         if self.inputs is None:  # block diagonal over samples: [(a, i), (a', i)] = c (B_i B_iᵀ)[a, a']
             r = self.roots()
             g = torch.einsum("ica,icb->iab", r, r)
@@ -116,7 +117,12 @@ class BatchedGaussNewton(CurvatureOperator):
         return out
 
     def eigh(self):
+        self._require_dense("eigh", PEAK_GN_ASSEMBLY + PEAK_EIGH - 1, "vectors")
         return torch.linalg.eigh(self.to_dense())
+
+    def eigvalsh(self) -> torch.Tensor:
+        self._require_dense("eigvalsh", PEAK_GN_ASSEMBLY + PEAK_EIGVALSH - 1, "values")
+        return torch.linalg.eigvalsh(self.to_dense())
 
     def cache_info(self) -> dict[str, str]:
         info = {} if self.inputs is None else {"inputs": describe(self.inputs)}

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .._memory import require_dense
 from ..kernels import dispatch
-from .operator import MAX_DENSE, CurvatureOperator, SumOperator, describe
+from .operator import CurvatureOperator, SumOperator, describe
 
 
 class Factor:
@@ -178,7 +179,7 @@ class KroneckerOperator(CurvatureOperator):
         if o.dtype != i.dtype or o.device != i.device:
             raise TypeError(f"factors must share dtype and device, got {o.dtype}/{o.device} and {i.dtype}/{i.device}")
         super().__init__(o.n * i.n, o.dtype, o.device, block_shapes=[(o.n, i.n)])
-        self.scale, self.shift, self.backend = float(scale), float(shift), backend
+        self.scale, self.shift, self.backend = float(scale), float(shift), dispatch.check_backend(backend)
         self.p, self.q = o.n, i.n
 
     def with_shift(self, shift: float) -> KroneckerOperator:
@@ -214,7 +215,7 @@ class KroneckerOperator(CurvatureOperator):
         return _vec(y)
 
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
-        self._require_small("to_dense")
+        self._require_dense("to_dense", 1.0)
         out = self.scale * torch.kron(self.output_factor.to_dense(), self.input_factor.to_dense())
         if self.shift:
             out.diagonal().add_(self.shift)
@@ -299,8 +300,8 @@ class KroneckerEigenvectors:
         return self.columns(torch.arange(self.order.numel() - 1, self.order.numel() - 1 - k, -1))
 
     def to_dense(self) -> torch.Tensor:
-        if self.shape[0] > MAX_DENSE:
-            raise ValueError(f"{self.shape[0]}² eigenvector entries are too many to form; use columns() or top()")
+        itemsize = torch.empty(0, dtype=self.uo.dtype).element_size()
+        require_dense(self.shape[0], itemsize, self.uo.device, "forming all eigenvectors (use columns() or top())", 1.0)
         return self.columns(slice(None))
 
     def __matmul__(self, c: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Dense fallbacks refuse operators larger than this (P), with a message that says so.
-MAX_DENSE = 20_000
+from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_TO_DENSE, require_dense
 
 
 class CurvatureOperator(ABC):
@@ -70,16 +69,21 @@ class CurvatureOperator(ABC):
     def matmat(self, v: torch.Tensor) -> torch.Tensor:
         """Product with a checked (P, k) matrix."""
         self._check_matrix(v)
-        if v.ndim != 2 or v.shape[0] != self.size:
-            raise ValueError(f"expected a matrix of shape ({self.size}, k), got {tuple(v.shape)}")
+        if v.ndim != 2 or v.shape[0] != self.size or v.shape[1] == 0:
+            raise ValueError(f"expected a matrix of shape ({self.size}, k) with k >= 1, got {tuple(v.shape)}")
         return self._matmat(v)
 
     def __matmul__(self, v: Any) -> Any:
         if isinstance(v, CurvatureOperator):
             return ProductOperator(self, v)
         if isinstance(v, (list, tuple)):
+            if not v or not all(isinstance(b, torch.Tensor) for b in v):
+                raise TypeError("a list or tuple multiplies an operator only as parameter-shaped tensors (one per "
+                                f"block); for a vector of numbers pass a tensor of shape ({self.size},)")
             return self._matmul_blocks(list(v))
         self._check_matrix(v)
+        if v.ndim == 2 and v.shape[0] == self.size and v.shape[1] == 0:
+            raise ValueError(f"the block of vectors has shape {tuple(v.shape)}: no columns to multiply")
         if v.ndim == 1 and v.shape[0] == self.size:
             return self._matmat(v[:, None])[:, 0]
         if v.ndim == 2 and v.shape[0] == self.size:
@@ -147,16 +151,22 @@ class CurvatureOperator(ABC):
         return self.adjoint()
 
     # ----------------------------------------------------------------- exports and reductions
-    def _require_small(self, what: str) -> None:
-        if self.size > MAX_DENSE:
-            raise ValueError(f"{what} of a {self.size}×{self.size} operator would be dense and too large "
-                             f"(limit {MAX_DENSE}); use the structured methods or lanczos")
+    def _require_dense(self, what: str, peak: float = PEAK_TO_DENSE, eig: str | None = None) -> None:
+        """Refuse (with the estimate) a dense result that would not fit in memory; see
+        :mod:`fastdnc._memory`. ``peak`` is the measured peak over the P × P output."""
+        itemsize = torch.empty(0, dtype=self.dtype).element_size()
+        require_dense(self.size, itemsize, self.device, what, peak, eig)
 
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
-        """The (P × P) matrix, built from products with blocks of unit vectors."""
-        self._require_small("to_dense")
-        eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
-        return torch.cat([self._matmat(eye[:, i : i + chunk]) for i in range(0, self.size, chunk)], dim=1)
+        """The (P × P) matrix, built from products with blocks of ``chunk`` unit vectors."""
+        self._require_dense("to_dense")
+        out = torch.empty(self.size, self.size, dtype=self.dtype, device=self.device)
+        for i in range(0, self.size, chunk):
+            width = min(chunk, self.size - i)
+            unit = torch.zeros(self.size, width, dtype=self.dtype, device=self.device)
+            unit[i : i + width].fill_diagonal_(1.0)
+            out[:, i : i + width] = self._matmat(unit)
+        return out
 
     def diagonal(self) -> torch.Tensor:
         """The diagonal (P,). Structured operators override this with an exact formula."""
@@ -167,14 +177,20 @@ class CurvatureOperator(ABC):
         return self.diagonal().sum()
 
     def eigh(self) -> tuple[torch.Tensor, Any]:
-        """All eigenvalues (ascending) and eigenvectors. Dense fallback for small symmetric operators."""
+        """All eigenvalues (ascending) and eigenvectors. Dense fallback (refused with an estimate
+        when it cannot fit in memory; a warning with the time above a few thousand unknowns);
+        structured operators override it with exact methods."""
         if not self.symmetric:
             raise ValueError("eigh needs a symmetric operator")
+        self._require_dense("eigh", PEAK_EIGH, "vectors")
         return torch.linalg.eigh(self.to_dense())
 
     def eigvalsh(self) -> torch.Tensor:
-        """All eigenvalues, ascending."""
-        return self.eigh()[0]
+        """All eigenvalues, ascending (dense fallback as for :meth:`eigh`, without vectors)."""
+        if not self.symmetric:
+            raise ValueError("eigvalsh needs a symmetric operator")
+        self._require_dense("eigvalsh", PEAK_EIGVALSH, "values")
+        return torch.linalg.eigvalsh(self.to_dense())
 
     def cache_info(self) -> dict[str, str]:
         """What the operator precomputed and keeps: ``{name: "shape dtype (bytes)"}``."""

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import DataError
+
+
+def check_labels(labels: Sequence | np.ndarray | torch.Tensor, num_classes: int, source: str) -> np.ndarray:
+    """``labels`` as an int64 NumPy vector, or :class:`DataError` naming ``source`` when they are not
+    whole numbers in 0..num_classes−1 (strings, NaN/Inf, fractions, out of range)."""
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.ndim != 1:
+        raise DataError(f"{source}: labels must be a vector, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise DataError(f"{source}: {int((~np.isfinite(arr)).sum())} labels are NaN or infinite")
+        if not (arr == np.round(arr)).all():
+            raise DataError(f"{source}: labels must be whole numbers, found {arr[arr != np.round(arr)][0].item()!r}")
+    elif arr.dtype.kind not in "iu":
+        raise DataError(f"{source}: labels must be integers, got {arr.dtype} values"
+                        + (f" such as {arr.flat[0].item()!r}" if arr.size else ""))
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        bad = arr[(arr < 0) | (arr >= num_classes)][0].item()
+        raise DataError(f"{source}: label {bad!r} is outside 0..{num_classes - 1}")
+    return arr.astype(np.int64)
 
 
 @dataclass
@@ -22,6 +44,10 @@ class Dataset:
     def __post_init__(self) -> None:
         if self.inputs.shape[0] != self.labels.shape[0]:
             raise DataError(f"{self.name}: {self.inputs.shape[0]} inputs but {self.labels.shape[0]} labels")
+        if self.labels.dtype != torch.int64:
+            self.labels = torch.from_numpy(check_labels(self.labels, self.num_classes, self.name))
+        elif self.labels.numel() and (int(self.labels.min()) < 0 or int(self.labels.max()) >= self.num_classes):
+            check_labels(self.labels, self.num_classes, self.name)
         order = torch.sort(self.labels, stable=True).indices
         self.inputs, self.labels = self.inputs[order], self.labels[order]
 

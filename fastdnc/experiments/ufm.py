@@ -113,7 +113,7 @@ def _full_spectrum(model: DeepUFM, include_features: bool, count: int) -> tuple[
     eigenvectors of the top ``count``, from one decomposition."""
     H = hessian(model, include_features=include_features)
     if H.size <= DENSE_LIMIT:
-        vals, vecs = torch.linalg.eigh(H.to_dense())
+        vals, vecs = H.eigh()
         return vals.flip(0), vecs.flip(1)[:, :count]
     res = lanczos(H, k=min(count, H.size), which="LA")
     return res.eigenvalues, res.eigenvectors

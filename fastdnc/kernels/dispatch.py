@@ -44,6 +44,14 @@ AUTO_RULES = {
 }
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`, else a ValueError listing them (operators call
+    this when they are built, so a typo fails at once and not at the first product)."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run these inputs here."""
 

@@ -30,6 +30,7 @@ in magnitude. Eigenvalue errors are then of order residual² / gap.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +84,37 @@ def _random_block(q: torch.Tensor, count: int, gen: torch.Generator) -> torch.Te
     return _orthonormal(_project_out(fill, q)[0])[0]
 
 
+def _check_start(v0: torch.Tensor, size: int) -> torch.Tensor:
+    """``v0`` as a (P, b) block, or a ValueError: wrong type or shape, NaN/Inf, a zero column."""
+    if not isinstance(v0, torch.Tensor):
+        raise ValueError(f"v0 must be a torch.Tensor of shape ({size},) or ({size}, b), got {type(v0).__name__}")
+    block = v0[:, None] if v0.ndim == 1 else v0
+    if block.ndim != 2 or block.shape[0] != size or block.shape[1] == 0:
+        raise ValueError(f"v0 must have shape ({size},) or ({size}, b) with b >= 1, got {tuple(v0.shape)}")
+    if not bool(torch.isfinite(block).all()):
+        raise ValueError("v0 holds NaN or Inf entries")
+    if bool((torch.linalg.vector_norm(block, dim=0) == 0).any()):
+        raise ValueError("v0 has a zero column: a start vector must be non-zero")
+    return block
+
+
+def _symmetry_probe(op, size: int, dtype: torch.dtype, device: torch.device, seed: int) -> int:
+    """Raise ValueError if ``op`` is visibly non-symmetric (see ``check_symmetric``); returns the
+    number of operator columns it applied (2)."""
+    gen = torch.Generator().manual_seed(seed + 0x5EED)
+    uv = torch.randn(size, 2, generator=gen, dtype=dtype).to(device)
+    a = _apply(op, uv)
+    cross = float(uv[:, 0] @ a[:, 1] - uv[:, 1] @ a[:, 0])
+    norms = torch.linalg.vector_norm(uv, dim=0)
+    gain = float((torch.linalg.vector_norm(a, dim=0) / norms).max())
+    bound = (1e-8 if dtype == torch.float64 else 1e-3) * float(norms.prod()) * gain
+    if not math.isfinite(cross) or abs(cross) > bound:
+        raise ValueError(f"the operator is not symmetric: uᵀ(Hv) − vᵀ(Hu) = {cross:.3g} for random u, v (allowed "
+                         f"{bound:.3g}); Lanczos needs a symmetric operator (pass check_symmetric=False to skip this "
+                         "probe)")
+    return 2
+
+
 def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
     """Indices (into ascending theta) of the wanted Ritz values."""
     m = theta.numel()
@@ -109,6 +141,7 @@ def lanczos(
     max_basis: int | None = None,
     seed: int = 0,
     v0: torch.Tensor | None = None,
+    check_symmetric: bool = True,
 ) -> LanczosResult:
     """The k extreme eigenpairs of a symmetric operator (see the module docstring).
 
@@ -124,7 +157,17 @@ def lanczos(
             float32). max_matvecs: budget of operator columns (default 50·k + 2000, at most
             50·P). max_basis: basis size that triggers a thick restart (default max(4k, 3b + k, 60),
             ≤ P); memory is P · max_basis numbers.
-        seed, v0: random start (a torch.Generator seed) or an explicit (P,) / (P, b) start.
+        seed, v0: random start (a torch.Generator seed) or an explicit (P,) / (P, b) start
+            (finite, no zero column).
+        check_symmetric: first apply the operator to two random vectors u, v and refuse it when
+            :math:`|u^\\top(\\mathcal Hv) - v^\\top(\\mathcal Hu)|` exceeds 1e-8 (1e-3 in float32)
+            times :math:`\\|u\\|\\|v\\|\\max(\\|\\mathcal Hu\\|/\\|u\\|, \\|\\mathcal Hv\\|/\\|v\\|)`:
+            Lanczos on a non-symmetric operator returns confident wrong values. The probe costs
+            two operator columns (counted in ``num_matvecs``); ``False`` skips it.
+
+    Raises:
+        ValueError: a bad argument (``k``, ``tol``, ``block_size``, ``v0``, …) or a non-symmetric
+            operator.
 
     >>> import torch
     >>> a = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
@@ -133,21 +176,28 @@ def lanczos(
     """
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if not hasattr(op, "shape") or len(op.shape) != 2 or op.shape[0] != op.shape[1]:
+        raise ValueError(f"lanczos needs a square operator, got shape {tuple(getattr(op, 'shape', ()))}")
     size = op.shape[0]
-    if op.shape[0] != op.shape[1]:
-        raise ValueError(f"lanczos needs a square operator, got shape {tuple(op.shape)}")
-    if not 1 <= k <= size:
-        raise ValueError(f"k must be in 1..{size}, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
+        raise ValueError(f"k must be an int in 1..{size}, got {k!r}")
+    for name, value in (("block_size", block_size), ("max_matvecs", max_matvecs), ("max_basis", max_basis)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be an int >= 1 (or None), got {value!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol)
+                                and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0 (or None), got {tol!r}")
     dtype, device = op.dtype, op.device
     tol = tol if tol is not None else (1e-10 if dtype == torch.float64 else 1e-5)
     b = min(block_size or min(k, 4), size)
     max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
     max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
     gen = torch.Generator().manual_seed(seed)
+    probes = _symmetry_probe(op, size, dtype, device, seed) if check_symmetric and size > 1 else 0
     if v0 is None:
         start = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
     else:
-        start = (v0[:, None] if v0.ndim == 1 else v0).to(dtype=dtype, device=device)
+        start = _check_start(v0, size).to(dtype=dtype, device=device)
     first = _orthonormal(start, float(torch.linalg.vector_norm(start, dim=0).max()))[0]
     # basis Q = [applied | pending] in preallocated columns (grown if a probe widens the block), and
     # H Q[:, :ma] = Q[:, :mt] C[:mt, :ma]
@@ -155,7 +205,7 @@ def lanczos(
     c = torch.zeros(q.shape[1], q.shape[1], dtype=dtype, device=device)
     ma, mt = 0, first.shape[1]
     q[:, :mt] = first
-    matvecs = iterations = 0
+    matvecs, iterations = probes, 0
     confirmed: torch.Tensor | None = None  # wanted Ritz values at the last convergence
     while True:
         hv = _apply(op, q[:, ma:mt].T.contiguous().T)  # column-major: operators split it without a copy

@@ -53,10 +53,51 @@ def test_lanczos_exhausts_small_spaces_and_rejects_bad_input():
     res = fd.lanczos(a, k=4)
     torch.testing.assert_close(res.eigenvalues, torch.tensor([2.0, 1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-12,
                                rtol=0)
-    with pytest.raises(ValueError, match="k must be in 1..4"):
-        fd.lanczos(a, k=5)
     with pytest.raises(ValueError, match="which must be"):
         fd.lanczos(a, k=1, which="XX")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(k=5), r"k must be an int in 1\.\.4"),
+        (dict(k=0), "k must be an int"),
+        (dict(k=2.0), "k must be an int"),
+        (dict(k=True), "k must be an int"),
+        (dict(k=1, tol=0.0), "tol must be a finite number > 0"),
+        (dict(k=1, tol=-1e-8), "tol must be a finite number > 0"),
+        (dict(k=1, tol=float("nan")), "tol must be a finite number > 0"),
+        (dict(k=1, tol=float("inf")), "tol must be a finite number > 0"),
+        (dict(k=1, block_size=0), "block_size must be an int >= 1"),
+        (dict(k=1, max_basis=0), "max_basis must be an int >= 1"),
+        (dict(k=1, v0=torch.zeros(4, dtype=torch.float64)), "zero column"),
+        (dict(k=1, v0=torch.full((4,), float("nan"), dtype=torch.float64)), "NaN or Inf"),
+        (dict(k=1, v0=torch.ones(3, dtype=torch.float64)), r"v0 must have shape \(4,\)"),
+        (dict(k=1, v0=torch.ones(4, 0, dtype=torch.float64)), r"v0 must have shape"),
+        (dict(k=1, v0=[1.0, 2.0, 3.0, 4.0]), "v0 must be a torch.Tensor"),
+    ],
+)
+def test_lanczos_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fd.lanczos(with_spectrum([2.0, 1.0, 1.0, 0.0]), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lanczos_refuses_a_non_symmetric_operator(dtype):
+    """A non-symmetric matrix used to give a confident wrong top eigenvalue; now the probe refuses it."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(60, 60, generator=gen, dtype=torch.float64)
+    ns = (a @ a.T + 0.3 * (a - a.T)).to(dtype)
+    with pytest.raises(ValueError, match="not symmetric"):
+        fd.lanczos(ns, k=3)
+    with pytest.raises(ValueError, match="not symmetric"):
+        fd.lanczos(fd.curvature.operator.DenseOperator(ns, symmetric=True), k=3)
+    sym = (a @ a.T).to(dtype)
+    res = fd.lanczos(sym, k=3)  # the probe accepts rounding-level asymmetry
+    ref = torch.linalg.eigvalsh(sym.double()).flip(0)[:3]
+    torch.testing.assert_close(res.eigenvalues.double(), ref, rtol=1e-4, atol=0)
+    assert res.num_matvecs >= 2
+    fd.lanczos(ns, k=3, check_symmetric=False)  # the caller may skip the probe
 
 
 def test_lanczos_on_a_trained_ufm_finds_the_16_outliers():
