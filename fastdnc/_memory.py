@@ -21,14 +21,14 @@ import warnings
 
 import torch
 
-# Peak memory / output size, measured by benchmarks/bench_memory.py (rounded up).
-PEAK_TO_DENSE = 1.25  # the P x P output plus one chunk of unit vectors and its product
-PEAK_EIGVALSH = 2.5  # the dense matrix, LAPACK's working copy and workspace
-PEAK_EIGH = 3.5  # the dense matrix, the eigenvectors and LAPACK's workspace
+# Peak memory / output size, measured by benchmarks/bench_memory.py (docs/memory.md), rounded up.
+CHUNK_COPIES = 4  # to_dense: the P x P output plus about three P x chunk blocks (unit vectors, product, scaling)
+PEAK_EIGVALSH = 3.5  # the dense matrix, LAPACK's working copy and workspace
+PEAK_EIGH = 6.0  # the dense matrix, the eigenvectors and LAPACK's workspace
 PEAK_GN_ASSEMBLY = 2.0  # the packed Gauss-Newton assembly: the output and its packed triangles
-# Seconds per n^3 of a dense float64 eigendecomposition on one core of the development machine
-# (benchmarks/bench_memory.py prints the measured rate); a warning, not a promise.
-EIGH_SECONDS_PER_N3 = {"values": 1.2e-10, "vectors": 4.0e-10}
+# Seconds per n^3 of a dense float64 eigendecomposition on the 2-core development machine
+# (benchmarks/bench_memory.py prints the measured rate); for a warning, not a promise.
+EIGH_SECONDS_PER_N3 = {"values": 2.0e-10, "vectors": 2.5e-10}
 SLOW_EIGH = 4096
 
 
@@ -38,6 +38,11 @@ class SlowComputationWarning(UserWarning):
 
 class InsufficientMemoryError(MemoryError):
     """The work would need more memory than is available; the message gives both and a way out."""
+
+
+def peak_to_dense(n: int, chunk: int) -> float:
+    """Peak / output of the generic ``to_dense`` of an n × n operator in column chunks."""
+    return 1.0 + CHUNK_COPIES * min(chunk, n) / max(n, 1)
 
 
 def available_bytes(device: torch.device | str = "cpu") -> int | None:

@@ -154,7 +154,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
                         checkpoint_every=a.checkpoint_every, resume=not a.no_resume, seed=a.seed,
                         progress=False if a.quiet else None)
     except BaseException:
-        if created:  # a failed first command leaves nothing behind
+        if created and not checkpoint.exists():  # a failed first command leaves nothing behind but a good checkpoint
             shutil.rmtree(out, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0

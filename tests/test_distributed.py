@@ -88,7 +88,30 @@ def case_dies(rank: int, world: int) -> dict:
     return {"error": None}
 
 
-CASES = {"operators": case_operators, "dies": case_dies}
+def case_resume_mismatch(rank: int, world: int, tmp: Path) -> dict:
+    """Per-rank checkpoints that disagree: one rank lost its checkpoint (it would start at step 0
+    while the others resume at 20), then one rank's checkpoint is corrupt. Every rank must fail
+    with DistributedError before the training loop (no hang, no gloo abort)."""
+    out = {}
+    for scenario in ("missing", "corrupt", "agree"):
+        ck = tmp / scenario / "run.ckpt"
+        ck.parent.mkdir(exist_ok=True)
+        local = D.shard_model(_models()["relu-ce"])
+        fd.train(local, 20, 0.2, checkpoint=ck, progress=False)
+        mine = Path(f"{ck}.rank{rank}")
+        if rank == world - 1 and scenario == "missing":
+            mine.unlink()
+        if rank == world - 1 and scenario == "corrupt":
+            mine.write_bytes(b"not a checkpoint")
+        try:
+            hist = fd.train(D.shard_model(_models()["relu-ce"]), 40, 0.2, checkpoint=ck, progress=False)
+            out[scenario] = f"trained from {hist.start_step}"
+        except D.DistributedError as e:
+            out[scenario] = str(e)
+    return out
+
+
+CASES = {"operators": case_operators, "dies": case_dies, "resume_mismatch": case_resume_mismatch}
 
 
 def _worker(rank: int, world: int, port: int, case: str, out: str) -> None:
@@ -96,7 +119,7 @@ def _worker(rank: int, world: int, port: int, case: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=15))
     torch.set_default_dtype(torch.float64)
-    result = CASES[case](rank, world)
+    result = CASES[case](rank, world, Path(out)) if case == "resume_mismatch" else CASES[case](rank, world)
     torch.save(result, Path(out) / f"{case}.{rank}.pt")
 
 
@@ -179,6 +202,16 @@ def test_a_dead_rank_fails_the_others_with_a_clear_error(tmp_path):
     err = results[0]["error"]
     assert err is not None and "rank 0 of 2" in err and "peer process died" in err
     assert results[0]["seconds"] < 60
+
+
+def test_mismatched_per_rank_checkpoints_fail_every_rank_clearly(tmp_path):
+    results = launch("resume_mismatch", 2, tmp_path, timeout=120)
+    assert all(r is not None for r in results)  # both ranks returned: nobody hung or aborted
+    for rank, r in enumerate(results):
+        assert "the ranks disagree on resuming from the per-rank checkpoints" in r["missing"], r
+        assert "(0, 20)" in r["missing"]  # the span of the steps the ranks would resume from
+        assert "cannot read checkpoint" in r["corrupt"] if rank == 1 else "another rank failed" in r["corrupt"], r
+        assert r["agree"] == "trained from 20"
 
 
 def test_single_process_is_a_no_op():

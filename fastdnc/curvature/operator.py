@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_TO_DENSE, require_dense
+from .._memory import PEAK_EIGH, PEAK_EIGVALSH, peak_to_dense, require_dense
 
 
 class CurvatureOperator(ABC):
@@ -151,7 +151,7 @@ class CurvatureOperator(ABC):
         return self.adjoint()
 
     # ----------------------------------------------------------------- exports and reductions
-    def _require_dense(self, what: str, peak: float = PEAK_TO_DENSE, eig: str | None = None) -> None:
+    def _require_dense(self, what: str, peak: float, eig: str | None = None) -> None:
         """Refuse (with the estimate) a dense result that would not fit in memory; see
         :mod:`fastdnc._memory`. ``peak`` is the measured peak over the P × P output."""
         itemsize = torch.empty(0, dtype=self.dtype).element_size()
@@ -159,7 +159,7 @@ class CurvatureOperator(ABC):
 
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
         """The (P × P) matrix, built from products with blocks of ``chunk`` unit vectors."""
-        self._require_dense("to_dense")
+        self._require_dense("to_dense", peak_to_dense(self.size, chunk))
         out = torch.empty(self.size, self.size, dtype=self.dtype, device=self.device)
         for i in range(0, self.size, chunk):
             width = min(chunk, self.size - i)
@@ -182,14 +182,14 @@ class CurvatureOperator(ABC):
         structured operators override it with exact methods."""
         if not self.symmetric:
             raise ValueError("eigh needs a symmetric operator")
-        self._require_dense("eigh", PEAK_EIGH, "vectors")
+        self._require_dense("eigh", max(PEAK_EIGH, peak_to_dense(self.size, 1024)), "vectors")
         return torch.linalg.eigh(self.to_dense())
 
     def eigvalsh(self) -> torch.Tensor:
         """All eigenvalues, ascending (dense fallback as for :meth:`eigh`, without vectors)."""
         if not self.symmetric:
             raise ValueError("eigvalsh needs a symmetric operator")
-        self._require_dense("eigvalsh", PEAK_EIGVALSH, "values")
+        self._require_dense("eigvalsh", max(PEAK_EIGVALSH, peak_to_dense(self.size, 1024)), "values")
         return torch.linalg.eigvalsh(self.to_dense())
 
     def cache_info(self) -> dict[str, str]:
