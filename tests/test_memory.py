@@ -40,9 +40,9 @@ def test_dense_fallbacks_are_refused(tiny_machine, method):
 
 
 def test_the_estimate_is_the_measured_peak_not_the_output(tiny_machine):
-X
-    assert fd.curvature.operator.CurvatureOperator.to_dense(op).shape == (200, 200)
-    _refused(lambda: fd.curvature.operator.CurvatureOperator.eigh(op), "eigh of a 200 × 200")
+    op = DenseOperator(torch.eye(150))  # 150² float64 = 0.17 MiB; to_dense's peak (×5) fits, eigh's (×6) does not
+    assert fd.curvature.operator.CurvatureOperator.to_dense(op).shape == (150, 150)
+    _refused(lambda: fd.curvature.operator.CurvatureOperator.eigh(op), "eigh of a 150 × 150")
 
 
 def test_structured_operators_are_refused_too(tiny_machine):

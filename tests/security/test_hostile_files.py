@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import RSS_LIMIT_MB
+from .conftest import RSS_LIMIT_MB
 
 MNIST_HEADER = bytes([0, 0, 8, 3]) + b"".join(s.to_bytes(4, "big") for s in (60_000, 28, 28))
 
