@@ -111,7 +111,8 @@ def _check_same_run(out: Path, cfg: dict) -> None:
     if not path.exists():
         return
     saved = _read_json(path, "run configuration")
-    diffs = [f"{k}: {saved.get(k)!r} → {v!r}" for k, v in cfg.items() if k not in _RUN_NEUTRAL and k in saved and saved[k] != v]
+    diffs = [f"{k}: {saved[k]!r} → {v!r}" for k, v in cfg.items()
+             if k not in _RUN_NEUTRAL and k in saved and saved[k] != v]
     if diffs:
         raise ValueError(f"{out} holds a run with another configuration ({'; '.join(diffs)}); continue it with the "
                          "same settings, use another --out, or pass --no-resume to start afresh there (its "

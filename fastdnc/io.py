@@ -152,5 +152,5 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = None, what: str
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure of a foreign file becomes one clear error
-        raise ValueError(f"cannot read {what} {path}: {_load_problem(e)} (only fastdnc checkpoints of tensors, numbers, "
-                         "strings, lists and dicts are loaded; nothing in a file is ever executed)") from e
+        raise ValueError(f"cannot read {what} {path}: {_load_problem(e)} (only fastdnc checkpoints of tensors, "
+                         "numbers, strings, lists and dicts are loaded; nothing in a file is ever executed)") from e

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._memory import require_memory
 from ._checks import (
     check_decay,
     check_float_dtype,
@@ -50,6 +49,7 @@ from ._checks import (
     check_tensor,
     per_layer,
 )
+from ._memory import require_memory
 
 ACTIVATIONS = ("linear", "relu")
 LOSSES = ("mse", "ce")

@@ -33,9 +33,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._memory import require_memory
 from ._checks import check_positive_int
-from .io import atomic_torch_save, atomic_write_json, check_regular_file, plain, remove_stale_temporaries, safe_torch_load
+from ._memory import require_memory
+from .io import (
+    atomic_torch_save,
+    atomic_write_json,
+    check_regular_file,
+    plain,
+    remove_stale_temporaries,
+    safe_torch_load,
+)
 
 Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
 

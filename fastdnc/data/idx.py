@@ -39,7 +39,8 @@ def _read_exactly(f, n: int, path: Path, what: str) -> bytes:
     return data
 
 
-def read_idx(path: str | Path, expect: Sequence[int | None] | None = None, max_entries: int = MAX_ENTRIES) -> np.ndarray:
+def read_idx(path: str | Path, expect: Sequence[int | None] | None = None,
+             max_entries: int = MAX_ENTRIES) -> np.ndarray:
     """The array stored in one IDX file (``.gz`` or plain); :class:`DataError` if it is not valid.
 
     ``expect``: the shape the caller needs, ``None`` for a free dimension (e.g. ``(None, 28, 28)``),
