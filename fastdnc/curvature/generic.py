@@ -3,33 +3,51 @@ r"""Drop-in curvature operators for any PyTorch model: ``fd.HessianOperator`` an
 ``op = fd.HessianOperator(model, loss_fn, data, params=None)`` is the Hessian of the empirical
 risk :math:`\mathcal L(\theta) = \sum_b \frac{n_b}{N}\,\ell_b(\theta)` over the whole data set
 (``loss_fn`` with ``reduction="mean"``; each batch is weighted by its size n_b, so unequal batches
-give the full-data mean), with respect to ``params`` (default: every parameter that requires
-grad), flattened row-major in that order. ``data`` is ``(X, y)`` or an iterable of ``(X, y)``
-batches; it is read **once**, when the operator is built, into a fixed list of batches, so every
-product sees the same data in the same order (a shuffling DataLoader cannot make two products
-disagree). ``reduction="sum"`` is also accepted.
+give the full-data mean; ``reduction="sum"`` gives :math:`\sum_b \ell_b`), with respect to
+``params`` (default: every parameter of the model that requires grad, in ``named_parameters()``
+order), flattened row-major **in the order of ``params``**. The accepted data formats, batch sizes,
+devices and reductions are those of :mod:`fastdnc.curvature.batches` (curvlinops' formats, plus
+plain loss functions with ``reduction=`` given or detected).
 
-* **Fused path**: an ``nn.Sequential`` of ``nn.Linear`` layers (with or without bias) and
-  ``nn.ReLU`` / ``nn.Identity`` activations, with ``nn.MSELoss`` or ``nn.CrossEntropyLoss`` and all
-  its parameters, uses the analytic R-op of :class:`~fastdnc.curvature.full.LayeredHessian`
-  (cached forward state, one set of GEMMs per block of vectors).
-* **Generic path**: any other module, through ``torch.func``: forward-over-reverse
-  (``mode="forward-over-reverse"``, ``jvp`` of ``grad``, the default) or reverse-over-reverse
-  (``mode="reverse-over-reverse"``, ``vjp`` of ``grad``), vectorised over the columns with ``vmap``.
+The operator follows the model as it is **now**: every product reads the live parameters (an
+optimiser step between building and using the operator is seen), and with ``params=None`` it
+re-reads them from the model (a replaced ``Parameter`` is seen too).
+
+* **Fused path**: an ``nn.Sequential`` of ``nn.Linear`` layers (all with or all without bias) and
+  ``nn.ReLU`` / ``nn.Identity`` activations, with an ``nn.MSELoss`` or an ``nn.CrossEntropyLoss``
+  without class weights, label smoothing or ``ignore_index`` labels, no module or parameter used
+  twice, all its parameters (in any order) and one 2-D input tensor per batch, uses the analytic
+  R-op of :class:`~fastdnc.curvature.full.LayeredHessian` (cached forward state, one set of GEMMs
+  per block of vectors), rebuilt when a parameter changes (its version counter or storage).
+  ``fused=None`` takes it exactly when every condition holds; ``fused=True`` raises with the first
+  condition that fails; everything else takes the generic path, which is exact for any model.
+* **Generic path**: through ``torch.func``: forward-over-reverse (``mode="forward-over-reverse"``,
+  ``jvp`` of ``grad``, the default) or reverse-over-reverse (``mode="reverse-over-reverse"``), with
+  ``vmap`` over the columns; the parameters are substituted wherever the model uses them (reused
+  modules and tied weights are exact; see :func:`substituted`). Attention runs on PyTorch's math
+  SDPA kernel with the fused transformer fast path off (forward-mode AD is not implemented for the
+  flash kernels), so
+  ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` work in train and eval mode.
 * ``GGNOperator`` is :math:`\sum_b \frac{n_b}{N} J_b^\top \nabla^2\ell_b J_b` (jvp, loss HVP, vjp).
-* ``check_deterministic=True`` runs two passes over the data with one random vector and raises
-  :class:`NonDeterministicError` when they differ (shuffled loaders, dropout, …).
+* **Refused with a reason**: BatchNorm that uses batch statistics (training mode or
+  ``track_running_stats=False``): the loss of a sample then depends on the rest of its batch and
+  every product would move the running statistics; call ``model.eval()``.
+* ``check_deterministic=True`` (the default, as in curvlinops) evaluates the loss of the first batch
+  twice (one extra forward pass) and raises :class:`NonDeterministicError` when they differ
+  (dropout in training mode, random layers); :meth:`check_deterministic` compares two full products.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 from ..models import MLPHead
+from .batches import Batch, declared_reduction, detect_reduction, read_batches
 from .full import LayeredHessian
 from .operator import CurvatureOperator
 
@@ -37,38 +55,65 @@ MODES = ("forward-over-reverse", "reverse-over-reverse")
 
 
 class NonDeterministicError(RuntimeError):
-    """Two passes over the data gave different products."""
+    """Two evaluations on the same data gave different results."""
 
 
-def _batches(data) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return [data]
-    if not isinstance(data, Iterable):
-        raise TypeError("data must be (X, y) or an iterable of (X, y) batches")
-    out = [tuple(b) for b in data]
-    if not out:
-        raise ValueError("data has no batches")
-    for i, b in enumerate(out):
-        if len(b) != 2 or not isinstance(b[0], torch.Tensor):
-            raise TypeError(f"batch {i} is not an (X, y) pair of tensors")
-    return out
+@contextmanager
+def autodiff_friendly_attention() -> Iterator[None]:
+    """PyTorch's math SDPA kernel and no fused transformer fast path: both support forward-mode
+    AD and double backward, unlike the flash / memory-efficient kernels."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _reduction(loss_fn) -> str:
-    red = getattr(loss_fn, "reduction", "mean")
-    if red not in ("mean", "sum"):
-        raise ValueError(f"loss_fn must use reduction='mean' or 'sum', got {red!r}")
-    return red
+@contextmanager
+def substituted(model: nn.Module, params: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Run ``model`` with the tensors ``params`` (by ``named_parameters`` name) in place of those
+    parameters, wherever they are used: a module that appears twice and a ``Parameter`` tied into
+    several modules see the substitute everywhere, and everything is restored afterwards.
+    (``torch.func.functional_call`` corrupts a model whose module appears twice: it leaves a plain
+    tensor in place of the parameter after the call.)"""
+    live = dict(model.named_parameters())
+    swap = {id(live[name]): t for name, t in params.items()}
+    saved = []
+    try:
+        for mod in model.modules():  # each module once, however often it is used
+            for attr, p in mod._parameters.items():
+                if p is not None and id(p) in swap:
+                    saved.append((mod, attr, p))
+                    mod._parameters[attr] = swap[id(p)]
+        yield
+    finally:
+        for mod, attr, p in reversed(saved):
+            mod._parameters[attr] = p
+
+
+def _refuse_batch_statistics(model: nn.Module) -> None:
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and (mod.training or not mod.track_running_stats):
+            why = "is in training mode" if mod.training else "has track_running_stats=False"
+            raise ValueError(f"{type(mod).__name__} {name or '(the model)'!r} {why}: it normalises with the "
+                             "statistics of each batch, so the loss of a sample depends on the rest of its batch (the "
+                             "Hessian then depends on how the data is batched) and every product would update its "
+                             "running statistics; call model.eval() to use the running statistics")
 
 
 class _ModuleOperator(CurvatureOperator):
-    """Shared machinery; subclasses define ``_batch_product(v, x, y)`` on one batch."""
+    """Shared machinery; subclasses define ``_batch_product(params, v, batch)`` on one batch."""
 
-    def __init__(self, model: nn.Module, loss_fn, data, params: Sequence[torch.Tensor] | None, mode: str,
-                 check_deterministic: bool, fused: bool | None) -> None:
+    def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None, mode: str,
+                 check_deterministic: bool, fused: bool | None, reduction: str | None,
+                 batch_size_fn: Callable | None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        named = dict(model.named_parameters())
+        named = dict(model.named_parameters())  # a tied parameter appears once
         if params is None:
             chosen = [(n, p) for n, p in named.items() if p.requires_grad]
         else:
@@ -76,92 +121,174 @@ class _ModuleOperator(CurvatureOperator):
             missing = [i for i, p in enumerate(params) if id(p) not in ids]
             if missing:
                 raise ValueError(f"params {missing} are not parameters of the model")
+            if len({id(p) for p in params}) != len(params):
+                raise ValueError("params lists a parameter twice")
             chosen = [(ids[id(p)], p) for p in params]
         if not chosen:
             raise ValueError("no parameters to differentiate")
+        _refuse_batch_statistics(model)
         ref = chosen[0][1]
         super().__init__(sum(p.numel() for _, p in chosen), ref.dtype, ref.device, [p.shape for _, p in chosen])
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
         self.names = [n for n, _ in chosen]
-        self.params = {n: p.detach() for n, p in chosen}
-        self.batches = _batches(data)
-        self.reduction = _reduction(loss_fn)
-        self.num_data = sum(int(x.shape[0]) for x, _ in self.batches)
-        self._fused = self._build_fused() if fused is not False and len(chosen) == len(named) else None
-        if fused and self._fused is None:
-            raise ValueError("the fused path needs an nn.Sequential of Linear and ReLU/Identity layers, MSELoss or "
-                             "CrossEntropyLoss, and all of its parameters")
+        self._objects = None if params is None else [p for _, p in chosen]
+        self.batches = read_batches(data, batch_size_fn)
+        self.num_data = sum(b.size for b in self.batches)
+        self.reduction = declared_reduction(loss_fn, reduction) or self._detect_reduction()
+        self._fused: LayeredHessian | None = None
+        self._fused_key: tuple = ()
+        self.fused_reason = "fused=False" if fused is False else self._fused_obstacle(len(named))
+        if fused and self.fused_reason:
+            raise ValueError(f"the fused path cannot take this model: {self.fused_reason}; use fused=None (the exact "
+                             "generic path) instead")
+        self.fused = self.fused_reason is None
+        if self.fused:
+            self._build_fused()
         if check_deterministic:
-            self.check_deterministic()
+            self._check_loss_deterministic()
 
+    # ------------------------------------------------------------------ data and parameters
     def _weight(self, n_b: int) -> float:
         return n_b / self.num_data if self.reduction == "mean" else 1.0
 
-    def _flat(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        for n, s in zip(self.names, self.block_shapes):
-            out[n] = v[i : i + s.numel()].reshape(s)
-            i += s.numel()
-        return out
+    def live_parameters(self) -> dict[str, torch.Tensor]:
+        """The parameters as they are now (detached views: in-place updates are seen)."""
+        if self._objects is not None:
+            objects = self._objects
+        else:
+            current = dict(self.model.named_parameters())
+            objects = [current.get(n) for n in self.names]
+            changed = [n for n, p, s in zip(self.names, objects, self.block_shapes) if p is None or p.shape != s]
+            if changed:
+                raise ValueError(f"the model's parameters {changed} were removed or changed shape since the operator "
+                                 "was built: build a new operator")
+        return {n: p.detach() for n, p in zip(self.names, objects)}
 
-    def _loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._apply_loss(functional_call(self.model, params, (x,)), y)
+    def _on_device(self) -> Iterator[Batch]:
+        for b in self.batches:
+            yield b.to(self.device)
 
-    def _apply_loss(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.loss_fn, nn.MSELoss):
+    def _output(self, params: dict[str, torch.Tensor], b: Batch):
+        with substituted(self.model, params):
+            return self.model(*b.args, **b.kwargs)
+
+    def _apply_loss(self, z: torch.Tensor, y) -> torch.Tensor:
+        if type(self.loss_fn) is nn.MSELoss:
             # the same loss written out: torch's mse_loss backward fails under jvp-of-grad with vmap
             # ("ZeroTensors are immutable"), the written-out form does not
             sq = (z - y).square()
             return sq.mean() if self.reduction == "mean" else sq.sum()
         return self.loss_fn(z, y)
 
+    def _loss(self, params: dict[str, torch.Tensor], b: Batch) -> torch.Tensor:
+        return self._apply_loss(self._output(params, b), b.target)
+
+    def _detect_reduction(self) -> str:
+        b = next((b for b in self.batches if b.size >= 2), self.batches[0]).to(self.device)
+        with torch.no_grad(), autodiff_friendly_attention():
+            z = self._output(self.live_parameters(), b)
+        return detect_reduction(self.loss_fn, z, b.target)
+
+    # ------------------------------------------------------------------ products
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        if self._fused is not None:
-            return self._fused._matmat(v) * self._fused_scale
+        if self.fused:
+            return self._fused_matmat(v)
+        params = self.live_parameters()
         total = None
-        for x, y in self.batches:
-            cols = vmap(lambda c: self._flatten(self._batch_product(self._flat(c), x, y)), in_dims=1, out_dims=1,
-                        randomness="same")(v)
-            cols = cols * self._weight(int(x.shape[0]))
-            total = cols if total is None else total + cols
+        with autodiff_friendly_attention():
+            for b in self._on_device():
+                try:
+                    # out_dims=0 (then transposed): vmap cannot expand an output that does not depend
+                    # on the vector (a zero GGN) along out_dims=1
+                    cols = vmap(lambda c: self._flatten(self._batch_product(params, self._split(c), b)), in_dims=1,
+                                randomness="same")(v).T
+                except NotImplementedError as e:
+                    raise NotImplementedError(f"{e} (a layer of this model has no {self.mode.split('-')[0]}-mode "
+                                              "derivative in PyTorch: try mode='reverse-over-reverse')") from e
+                cols = cols * self._weight(b.size)
+                total = cols if total is None else total + cols
         return total.detach()  # the parameters left out of ``params`` would otherwise carry a graph
+
+    def _split(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, i = {}, 0
+        for n, s in zip(self.names, self.block_shapes):
+            out[n] = v[i : i + s.numel()].reshape(s)
+            i += s.numel()
+        return out
 
     def _flatten(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([d[n].reshape(-1) for n in self.names])
 
     # ------------------------------------------------------------------ fused nn.Sequential path
-    def _build_fused(self):
-        seq = self.model
-        if not isinstance(seq, nn.Sequential) or not isinstance(self.loss_fn, (nn.MSELoss, nn.CrossEntropyLoss)):
-            return None
-        linears, acts = [], set()
-        for i, mod in enumerate(seq):
-            if isinstance(mod, nn.Linear):
-                linears.append(mod)
-            elif isinstance(mod, (nn.ReLU, nn.Identity)):
-                if i == 0 or i == len(seq) - 1 or not isinstance(seq[i - 1], nn.Linear):
-                    return None
-                acts.add(type(mod))
-            else:
-                return None
-        if not isinstance(seq[-1], nn.Linear) or len(acts) > 1 or len(linears) != 1 + sum(
-                not isinstance(m, nn.Linear) for m in seq) or len({lin.bias is None for lin in linears}) > 1:
-            return None
-        activation = "relu" if nn.ReLU in acts else "linear"
+    def _fused_obstacle(self, num_named: int) -> str | None:
+        """``None`` when the fused R-op computes exactly this operator, else the first reason it does not."""
+        seq, loss = self.model, self.loss_fn
+        if not isinstance(seq, nn.Sequential) or len(seq) == 0:
+            return "the model is not an nn.Sequential"
+        if type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss):
+            return f"the loss is {type(loss).__name__}, not nn.MSELoss or nn.CrossEntropyLoss"
+        if isinstance(loss, nn.CrossEntropyLoss):
+            if loss.weight is not None:
+                return "CrossEntropyLoss has class weights"
+            if loss.label_smoothing != 0:
+                return "CrossEntropyLoss has label smoothing"
+        mods = list(seq)
+        if len({id(m) for m in mods}) != len(mods):
+            return "a module is used twice in the Sequential"
+        for i, mod in enumerate(mods):
+            if type(mod) in (nn.ReLU, nn.Identity):
+                if i == 0 or i == len(mods) - 1 or type(mods[i - 1]) is not nn.Linear:
+                    return "an activation is not between two Linear layers"
+                if type(mod) is nn.ReLU and mod.inplace:
+                    return "an in-place ReLU"
+            elif type(mod) is not nn.Linear:
+                return f"module {i} is {type(mod).__name__}, not Linear, ReLU or Identity"
+        linears = [m for m in mods if type(m) is nn.Linear]
+        if type(mods[-1]) is not nn.Linear or len(linears) != len(mods) - (len(mods) - len(linears)) or any(
+                type(a) is type(b) for a, b in zip(mods, mods[1:]) if type(a) is not nn.Linear):
+            return "the layers do not alternate Linear and one activation"
+        if len({type(m) for m in mods if type(m) is not nn.Linear}) > 1:
+            return "it mixes ReLU and Identity activations"
+        if len({lin.bias is None for lin in linears}) > 1:
+            return "some Linear layers have biases and others do not"
+        owned = [p for lin in linears for p in lin.parameters()]
+        if len({id(p) for p in owned}) != len(owned):
+            return "a parameter is shared between layers (weight tying)"
+        if len(self.names) != num_named or any(not p.requires_grad for p in owned):
+            return "params is a subset of the model's parameters"
+        if linears[-1].out_features < 2:
+            return "the model has one output (the fused head needs K >= 2)"
+        if any(len(b.args) != 1 or b.kwargs or b.args[0].ndim != 2 for b in self.batches):
+            return "the inputs are not one 2-D tensor per batch"
+        y = [b.target for b in self.batches]
+        if not all(isinstance(t, torch.Tensor) for t in y):
+            return "the targets are not tensors"
         k = linears[-1].out_features
-        if k < 2:  # MLPHead needs K ≥ 2 outputs; one-output regressions take the generic path
-            return None
-        x = torch.cat([b[0] for b in self.batches]).to(self.dtype)
-        y = torch.cat([b[1] for b in self.batches])
-        if x.ndim != 2:
-            return None
+        if isinstance(loss, nn.CrossEntropyLoss):
+            if any(t.ndim != 1 or t.dtype.is_floating_point for t in y):
+                return "CrossEntropyLoss targets are not class indices (probabilities take the generic path)"
+            if any(bool((t == loss.ignore_index).any()) for t in y):
+                return "some labels equal ignore_index"
+            if any(bool(((t < 0) | (t >= k)).any()) for t in y):
+                return "some labels are outside 0..K-1"
+        elif any(t.shape != (b.size, k) for t, b in zip(y, self.batches)):
+            return "MSELoss targets do not have the output's shape (no broadcasting on the fused path)"
+        return None
+
+    def _state_key(self) -> tuple:
+        return tuple((id(p), p._version, p.data_ptr()) for p in self.live_parameters().values())
+
+    def _build_fused(self) -> None:
+        """The LayeredHessian of the current weights (rebuilt when a parameter changes)."""
+        linears = [m for m in self.model if type(m) is nn.Linear]
         ce = isinstance(self.loss_fn, nn.CrossEntropyLoss)
-        if ce and (y.ndim != 1 or y.dtype.is_floating_point):
-            return None
-        labels = y if ce else torch.zeros(x.shape[0], dtype=torch.long)
-        head = MLPHead(x.T.contiguous(), labels.to(x.device), [lin.out_features for lin in linears[:-1]], len(linears),
-                       num_classes=k, activation=activation, loss="ce" if ce else "mse", weight_decay=0.0,
-                       bias=linears[0].bias is not None)
+        x = torch.cat([b.args[0] for b in self.batches]).to(device=self.device, dtype=self.dtype)
+        y = torch.cat([b.target for b in self.batches]).to(self.device)
+        k = linears[-1].out_features
+        labels = y if ce else torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
+        head = MLPHead(x.T.contiguous(), labels, [lin.out_features for lin in linears[:-1]], len(linears),
+                       num_classes=k, activation="relu" if any(type(m) is nn.ReLU for m in self.model) else "linear",
+                       loss="ce" if ce else "mse", weight_decay=0.0, bias=linears[0].bias is not None)
         with torch.no_grad():
             for w, lin in zip(head.weights, linears):
                 w.copy_(lin.weight)
@@ -169,62 +296,100 @@ class _ModuleOperator(CurvatureOperator):
                 for b, lin in zip(head.biases, linears):
                     b.copy_(lin.bias)
             if not ce:
-                if y.shape != (x.shape[0], k):
-                    return None
                 head.targets = y.T.to(self.dtype).contiguous()
         # the package's fit terms are 1/(2N) Σ‖z − y‖² and the mean CE; torch's MSELoss is
         # 1/(NK) Σ (z − y)² (mean) = 2/K × ours, or Σ (z − y)² (sum) = 2N × ours
         n = x.shape[0]
-        if ce:
-            scale = 1.0 if self.reduction == "mean" else float(n)
-        else:
-            scale = 2.0 / k if self.reduction == "mean" else 2.0 * n
-        self._fused_scale = scale
-        return LayeredHessian(head, include_features=False, decay=False, ggn=isinstance(self, GGNOperator))
+        self._fused_scale = (1.0 if self.reduction == "mean" else float(n)) if ce else \
+            (2.0 / k if self.reduction == "mean" else 2.0 * n)
+        self._fused = LayeredHessian(head, include_features=False, decay=False, ggn=isinstance(self, GGNOperator))
+        # the user's params order as indices into the module order (the fused operator's layout)
+        offsets, i = {}, 0
+        for name, p in self.model.named_parameters():
+            offsets[name] = (i, p.numel())
+            i += p.numel()
+        order = torch.cat([torch.arange(offsets[n][0], offsets[n][0] + offsets[n][1]) for n in self.names])
+        self._order = None if torch.equal(order, torch.arange(self.size)) else order.to(self.device)
+        self._fused_key = self._state_key()
+
+    def _fused_matmat(self, v: torch.Tensor) -> torch.Tensor:
+        if self._state_key() != self._fused_key:  # an optimiser step, a load_state_dict, a replaced parameter
+            self._build_fused()
+        if self._order is None:
+            return self._fused._matmat(v) * self._fused_scale
+        module_v = torch.empty_like(v)
+        module_v[self._order] = v
+        return self._fused._matmat(module_v)[self._order] * self._fused_scale
 
     # ------------------------------------------------------------------ checks
+    def _check_loss_deterministic(self) -> None:
+        b = self.batches[0].to(self.device)
+        params = self.live_parameters()
+        with torch.no_grad(), autodiff_friendly_attention():
+            first, second = float(self._loss(params, b)), float(self._loss(params, b))
+        tol = 100 * torch.finfo(self.dtype).eps * max(abs(first), abs(second))
+        if not abs(first - second) <= tol:
+            raise NonDeterministicError(
+                f"two evaluations of the loss on the same batch gave {first:.10g} and {second:.10g}: the model or "
+                "the loss is random (dropout in training mode, random layers, ...); call model.eval() or pass "
+                "check_deterministic=False if that is intended")
+
     def check_deterministic(self, rtol: float = 1e-5, atol: float = 1e-8) -> None:
-        """Two passes over the data with one random vector must agree (else NonDeterministicError)."""
+        """Two full products with one random vector must agree (else NonDeterministicError)."""
         v = torch.randn(self.size, 1, generator=torch.Generator().manual_seed(0), dtype=self.dtype).to(self.device)
-        fused, self._fused = self._fused, None
+        fused, self.fused = self.fused, False
         try:
             a, b = self._matmat(v), self._matmat(v)
         finally:
-            self._fused = fused
+            self.fused = fused
         if not torch.allclose(a, b, rtol=rtol, atol=atol):
             raise NonDeterministicError(
-                f"two passes over the data gave products differing by {float((a - b).abs().max()):.3e}: the data "
-                "order or the model is random (shuffled DataLoader, dropout, ...); fix the order or use eval mode")
+                f"two passes over the data gave products differing by {float((a - b).abs().max()):.3e}: the model is "
+                "random (dropout, ...); use eval mode")
 
 
 class HessianOperator(_ModuleOperator):
-    """The Hessian of the empirical risk of any ``nn.Module`` (see the module docstring)."""
+    """The Hessian of the empirical risk of any ``nn.Module`` (see the module docstring).
 
-    def __init__(self, model: nn.Module, loss_fn, data, params: Sequence[torch.Tensor] | None = None, *,
-                 mode: str = "forward-over-reverse", check_deterministic: bool = False,
-                 fused: bool | None = None) -> None:
-        super().__init__(model, loss_fn, data, params, mode, check_deterministic, fused)
+    Args:
+        model, loss_fn, data: the model, ``loss_fn(model(X), y)``, and the batches.
+        params: the parameters (any order, any subset; default all that require grad).
+        mode: ``"forward-over-reverse"`` or ``"reverse-over-reverse"`` (generic path).
+        check_deterministic: one extra loss evaluation that refuses random models.
+        fused: ``None`` (the fused R-op exactly when it applies), ``True`` (require it), ``False``.
+        reduction: for a loss without a ``reduction`` attribute: ``"mean"`` or ``"sum"`` (default:
+            detected, or refused when unclear).
+        batch_size_fn: the number of samples of a batch's ``X`` (default: its leading dimension).
+    """
 
-    def _batch_product(self, v, x, y):
-        f = lambda p: self._loss(p, x, y)  # noqa: E731
+    def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
+                 mode: str = "forward-over-reverse", check_deterministic: bool = True, fused: bool | None = None,
+                 reduction: str | None = None, batch_size_fn: Callable | None = None) -> None:
+        super().__init__(model, loss_fn, data, params, mode, check_deterministic, fused, reduction, batch_size_fn)
+
+    def _batch_product(self, params, v, b: Batch):
+        f = lambda p: self._loss(p, b)  # noqa: E731
         if self.mode == "forward-over-reverse":
-            return jvp(grad(f), (self.params,), (v,))[1]
-        _, pull = vjp(grad(f), self.params)
+            return jvp(grad(f), (params,), (v,))[1]
+        _, pull = vjp(grad(f), params)
         return pull(v)[0]
 
 
 class GGNOperator(_ModuleOperator):
-    """The generalised Gauss–Newton matrix :math:`J^\\top \\nabla^2_z\\ell\\, J` of any ``nn.Module``."""
+    """The generalised Gauss–Newton matrix :math:`J^\\top \\nabla^2_z\\ell\\, J` of any ``nn.Module``
+    (arguments as for :class:`HessianOperator`)."""
 
-    def __init__(self, model: nn.Module, loss_fn, data, params: Sequence[torch.Tensor] | None = None, *,
-                 check_deterministic: bool = False, fused: bool | None = None) -> None:
-        super().__init__(model, loss_fn, data, params, "forward-over-reverse", check_deterministic, fused)
+    def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
+                 check_deterministic: bool = True, fused: bool | None = None, reduction: str | None = None,
+                 batch_size_fn: Callable | None = None) -> None:
+        super().__init__(model, loss_fn, data, params, "forward-over-reverse", check_deterministic, fused, reduction,
+                         batch_size_fn)
 
-    def _batch_product(self, v, x, y):
+    def _batch_product(self, params, v, b: Batch):
         def out(p):
-            return functional_call(self.model, p, (x,))
+            return self._output(p, b)
 
-        z, jv = jvp(out, (self.params,), (v,))
-        hz = jvp(grad(lambda zz: self._apply_loss(zz, y)), (z,), (jv,))[1]
-        _, pull = vjp(out, self.params)
+        z, jv = jvp(out, (params,), (v,))
+        hz = jvp(grad(lambda zz: self._apply_loss(zz, b.target)), (z,), (jv,))[1]
+        _, pull = vjp(out, params)
         return pull(hz)[0]

@@ -78,7 +78,7 @@ def test_hessian_and_ggn_match_dense(kind, loss, fused):
     v = torch.randn(theta.numel(), 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     for mode in ("forward-over-reverse", "reverse-over-reverse"):
         op = fd.HessianOperator(model, loss, batches, fused=fused, mode=mode, check_deterministic=True)
-        assert (op._fused is not None) == (kind == "mlp" and fused is None)
+        assert op.fused == (kind == "mlp" and fused is None)
         assert float((op @ v - h_dense @ v).norm() / (h_dense @ v).norm()) <= 1e-10
     gop = fd.GGNOperator(model, loss, batches, fused=fused)
     assert float((gop @ v - g_dense @ v).norm() / (g_dense @ v).norm()) <= 1e-10
@@ -90,7 +90,7 @@ def test_parameter_subset_and_list_products():
     x, y, batches = data("mlp", loss)
     w = model[2].weight
     op = fd.HessianOperator(model, loss, (x, y), params=[w])
-    assert op._fused is None and op.shape == (42, 42)
+    assert not op.fused and op.shape == (42, 42)
     f, theta = flat_loss(model, loss, x, y)
     full = hessian(f)(theta)
     start = model[0].weight.numel() + model[0].bias.numel()
@@ -112,7 +112,7 @@ def test_errors():
         fd.HessianOperator(model, nn.CrossEntropyLoss(reduction="none"), batches)
     with pytest.raises(ValueError, match="mode must be one of"):
         fd.HessianOperator(model, loss, batches, mode="finite-differences")
-    with pytest.raises(ValueError, match="fused path needs"):
+    with pytest.raises(ValueError, match="fused path cannot take this model: module 0 is Conv2d"):
         fd.HessianOperator(cnn(), loss, data("cnn", loss)[2], fused=True)
     op = fd.HessianOperator(model, loss, batches)
     with pytest.raises(ValueError, match="does not fit an operator"):
@@ -125,7 +125,9 @@ def test_errors():
 
     dropout = nn.Sequential(nn.Linear(5, 7), nn.Dropout(0.5), nn.Linear(7, 3)).double().train()
     with pytest.raises(fd.curvature.NonDeterministicError, match="dropout"):
-        fd.HessianOperator(dropout, loss, batches, check_deterministic=True)
+        fd.HessianOperator(dropout, loss, batches)  # checked by default (one extra loss evaluation)
+    with pytest.raises(fd.curvature.NonDeterministicError, match="dropout"):
+        fd.HessianOperator(dropout, loss, batches, check_deterministic=False).check_deterministic()
     # a re-iterable loader that reshuffles is read once into a fixed list of batches: deterministic
     fd.HessianOperator(model, loss, Shuffled(), check_deterministic=True)
 
@@ -151,7 +153,7 @@ def test_one_output_regression_takes_the_generic_path():
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1)).double()
     x, y = torch.randn(9, 4, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
     op = fd.HessianOperator(model, nn.MSELoss(), (x, y))
-    assert op._fused is None
+    assert not op.fused and "one output" in op.fused_reason
     f, theta = flat_loss(model, nn.MSELoss(), x, y)
     v = torch.randn(theta.numel(), dtype=torch.float64)
     torch.testing.assert_close(op @ v, hessian(f)(theta) @ v)

@@ -1,0 +1,156 @@
+r"""The data of the drop-in operators: what a batch may look like, its size, its device, and how
+the loss reduces it.
+
+**Formats** (those curvlinops accepts, and a little more). ``data`` is one batch or an iterable of
+batches; it is read **once** into a list, so a shuffling loader cannot make two products disagree.
+A batch is a tuple or list ``(X, y)``; entries after ``y`` (sample indices, …) are ignored with a
+warning. ``X`` is
+
+* a tensor: the model is called as ``model(X)``;
+* a tuple or list of tensors: ``model(*X)`` (models with several inputs);
+* a dict (any mapping) of tensors: ``model(**X)``.
+
+One batch may be passed bare as ``(X, y)`` when ``y`` is a tensor and ``X`` one of the above. The
+**size** of a batch (its weight :math:`n_b/N` under a mean reduction) is ``batch_size_fn(X)`` when
+given, else the leading dimension of ``X`` (of every tensor in it, which must agree). Empty batches
+are dropped; data without samples is an error.
+
+**Devices.** Batches stay where the user put them; each product moves a copy of one batch at a time
+to the parameters' device.
+
+**Reduction.** A loss with a ``reduction`` attribute (every ``torch.nn`` loss) says how it reduces;
+``"none"`` is refused. For a plain function, pass ``reduction="mean"`` or ``"sum"``; without it the
+operator finds out by evaluating the loss on a batch and on its two halves (``mean`` when the whole
+is the size-weighted mean of the halves, ``sum`` when it is their sum) and refuses when it cannot
+tell (a zero loss, a loss that couples samples, outputs that cannot be split).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class Batch:
+    """One batch: the model's positional and keyword inputs, the target, and the sample count."""
+
+    args: tuple
+    kwargs: dict
+    target: Any
+    size: int
+
+    def to(self, device: torch.device) -> Batch:
+        """A copy on ``device`` (the tensors only; the batch itself is left where it is)."""
+        return Batch(_move(self.args, device), _move(self.kwargs, device), _move(self.target, device), self.size)
+
+
+def _move(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_move(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_move(o, device) for o in obj]
+    if isinstance(obj, Mapping):
+        return {k: _move(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, Mapping):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _is_input(x: Any) -> bool:
+    return isinstance(x, (torch.Tensor, Mapping)) or (isinstance(x, (tuple, list)) and len(x) > 0
+                                                      and all(isinstance(t, torch.Tensor) for t in x))
+
+
+def _size(x: Any, index: int, batch_size_fn: Callable[[Any], int] | None) -> int:
+    if batch_size_fn is not None:
+        n = batch_size_fn(x)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"batch_size_fn returned {n!r} for batch {index}: expected an int >= 0")
+        return n
+    sizes = {t.shape[0] if t.ndim else None for t in _tensors(x)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"batch {index}: cannot tell its size from the inputs (leading dimensions "
+                         f"{sorted(map(str, sizes))}); pass batch_size_fn=lambda X: ... (as for curvlinops)")
+    return int(sizes.pop())
+
+
+def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -> list[Batch]:
+    """``data`` (see the module docstring) as a list of :class:`Batch`; a ValueError or TypeError
+    that says what was wrong and what is accepted."""
+    if isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[1], torch.Tensor) and _is_input(data[0]):
+        raw: list = [data]
+    elif isinstance(data, Iterable) and not isinstance(data, (torch.Tensor, Mapping, str, bytes)):
+        raw = list(data)
+    else:
+        raise TypeError(f"data must be a batch (X, y) or an iterable of batches, got {type(data).__name__}")
+    batches, extra = [], False
+    for i, b in enumerate(raw):
+        if not isinstance(b, (tuple, list)) or len(b) < 2 or not _is_input(b[0]):
+            raise TypeError(f"batch {i} is not (X, y) with X a tensor, a tuple of tensors or a dict of tensors "
+                            f"(got {type(b).__name__}" + (f" of {len(b)} entries)" if isinstance(b, (tuple, list))
+                                                          else ")"))
+        extra |= len(b) > 2
+        x = b[0]
+        if isinstance(x, Mapping):
+            args, kwargs = (), dict(x)
+        else:
+            args, kwargs = ((x,) if isinstance(x, torch.Tensor) else tuple(x)), {}
+        n = _size(x, i, batch_size_fn)
+        if n > 0:
+            batches.append(Batch(args, kwargs, b[1], n))
+    if extra:
+        warnings.warn("batches have entries after (X, y); they are ignored", stacklevel=3)
+    if not batches:
+        raise ValueError("data has no samples (no batch, or only empty ones)")
+    return batches
+
+
+def declared_reduction(loss_fn: Any, reduction: str | None) -> str | None:
+    """The reduction ``loss_fn`` declares (its ``reduction`` attribute) or the caller gives; both
+    must agree. ``None`` when neither says (then :func:`detect_reduction`)."""
+    if reduction is not None and reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    own = getattr(loss_fn, "reduction", None)
+    if own is None:
+        return reduction
+    if own not in REDUCTIONS:
+        raise ValueError(f"loss_fn must use reduction='mean' or 'sum', got {own!r}")
+    if reduction is not None and reduction != own:
+        raise ValueError(f"loss_fn.reduction is {own!r} but reduction={reduction!r} was passed")
+    return own
+
+
+def detect_reduction(loss_fn: Callable, output: torch.Tensor, target: Any) -> str:
+    """``"mean"`` or ``"sum"``: how ``loss_fn`` reduces over the leading dimension, found from the
+    loss of the whole batch and of its two halves; a ValueError when it cannot tell."""
+    n = output.shape[0] if isinstance(output, torch.Tensor) and output.ndim else 0
+    if n < 2 or not isinstance(target, torch.Tensor) or target.ndim == 0 or target.shape[0] != n:
+        raise ValueError("loss_fn has no 'reduction' attribute and its batches cannot be split to find out whether "
+                         "it averages or sums over samples: pass reduction='mean' or reduction='sum'")
+    h = n // 2
+    with torch.no_grad():
+        whole, a, b = (float(loss_fn(output[s], target[s])) for s in (slice(None), slice(None, h), slice(h, None)))
+    scale = max(abs(whole), abs(a), abs(b))
+    tol = (1e-9 if output.dtype == torch.float64 else 1e-4) * scale
+    is_sum, is_mean = abs(whole - (a + b)) <= tol, abs(whole - (h * a + (n - h) * b) / n) <= tol
+    if scale > 0 and is_sum != is_mean:
+        return "sum" if is_sum else "mean"
+    raise ValueError(f"cannot tell whether loss_fn averages or sums over samples (whole batch {whole:.6g}, halves "
+                     f"{a:.6g} and {b:.6g}): pass reduction='mean' or reduction='sum'")
