@@ -18,8 +18,8 @@ are dropped; data without samples is an error.
 **Devices.** Batches stay where the user put them; each product moves a copy of one batch at a time
 to the parameters' device.
 
-**Reduction.** A loss with a ``reduction`` attribute (every ``torch.nn`` loss) says how it reduces;
-``"none"`` is refused. For a plain function, pass ``reduction="mean"`` or ``"sum"``; without it the
+**Reduction.** A loss with a ``reduction`` attribute (every ``torch.nn`` loss) says how it reduces
+(``KLDivLoss``'s ``"batchmean"`` is a mean over samples); ``"none"`` is refused. For a plain function, pass ``reduction="mean"`` or ``"sum"``; without it the
 operator finds out by evaluating the loss on a batch and on its two halves (``mean`` when the whole
 is the size-weighted mean of the halves, ``sum`` when it is their sum) and refuses when it cannot
 tell (a zero loss, a loss that couples samples, outputs that cannot be split).
@@ -130,6 +130,8 @@ def declared_reduction(loss_fn: Any, reduction: str | None) -> str | None:
     own = getattr(loss_fn, "reduction", None)
     if own is None:
         return reduction
+    if own == "batchmean":  # KLDivLoss: the sum over a batch divided by its size, a mean over samples
+        own = "mean"
     if own not in REDUCTIONS:
         raise ValueError(f"loss_fn must use reduction='mean' or 'sum', got {own!r}")
     if reduction is not None and reduction != own:

@@ -49,10 +49,13 @@ O(K·d·N) because the block itself has d·N entries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..models import LayeredModel
 from .operator import CurvatureOperator, describe
+from .output_losses import OutputLoss, softmax_hessian_product
 
 
 def _split(v: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
@@ -103,7 +106,10 @@ class LayeredHessian(_ModelOperator):
     """Exact Hessian (or GGN) of a layered model by the analytic R-op (see the module docstring)."""
 
     def __init__(self, model: LayeredModel, include_features: bool = False, decay: bool = True,
-                 ggn: bool = False) -> None:
+                 ggn: bool = False, output_loss: Callable[[torch.Tensor], OutputLoss] | None = None) -> None:
+        """``output_loss``: a function of the output Z (K × N) returning the
+        :class:`~fastdnc.curvature.output_losses.OutputLoss` to use instead of the model's own fit
+        term (the drop-in operators' weighted, smoothed and binary losses)."""
         super().__init__(model, include_features, decay)
         self.ggn = ggn
         with torch.no_grad():
@@ -119,7 +125,8 @@ class LayeredHessian(_ModelOperator):
             self.n = model.num_samples
             z = st.output.detach()
             self.probs = torch.softmax(z, dim=0) if self.ce else None
-            _, g = model.output_gradient(z)
+            self.output_loss = None if output_loss is None else output_loss(z)
+            g = model.output_gradient(z)[1] if self.output_loss is None else self.output_loss.gradient()
             # G_{l+1}: gradient w.r.t. the pre-activation P_{l+1}, l = 1..L (G[l] for W_{l+1} in 0-based)
             grads = [None] * model.depth
             grads[-1] = g
@@ -131,10 +138,11 @@ class LayeredHessian(_ModelOperator):
             self.grads = grads
 
     def _output_hessian(self, zdot: torch.Tensor) -> torch.Tensor:
+        if self.output_loss is not None:
+            return self.output_loss.hessian_product(zdot)
         if not self.ce:
             return zdot / self.n
-        pz = self.probs * zdot
-        return (pz - self.probs * pz.sum(dim=-2, keepdim=True)) / self.n
+        return softmax_hessian_product(self.probs, zdot) / self.n
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         vs = _split(v, self.block_shapes)

@@ -21,14 +21,16 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
   per block of vectors), rebuilt when a parameter changes (its version counter or storage).
   ``fused=None`` takes it exactly when every condition holds; ``fused=True`` raises with the first
   condition that fails; everything else takes the generic path, which is exact for any model.
-* **Generic path**: through ``torch.func``: forward-over-reverse (``mode="forward-over-reverse"``,
-  ``jvp`` of ``grad``, the default) or reverse-over-reverse (``mode="reverse-over-reverse"``), with
+* **Generic path**: through ``torch.func``: forward-over-reverse (``jvp`` of ``grad``) or
+  reverse-over-reverse (``vjp`` of ``grad``; ``mode="auto"`` switches to it when PyTorch has no
+  forward-mode derivative of a layer or of the loss, e.g. Huber), with
   ``vmap`` over the columns; the parameters are substituted wherever the model uses them (reused
   modules and tied weights are exact; see :func:`substituted`). Attention runs on PyTorch's math
   SDPA kernel with the fused transformer fast path off (forward-mode AD is not implemented for the
   flash kernels), so
   ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` work in train and eval mode.
-* ``GGNOperator`` is :math:`\sum_b \frac{n_b}{N} J_b^\top \nabla^2\ell_b J_b` (jvp, loss HVP, vjp).
+* ``GGNOperator`` is :math:`\sum_b \frac{n_b}{N} J_b^\top \nabla^2\ell_b J_b` (jvp, the loss
+  Hessian product by double backward, vjp).
 * **Refused with a reason**: BatchNorm that uses batch statistics (training mode or
   ``track_running_stats=False``): the loss of a sample then depends on the rest of its batch and
   every product would move the running statistics; call ``model.eval()``.
@@ -50,8 +52,9 @@ from ..models import MLPHead
 from .batches import Batch, declared_reduction, detect_reduction, read_batches
 from .full import LayeredHessian
 from .operator import CurvatureOperator
+from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 
-MODES = ("forward-over-reverse", "reverse-over-reverse")
+MODES = ("auto", "forward-over-reverse", "reverse-over-reverse")
 
 
 class NonDeterministicError(RuntimeError):
@@ -93,6 +96,39 @@ def substituted(model: nn.Module, params: dict[str, torch.Tensor]) -> Iterator[N
     finally:
         for mod, attr, p in reversed(saved):
             mod._parameters[attr] = p
+
+
+def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
+    """Re-raise PyTorch's "derivative for aten::…_backward is not implemented" as a clear
+    NotImplementedError naming the loss or the layers; any other error unchanged."""
+    text = str(e)
+    if "derivative for" not in text or "is not implemented" not in text:
+        raise e
+    what = type(loss_fn).__name__ if "loss" in text.split("is not implemented")[0] else "a layer of this model"
+    raise NotImplementedError(f"PyTorch cannot differentiate {what} twice ({text.splitlines()[0]}): there is no "
+                              "Hessian to take through it") from e
+
+
+def _layers_obstacle(mods: list[nn.Module]) -> str | None:
+    """``None`` for Linear, activation, Linear, …, Linear with one kind of activation (ReLU or
+    Identity), no module used twice and biases on all Linear layers or on none."""
+    if len({id(m) for m in mods}) != len(mods):
+        return "a module is used twice in the Sequential"
+    for i, mod in enumerate(mods):
+        expect_linear = i % 2 == 0
+        if expect_linear and type(mod) is not nn.Linear:
+            return f"module {i} is {type(mod).__name__}, not Linear" + ("" if i else " (the fused path starts with one)")
+        if not expect_linear and type(mod) not in (nn.ReLU, nn.Identity):
+            return f"module {i} is {type(mod).__name__}, not ReLU or Identity between Linear layers"
+        if type(mod) is nn.ReLU and mod.inplace:
+            return "an in-place ReLU"
+    if len(mods) % 2 == 0:
+        return "the Sequential does not end with a Linear layer"
+    if len({type(m) for m in mods[1::2]}) > 1:
+        return "it mixes ReLU and Identity activations"
+    if len({m.bias is None for m in mods[0::2]}) > 1:
+        return "some Linear layers have biases and others do not"
+    return None
 
 
 def _refuse_batch_statistics(model: nn.Module) -> None:
@@ -198,16 +234,31 @@ class _ModuleOperator(CurvatureOperator):
         with autodiff_friendly_attention():
             for b in self._on_device():
                 try:
-                    # out_dims=0 (then transposed): vmap cannot expand an output that does not depend
-                    # on the vector (a zero GGN) along out_dims=1
-                    cols = vmap(lambda c: self._flatten(self._batch_product(params, self._split(c), b)), in_dims=1,
-                                randomness="same")(v).T
-                except NotImplementedError as e:
-                    raise NotImplementedError(f"{e} (a layer of this model has no {self.mode.split('-')[0]}-mode "
-                                              "derivative in PyTorch: try mode='reverse-over-reverse')") from e
+                    cols = self._batch_columns(params, v, b)
+                except NotImplementedError as e:  # before RuntimeError, its base class
+                    if self.mode != "auto" or isinstance(self, GGNOperator):
+                        hint = ": use mode='reverse-over-reverse')" if self.mode != "auto" else ")"
+                        raise NotImplementedError(f"{e} (a layer or the loss has no forward-mode derivative in "
+                                                  f"PyTorch{hint}") from e
+                    self.mode = "reverse-over-reverse"  # exact too: the same Hessian by double backward
+                    cols = self._reverse_columns(params, v, b)
+                except RuntimeError as e:
+                    _raise_clearly(e, self.loss_fn)
                 cols = cols * self._weight(b.size)
                 total = cols if total is None else total + cols
         return total.detach()  # the parameters left out of ``params`` would otherwise carry a graph
+
+    def _reverse_columns(self, params: dict[str, torch.Tensor], v: torch.Tensor, b: Batch) -> torch.Tensor:
+        try:
+            return self._batch_columns(params, v, b)
+        except RuntimeError as e:
+            _raise_clearly(e, self.loss_fn)
+
+    def _batch_columns(self, params: dict[str, torch.Tensor], v: torch.Tensor, b: Batch) -> torch.Tensor:
+        # out_dims=0 (then transposed): vmap cannot expand an output that does not depend on the
+        # vector (a zero GGN) along out_dims=1
+        return vmap(lambda c: self._flatten(self._batch_product(params, self._split(c), b)), in_dims=1,
+                    randomness="same")(v).T
 
     def _split(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         out, i = {}, 0
@@ -225,55 +276,80 @@ class _ModuleOperator(CurvatureOperator):
         seq, loss = self.model, self.loss_fn
         if not isinstance(seq, nn.Sequential) or len(seq) == 0:
             return "the model is not an nn.Sequential"
-        if type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss):
-            return f"the loss is {type(loss).__name__}, not nn.MSELoss or nn.CrossEntropyLoss"
-        if isinstance(loss, nn.CrossEntropyLoss):
-            if loss.weight is not None:
-                return "CrossEntropyLoss has class weights"
-            if loss.label_smoothing != 0:
-                return "CrossEntropyLoss has label smoothing"
         mods = list(seq)
-        if len({id(m) for m in mods}) != len(mods):
-            return "a module is used twice in the Sequential"
-        for i, mod in enumerate(mods):
-            if type(mod) in (nn.ReLU, nn.Identity):
-                if i == 0 or i == len(mods) - 1 or type(mods[i - 1]) is not nn.Linear:
-                    return "an activation is not between two Linear layers"
-                if type(mod) is nn.ReLU and mod.inplace:
-                    return "an in-place ReLU"
-            elif type(mod) is not nn.Linear:
-                return f"module {i} is {type(mod).__name__}, not Linear, ReLU or Identity"
-        linears = [m for m in mods if type(m) is nn.Linear]
-        if type(mods[-1]) is not nn.Linear or len(linears) != len(mods) - (len(mods) - len(linears)) or any(
-                type(a) is type(b) for a, b in zip(mods, mods[1:]) if type(a) is not nn.Linear):
-            return "the layers do not alternate Linear and one activation"
-        if len({type(m) for m in mods if type(m) is not nn.Linear}) > 1:
-            return "it mixes ReLU and Identity activations"
-        if len({lin.bias is None for lin in linears}) > 1:
-            return "some Linear layers have biases and others do not"
-        owned = [p for lin in linears for p in lin.parameters()]
+        log_softmax = type(mods[-1]) is nn.LogSoftmax
+        if log_softmax:
+            if mods[-1].dim not in (1, -1) or type(loss) is not nn.NLLLoss:
+                return "a final LogSoftmax is fused only over dim 1 and with NLLLoss"
+            if isinstance(self, GGNOperator):
+                return "the GGN of NLLLoss after LogSoftmax is taken at the log-probabilities (generic path)"
+            mods = mods[:-1]
+        elif type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLoss):
+            return (f"the loss is {type(loss).__name__}, not MSELoss, CrossEntropyLoss, BCEWithLogitsLoss or NLLLoss "
+                    "after LogSoftmax")
+        why = _layers_obstacle(mods) or self._inputs_obstacle(mods, num_named)
+        return why or self._loss_obstacle([m for m in mods if type(m) is nn.Linear][-1].out_features)
+
+    def _inputs_obstacle(self, mods: list[nn.Module], num_named: int) -> str | None:
+        owned = [p for m in mods for p in m.parameters()]
         if len({id(p) for p in owned}) != len(owned):
             return "a parameter is shared between layers (weight tying)"
         if len(self.names) != num_named or any(not p.requires_grad for p in owned):
             return "params is a subset of the model's parameters"
-        if linears[-1].out_features < 2:
-            return "the model has one output (the fused head needs K >= 2)"
         if any(len(b.args) != 1 or b.kwargs or b.args[0].ndim != 2 for b in self.batches):
             return "the inputs are not one 2-D tensor per batch"
-        y = [b.target for b in self.batches]
-        if not all(isinstance(t, torch.Tensor) for t in y):
+        if not all(isinstance(b.target, torch.Tensor) for b in self.batches):
             return "the targets are not tensors"
-        k = linears[-1].out_features
-        if isinstance(loss, nn.CrossEntropyLoss):
-            if any(t.ndim != 1 or t.dtype.is_floating_point for t in y):
-                return "CrossEntropyLoss targets are not class indices (probabilities take the generic path)"
-            if any(bool((t == loss.ignore_index).any()) for t in y):
-                return "some labels equal ignore_index"
-            if any(bool(((t < 0) | (t >= k)).any()) for t in y):
-                return "some labels are outside 0..K-1"
-        elif any(t.shape != (b.size, k) for t, b in zip(y, self.batches)):
-            return "MSELoss targets do not have the output's shape (no broadcasting on the fused path)"
         return None
+
+    def _loss_obstacle(self, k: int) -> str | None:
+        loss, y = self.loss_fn, [b.target for b in self.batches]
+        if k < 2:
+            return "the model has one output (the fused head needs K >= 2)"
+        if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+            if getattr(loss, "label_smoothing", 0.0) and loss.weight is not None:
+                return "CrossEntropyLoss with both class weights and label smoothing"
+            if any(t.ndim != 1 or t.dtype.is_floating_point for t in y):
+                return "the targets are not class indices (class probabilities take the generic path)"
+            if any(bool((((t < 0) | (t >= k)) & (t != loss.ignore_index)).any()) for t in y):
+                return "some labels are outside 0..K-1"
+            if any(float(self._class_weights(t, k).sum()) == 0 for t in y):
+                return "a batch has no sample left to average over (all ignored)"
+            return None
+        if isinstance(loss, nn.BCEWithLogitsLoss) and (loss.weight is not None or loss.pos_weight is not None):
+            return "BCEWithLogitsLoss with weight or pos_weight"
+        if any(t.shape != (b.size, k) for t, b in zip(y, self.batches)):
+            return f"{type(loss).__name__} targets do not have the output's shape (no broadcasting on the fused path)"
+        return None
+
+    def _class_weights(self, labels: torch.Tensor, k: int) -> torch.Tensor:
+        """w_{y_i}, 0 for an ignored sample (cross-entropy and NLL)."""
+        loss = self.loss_fn
+        valid = labels != loss.ignore_index
+        w = torch.ones(k, dtype=self.dtype, device=labels.device) if loss.weight is None else \
+            loss.weight.to(device=labels.device, dtype=self.dtype)
+        return torch.where(valid, w[labels.clamp(0, k - 1)], torch.zeros((), dtype=self.dtype, device=labels.device))
+
+    def _output_loss(self, k: int):
+        """The fused loss of the output with the per-sample weights of torch's reduction of each batch."""
+        loss, mean = self.loss_fn, self.reduction == "mean"
+        y = [b.target.to(self.device) for b in self.batches]
+        if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+            ws = [self._class_weights(t, k) for t in y]
+            weights = torch.cat([w * (b.size / self.num_data) / w.sum() if mean else w
+                                 for w, b in zip(ws, self.batches)])
+            labels = torch.cat(y)
+            eps = getattr(loss, "label_smoothing", 0.0)
+            soft = nn.functional.one_hot(labels.clamp(0, k - 1), k).T.to(self.dtype) * (1 - eps) + eps / k
+            return lambda z: SoftmaxCrossEntropy(z, soft, weights)
+        target = torch.cat(y).T.to(self.dtype).contiguous()
+        per = 1.0 / (self.num_data * k) if mean else 1.0
+        if isinstance(loss, nn.BCEWithLogitsLoss):
+            return lambda z: SigmoidBinaryCrossEntropy(z, target, torch.full((self.num_data,), per, dtype=self.dtype,
+                                                                             device=self.device))
+        # MSELoss is Σ (z − t)² / (NK) (mean) or Σ (z − t)²: ½‖·‖² with weights 2/(NK) or 2
+        return lambda z: SquaredError(z, target, torch.full((self.num_data,), 2 * per, dtype=self.dtype,
+                                                           device=self.device))
 
     def _state_key(self) -> tuple:
         return tuple((id(p), p._version, p.data_ptr()) for p in self.live_parameters().values())
@@ -281,28 +357,20 @@ class _ModuleOperator(CurvatureOperator):
     def _build_fused(self) -> None:
         """The LayeredHessian of the current weights (rebuilt when a parameter changes)."""
         linears = [m for m in self.model if type(m) is nn.Linear]
-        ce = isinstance(self.loss_fn, nn.CrossEntropyLoss)
         x = torch.cat([b.args[0] for b in self.batches]).to(device=self.device, dtype=self.dtype)
-        y = torch.cat([b.target for b in self.batches]).to(self.device)
         k = linears[-1].out_features
-        labels = y if ce else torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        head = MLPHead(x.T.contiguous(), labels, [lin.out_features for lin in linears[:-1]], len(linears),
-                       num_classes=k, activation="relu" if any(type(m) is nn.ReLU for m in self.model) else "linear",
-                       loss="ce" if ce else "mse", weight_decay=0.0, bias=linears[0].bias is not None)
+        head = MLPHead(x.T.contiguous(), torch.zeros(x.shape[0], dtype=torch.long, device=self.device),
+                       [lin.out_features for lin in linears[:-1]], len(linears), num_classes=k,
+                       activation="relu" if any(type(m) is nn.ReLU for m in self.model) else "linear",
+                       weight_decay=0.0, bias=linears[0].bias is not None)
         with torch.no_grad():
             for w, lin in zip(head.weights, linears):
                 w.copy_(lin.weight)
             if head.biases is not None:
                 for b, lin in zip(head.biases, linears):
                     b.copy_(lin.bias)
-            if not ce:
-                head.targets = y.T.to(self.dtype).contiguous()
-        # the package's fit terms are 1/(2N) Σ‖z − y‖² and the mean CE; torch's MSELoss is
-        # 1/(NK) Σ (z − y)² (mean) = 2/K × ours, or Σ (z − y)² (sum) = 2N × ours
-        n = x.shape[0]
-        self._fused_scale = (1.0 if self.reduction == "mean" else float(n)) if ce else \
-            (2.0 / k if self.reduction == "mean" else 2.0 * n)
-        self._fused = LayeredHessian(head, include_features=False, decay=False, ggn=isinstance(self, GGNOperator))
+        self._fused = LayeredHessian(head, include_features=False, decay=False, ggn=isinstance(self, GGNOperator),
+                                     output_loss=self._output_loss(k))
         # the user's params order as indices into the module order (the fused operator's layout)
         offsets, i = {}, 0
         for name, p in self.model.named_parameters():
@@ -316,10 +384,10 @@ class _ModuleOperator(CurvatureOperator):
         if self._state_key() != self._fused_key:  # an optimiser step, a load_state_dict, a replaced parameter
             self._build_fused()
         if self._order is None:
-            return self._fused._matmat(v) * self._fused_scale
+            return self._fused._matmat(v)
         module_v = torch.empty_like(v)
         module_v[self._order] = v
-        return self._fused._matmat(module_v)[self._order] * self._fused_scale
+        return self._fused._matmat(module_v)[self._order]
 
     # ------------------------------------------------------------------ checks
     def _check_loss_deterministic(self) -> None:
@@ -354,7 +422,9 @@ class HessianOperator(_ModuleOperator):
     Args:
         model, loss_fn, data: the model, ``loss_fn(model(X), y)``, and the batches.
         params: the parameters (any order, any subset; default all that require grad).
-        mode: ``"forward-over-reverse"`` or ``"reverse-over-reverse"`` (generic path).
+        mode: ``"auto"`` (forward-over-reverse, and reverse-over-reverse from the first product
+            on if a layer or the loss has no forward-mode derivative), ``"forward-over-reverse"``
+            or ``"reverse-over-reverse"`` (generic path).
         check_deterministic: one extra loss evaluation that refuses random models.
         fused: ``None`` (the fused R-op exactly when it applies), ``True`` (require it), ``False``.
         reduction: for a loss without a ``reduction`` attribute: ``"mean"`` or ``"sum"`` (default:
@@ -363,13 +433,13 @@ class HessianOperator(_ModuleOperator):
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
-                 mode: str = "forward-over-reverse", check_deterministic: bool = True, fused: bool | None = None,
+                 mode: str = "auto", check_deterministic: bool = True, fused: bool | None = None,
                  reduction: str | None = None, batch_size_fn: Callable | None = None) -> None:
         super().__init__(model, loss_fn, data, params, mode, check_deterministic, fused, reduction, batch_size_fn)
 
     def _batch_product(self, params, v, b: Batch):
         f = lambda p: self._loss(p, b)  # noqa: E731
-        if self.mode == "forward-over-reverse":
+        if self.mode != "reverse-over-reverse":
             return jvp(grad(f), (params,), (v,))[1]
         _, pull = vjp(grad(f), params)
         return pull(v)[0]
@@ -382,14 +452,15 @@ class GGNOperator(_ModuleOperator):
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
                  check_deterministic: bool = True, fused: bool | None = None, reduction: str | None = None,
                  batch_size_fn: Callable | None = None) -> None:
-        super().__init__(model, loss_fn, data, params, "forward-over-reverse", check_deterministic, fused, reduction,
-                         batch_size_fn)
+        super().__init__(model, loss_fn, data, params, "auto", check_deterministic, fused, reduction, batch_size_fn)
 
     def _batch_product(self, params, v, b: Batch):
         def out(p):
             return self._output(p, b)
 
         z, jv = jvp(out, (params,), (v,))
-        hz = jvp(grad(lambda zz: self._apply_loss(zz, b.target)), (z,), (jv,))[1]
+        # the loss Hessian at the output is symmetric: reverse-over-reverse needs no forward-mode
+        # derivative of the loss (Huber, smooth L1, … have none in PyTorch)
+        hz = vjp(grad(lambda zz: self._apply_loss(zz, b.target)), z)[1](jv)[0]
         _, pull = vjp(out, params)
         return pull(hz)[0]

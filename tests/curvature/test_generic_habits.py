@@ -254,35 +254,71 @@ def test_random_models_are_refused_by_default():
     fd.HessianOperator(model.eval(), nn.MSELoss(), data)  # eval mode: fine
 
 
-@pytest.mark.parametrize("loss, why", [
-    (nn.CrossEntropyLoss(weight=torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)), "class weights"),
-    (nn.CrossEntropyLoss(label_smoothing=0.1), "label smoothing"),
-    (nn.CrossEntropyLoss(ignore_index=1), "ignore_index"),
-])
-def test_cross_entropy_options_take_the_exact_path(loss, why):
+def dense_batches(model, loss, batches, params, ggn=False, reduction="mean"):
+    """The operator's definition: Σ_b (n_b/N) (dense matrix of batch b) for a mean, Σ_b for a sum."""
+    n = sum(x.shape[0] for x, _ in batches)
+    return sum((x.shape[0] / n if reduction == "mean" else 1.0) * dense(model, loss, x, y, params, ggn=ggn)
+               for x, y in batches)
+
+
+W3 = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)
+LOSS_CASES = [  # (loss, fused: True, or the reason it is not)
+    (nn.CrossEntropyLoss(weight=W3), True),
+    (nn.CrossEntropyLoss(weight=W3, reduction="sum"), True),
+    (nn.CrossEntropyLoss(label_smoothing=0.1), True),
+    (nn.CrossEntropyLoss(ignore_index=1), True),
+    (nn.CrossEntropyLoss(ignore_index=-100, weight=W3), True),
+    (nn.CrossEntropyLoss(label_smoothing=0.2, ignore_index=2), True),
+    (nn.CrossEntropyLoss(weight=W3, label_smoothing=0.1), "both class weights and label smoothing"),
+    (nn.BCEWithLogitsLoss(), True),
+    (nn.BCEWithLogitsLoss(reduction="sum"), True),
+    (nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)), "pos_weight"),
+    (nn.MSELoss(reduction="sum"), True),
+    (nn.HuberLoss(), "not MSELoss"),
+]
+
+
+@pytest.mark.parametrize("loss, fused", LOSS_CASES, ids=lambda c: repr(c) if not isinstance(c, (bool, str)) else "")
+def test_loss_options_are_fused_exactly_or_take_the_generic_path(loss, fused):
+    """Class weights, label smoothing and ignore_index (with unequal batches: torch reduces each
+    batch by its own weight sum) are exact on the fused path; what it cannot do goes generic."""
     torch.manual_seed(6)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
-    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
-    y[0] = 1
+    x = torch.randn(11, 4, dtype=torch.float64)
+    if isinstance(loss, nn.CrossEntropyLoss):
+        y = torch.randint(0, 3, (11,))
+        y[0] = y[5] = loss.ignore_index if loss.ignore_index >= 0 else -100
+    elif isinstance(loss, nn.BCEWithLogitsLoss):
+        y = torch.rand(11, 3, dtype=torch.float64)
+    else:
+        y = torch.randn(11, 3, dtype=torch.float64)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
     params = list(model.parameters())
     for ggn in (False, True):
-        op = (fd.GGNOperator if ggn else fd.HessianOperator)(model, loss, (x, y))
-        assert not op.fused and why in op.fused_reason
-        ref = dense(model, loss, x, y, params, ggn=ggn)
+        cls = fd.GGNOperator if ggn else fd.HessianOperator
+        op = cls(model, loss, batches)
+        assert op.fused == (fused is True), op.fused_reason
+        if fused is not True:
+            assert fused in op.fused_reason
+            with pytest.raises(ValueError, match=fused):
+                cls(model, loss, batches, fused=True)
+        ref = dense_batches(model, loss, batches, params, ggn=ggn, reduction=loss.reduction)
         v = torch.randn(ref.shape[0], 2, dtype=torch.float64)
         assert rel(op @ v, ref @ v) <= 1e-10
-        with pytest.raises(ValueError, match=why):
-            (fd.GGNOperator if ggn else fd.HessianOperator)(model, loss, (x, y), fused=True)
 
 
-def test_nll_after_log_softmax_hessian_and_ggn():
+@pytest.mark.parametrize("loss", [nn.NLLLoss(), nn.NLLLoss(weight=W3, ignore_index=0)], ids=["plain", "weighted"])
+def test_nll_after_log_softmax_hessian_and_ggn(loss):
+    """The Hessian is fused (it is the cross-entropy of the logits); the GGN is taken at the
+    log-probabilities, where NLL is linear: zero, as torch.func and curvlinops define it."""
     torch.manual_seed(7)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.LogSoftmax(dim=1)).double()
     x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
     params = list(model.parameters())
     for ggn in (False, True):
-        op = (fd.GGNOperator if ggn else fd.HessianOperator)(model, nn.NLLLoss(), (x, y))
-        ref = dense(model, nn.NLLLoss(), x, y, params, ggn=ggn)
+        op = (fd.GGNOperator if ggn else fd.HessianOperator)(model, loss, (x, y))
+        assert op.fused == (not ggn)
+        ref = dense(model, loss, x, y, params, ggn=ggn)
         v = torch.randn(ref.shape[0], 2, dtype=torch.float64)
         assert float((op @ v - ref @ v).norm()) <= 1e-10 * max(1.0, float((ref @ v).norm()))
 
@@ -323,15 +359,17 @@ def autograd_products(model, loss, x, y, params, v):
     flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
     with autodiff_friendly_attention():
         g = torch.autograd.grad(loss(model(x), y), params, create_graph=True)
-        hv = flat(torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, vs)), params))
+        # materialize_grads: a parameter that the gradient does not depend on has a zero second derivative
+        hv = flat(torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, vs)), params, materialize_grads=True))
         z = model(x)
         w = torch.zeros_like(z, requires_grad=True)  # J v by the double-vjp trick
         jt = torch.autograd.grad(z, params, w, create_graph=True)
-        jv = torch.autograd.grad(sum((a * b).sum() for a, b in zip(jt, vs)), w)[0]
+        jv = torch.autograd.grad(sum((a * b).sum() for a, b in zip(jt, vs)), w, materialize_grads=True)[0]
         zz = z.detach().requires_grad_(True)
         gz = torch.autograd.grad(loss(zz, y), zz, create_graph=True)[0]
-        hjv = torch.autograd.grad((gz * jv).sum(), zz)[0]
-        ggnv = flat(torch.autograd.grad(z, params, hjv))
+        # a loss linear in the output (NLL or KL divergence of log-probabilities) has no second derivative
+        hjv = torch.autograd.grad((gz * jv).sum(), zz)[0] if gz.requires_grad else torch.zeros_like(zz)
+        ggnv = flat(torch.autograd.grad(z, params, hjv, materialize_grads=True))
 
         def grad_at(shift):
             with torch.no_grad():
