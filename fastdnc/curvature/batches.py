@@ -19,10 +19,11 @@ are dropped; data without samples is an error.
 to the parameters' device.
 
 **Reduction.** A loss with a ``reduction`` attribute (every ``torch.nn`` loss) says how it reduces
-(``KLDivLoss``'s ``"batchmean"`` is a mean over samples); ``"none"`` is refused. For a plain function, pass ``reduction="mean"`` or ``"sum"``; without it the
-operator finds out by evaluating the loss on a batch and on its two halves (``mean`` when the whole
-is the size-weighted mean of the halves, ``sum`` when it is their sum) and refuses when it cannot
-tell (a zero loss, a loss that couples samples, outputs that cannot be split).
+(``KLDivLoss``'s ``"batchmean"`` is a mean over samples); ``"none"`` is refused. For a plain
+function, pass ``reduction="mean"`` or ``"sum"``; without it the operator finds out by evaluating
+the loss on a batch and on its two halves (``mean`` when the whole is the size-weighted mean of the
+halves, ``sum`` when it is their sum) and refuses when it cannot tell (a zero loss, a loss that
+couples samples, outputs that cannot be split).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def _layers_obstacle(mods: list[nn.Module]) -> str | None:
     for i, mod in enumerate(mods):
         expect_linear = i % 2 == 0
         if expect_linear and type(mod) is not nn.Linear:
-            return f"module {i} is {type(mod).__name__}, not Linear" + ("" if i else " (the fused path starts with one)")
+            return f"module {i} is {type(mod).__name__}, not Linear"
         if not expect_linear and type(mod) not in (nn.ReLU, nn.Identity):
             return f"module {i} is {type(mod).__name__}, not ReLU or Identity between Linear layers"
         if type(mod) is nn.ReLU and mod.inplace:
@@ -146,7 +146,7 @@ class _ModuleOperator(CurvatureOperator):
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None, mode: str,
                  check_deterministic: bool, fused: bool | None, reduction: str | None,
-                 batch_size_fn: Callable | None) -> None:
+                 batch_size_fn: Callable | None, num_data: int | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         named = dict(model.named_parameters())  # a tied parameter appears once
@@ -169,7 +169,9 @@ class _ModuleOperator(CurvatureOperator):
         self.names = [n for n, _ in chosen]
         self._objects = None if params is None else [p for _, p in chosen]
         self.batches = read_batches(data, batch_size_fn)
-        self.num_data = sum(b.size for b in self.batches)
+        self.num_data = sum(b.size for b in self.batches) if num_data is None else int(num_data)
+        if self.num_data <= 0:
+            raise ValueError(f"num_data must be positive, got {num_data!r}")
         self.reduction = declared_reduction(loss_fn, reduction) or self._detect_reduction()
         self._fused: LayeredHessian | None = None
         self._fused_key: tuple = ()
@@ -343,13 +345,12 @@ class _ModuleOperator(CurvatureOperator):
             soft = nn.functional.one_hot(labels.clamp(0, k - 1), k).T.to(self.dtype) * (1 - eps) + eps / k
             return lambda z: SoftmaxCrossEntropy(z, soft, weights)
         target = torch.cat(y).T.to(self.dtype).contiguous()
-        per = 1.0 / (self.num_data * k) if mean else 1.0
+        per = torch.full((target.shape[1],), 1.0 / (self.num_data * k) if mean else 1.0, dtype=self.dtype,
+                         device=self.device)
         if isinstance(loss, nn.BCEWithLogitsLoss):
-            return lambda z: SigmoidBinaryCrossEntropy(z, target, torch.full((self.num_data,), per, dtype=self.dtype,
-                                                                             device=self.device))
+            return lambda z: SigmoidBinaryCrossEntropy(z, target, per)
         # MSELoss is Σ (z − t)² / (NK) (mean) or Σ (z − t)²: ½‖·‖² with weights 2/(NK) or 2
-        return lambda z: SquaredError(z, target, torch.full((self.num_data,), 2 * per, dtype=self.dtype,
-                                                           device=self.device))
+        return lambda z: SquaredError(z, target, 2 * per)
 
     def _state_key(self) -> tuple:
         return tuple((id(p), p._version, p.data_ptr()) for p in self.live_parameters().values())
@@ -430,12 +431,16 @@ class HessianOperator(_ModuleOperator):
         reduction: for a loss without a ``reduction`` attribute: ``"mean"`` or ``"sum"`` (default:
             detected, or refused when unclear).
         batch_size_fn: the number of samples of a batch's ``X`` (default: its leading dimension).
+        num_data: N in the batch weights n_b/N of a mean (default: the samples in ``data``; curvlinops'
+            argument of the same name).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
                  mode: str = "auto", check_deterministic: bool = True, fused: bool | None = None,
-                 reduction: str | None = None, batch_size_fn: Callable | None = None) -> None:
-        super().__init__(model, loss_fn, data, params, mode, check_deterministic, fused, reduction, batch_size_fn)
+                 reduction: str | None = None, batch_size_fn: Callable | None = None,
+                 num_data: int | None = None) -> None:
+        super().__init__(model, loss_fn, data, params, mode, check_deterministic, fused, reduction, batch_size_fn,
+                         num_data)
 
     def _batch_product(self, params, v, b: Batch):
         f = lambda p: self._loss(p, b)  # noqa: E731
@@ -451,8 +456,9 @@ class GGNOperator(_ModuleOperator):
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
                  check_deterministic: bool = True, fused: bool | None = None, reduction: str | None = None,
-                 batch_size_fn: Callable | None = None) -> None:
-        super().__init__(model, loss_fn, data, params, "auto", check_deterministic, fused, reduction, batch_size_fn)
+                 batch_size_fn: Callable | None = None, num_data: int | None = None) -> None:
+        super().__init__(model, loss_fn, data, params, "auto", check_deterministic, fused, reduction, batch_size_fn,
+                         num_data)
 
     def _batch_product(self, params, v, b: Batch):
         def out(p):

@@ -14,10 +14,10 @@ import warnings
 
 import pytest
 import torch
+from test_generic_habits import autograd_products, rel  # noqa: I001 - a sibling test module
 from torch import nn
 
 import fastdnc as fd
-from test_generic_habits import autograd_products, rel  # noqa: I001 - a sibling test module
 
 K = 3
 
@@ -49,7 +49,8 @@ LOSSES = [
     (nn.CrossEntropyLoss(label_smoothing=0.15), "class", None), (nn.CrossEntropyLoss(ignore_index=1), "class", None),
     (nn.CrossEntropyLoss(weight=W, label_smoothing=0.1), "class", None),
     (nn.CrossEntropyLoss(), "prob", None),  # class probabilities as targets
-    (nn.NLLLoss(), "class", nn.LogSoftmax(dim=1)), (nn.NLLLoss(weight=W, ignore_index=2), "class", nn.LogSoftmax(dim=1)),
+    (nn.NLLLoss(), "class", nn.LogSoftmax(dim=1)),
+    (nn.NLLLoss(weight=W, ignore_index=2), "class", nn.LogSoftmax(dim=1)),
     (nn.KLDivLoss(reduction="batchmean"), "prob", nn.LogSoftmax(dim=1)),
     (nn.KLDivLoss(reduction="sum", log_target=True), "logprob", nn.LogSoftmax(dim=1)),
     (nn.BCELoss(), "unit", nn.Sigmoid()), (nn.BCELoss(weight=W), "unit", nn.Sigmoid()),
