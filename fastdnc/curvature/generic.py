@@ -21,14 +21,19 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
   per block of vectors), rebuilt when a parameter changes (its version counter or storage).
   ``fused=None`` takes it exactly when every condition holds; ``fused=True`` raises with the first
   condition that fails; everything else takes the generic path, which is exact for any model.
-* **Generic path**: through ``torch.func``: forward-over-reverse (``jvp`` of ``grad``) or
-  reverse-over-reverse (``vjp`` of ``grad``; ``mode="auto"`` switches to it when PyTorch has no
-  forward-mode derivative of a layer or of the loss, e.g. Huber), with
-  ``vmap`` over the columns; the parameters are substituted wherever the model uses them (reused
-  modules and tied weights are exact; see :func:`substituted`). Attention runs on PyTorch's math
-  SDPA kernel with the fused transformer fast path off (forward-mode AD is not implemented for the
-  flash kernels), so
-  ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` work in train and eval mode.
+* **Generic path**: through ``torch.func``. By default (``mode="auto"``) the graph of each batch's
+  gradient is built once and kept (when all of them fit in half the available memory), and each
+  product is one backward pass through it, the cost of autograd with a cached graph; it is rebuilt
+  when a parameter changes. ``mode="linearize"`` traces the Jacobian-vector product of the gradient
+  once (``torch.func.linearize``); ``"forward-over-reverse"`` (``jvp`` of ``grad``) and
+  ``"reverse-over-reverse"`` (``vjp`` of ``grad``) recompute everything per product, with ``vmap``
+  over the columns. The parameters are substituted wherever the model uses them (reused modules and
+  tied weights are exact; see :func:`substituted`). Attention runs on PyTorch's math SDPA kernel
+  with the fused transformer fast path off (forward-mode AD is not implemented for the flash
+  kernels), so ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` work in train and eval
+  mode. Where PyTorch has no forward-mode derivative of a layer or loss (Huber, …) the recomputing
+  path falls back to reverse-over-reverse; losses it cannot differentiate twice at all are refused
+  by name.
 * ``GGNOperator`` is :math:`\sum_b \frac{n_b}{N} J_b^\top \nabla^2\ell_b J_b` (jvp, the loss
   Hessian product by double backward, vjp).
 * **Refused with a reason**: BatchNorm that uses batch statistics (training mode or
@@ -46,15 +51,16 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.func import grad, jvp, vjp, vmap
+from torch.func import grad, jvp, linearize, vjp, vmap
 
+from .._memory import available_bytes
 from ..models import MLPHead
 from .batches import Batch, declared_reduction, detect_reduction, read_batches
 from .full import LayeredHessian
 from .operator import CurvatureOperator
 from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 
-MODES = ("auto", "forward-over-reverse", "reverse-over-reverse")
+MODES = ("auto", "linearize", "forward-over-reverse", "reverse-over-reverse")
 
 
 class NonDeterministicError(RuntimeError):
@@ -107,6 +113,34 @@ def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
     what = type(loss_fn).__name__ if "loss" in text.split("is not implemented")[0] else "a layer of this model"
     raise NotImplementedError(f"PyTorch cannot differentiate {what} twice ({text.splitlines()[0]}): there is no "
                               "Hessian to take through it") from e
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """``requires_grad`` off on every parameter while ``linearize`` traces (its substitutes carry the
+    derivatives; a leaf that requires grad would refuse the in-place ops of some layers)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _resident_bytes(device: torch.device) -> int:
+    """Memory in use now: the CUDA allocator's on a GPU, the process's resident set on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux: no estimate, the cache is built
+        pass
+    return 0
 
 
 def _layers_obstacle(mods: list[nn.Module]) -> str | None:
@@ -180,6 +214,9 @@ class _ModuleOperator(CurvatureOperator):
             raise ValueError(f"the fused path cannot take this model: {self.fused_reason}; use fused=None (the exact "
                              "generic path) instead")
         self.fused = self.fused_reason is None
+        self._cache: list[Callable] | None = None
+        self._cache_key: tuple = ()
+        self._cache_refused = False
         if self.fused:
             self._build_fused()
         if check_deterministic:
@@ -191,16 +228,18 @@ class _ModuleOperator(CurvatureOperator):
 
     def live_parameters(self) -> dict[str, torch.Tensor]:
         """The parameters as they are now (detached views: in-place updates are seen)."""
+        return {n: p.detach() for n, p in zip(self.names, self._live_objects())}
+
+    def _live_objects(self) -> list[torch.Tensor]:
         if self._objects is not None:
-            objects = self._objects
-        else:
-            current = dict(self.model.named_parameters())
-            objects = [current.get(n) for n in self.names]
-            changed = [n for n, p, s in zip(self.names, objects, self.block_shapes) if p is None or p.shape != s]
-            if changed:
-                raise ValueError(f"the model's parameters {changed} were removed or changed shape since the operator "
-                                 "was built: build a new operator")
-        return {n: p.detach() for n, p in zip(self.names, objects)}
+            return self._objects
+        current = dict(self.model.named_parameters())
+        objects = [current.get(n) for n in self.names]
+        changed = [n for n, p, s in zip(self.names, objects, self.block_shapes) if p is None or p.shape != s]
+        if changed:
+            raise ValueError(f"the model's parameters {changed} were removed or changed shape since the operator "
+                             "was built: build a new operator")
+        return objects
 
     def _on_device(self) -> Iterator[Batch]:
         for b in self.batches:
@@ -231,6 +270,19 @@ class _ModuleOperator(CurvatureOperator):
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         if self.fused:
             return self._fused_matmat(v)
+        cached = self._cached_products()
+        if cached is not None:
+            total = None
+            with autodiff_friendly_attention():
+                for pull, b in zip(cached, self.batches):
+                    try:
+                        cols = torch.stack([self._flatten(pull(self._split(v[:, j]))[0]) for j in range(v.shape[1])],
+                                           1)
+                    except RuntimeError as e:
+                        _raise_clearly(e, self.loss_fn)
+                    cols = cols * self._weight(b.size)
+                    total = cols if total is None else total + cols
+            return total.detach()
         params = self.live_parameters()
         total = None
         with autodiff_friendly_attention():
@@ -249,6 +301,62 @@ class _ModuleOperator(CurvatureOperator):
                 cols = cols * self._weight(b.size)
                 total = cols if total is None else total + cols
         return total.detach()  # the parameters left out of ``params`` would otherwise carry a graph
+
+    def _cached_products(self) -> list[Callable] | None:
+        """Per batch, the backward of the gradient with its graph kept (``vjp`` of ``grad``): each
+        product is one more backward pass, as autograd with a cached graph, but exact for the live
+        parameters (rebuilt when one changes). ``None`` where it does not apply (the GGN, an explicit
+        ``mode``) or would not fit: the graphs of all batches must stay under half the available memory."""
+        if self.mode not in ("auto", "linearize") or isinstance(self, GGNOperator) or self._cache_refused:
+            return None
+        key = self._state_key()
+        if self._cache is not None and self._cache_key == key:
+            return self._cache
+        self._cache, self._cache_key = None, key
+        params, pulls = self.live_parameters(), []
+        before = _resident_bytes(self.device)
+        with autodiff_friendly_attention():
+            for i, b in enumerate(self._on_device()):
+                f = lambda p, b=b: self._loss(p, b)  # noqa: E731
+                try:
+                    if self.mode == "linearize":  # the traced jvp of the gradient: no forward pass per product
+                        with _frozen(self.model):
+                            linear = linearize(grad(f), params)[1]
+                        pulls.append(lambda t, linear=linear: (self._run_frozen(linear, t),))
+                    else:
+                        pulls.append(self._cached_backward(params, b))
+                except RuntimeError as e:
+                    _raise_clearly(e, self.loss_fn)
+                if i == 0 and len(self.batches) > 1:
+                    grown, have = _resident_bytes(self.device) - before, available_bytes(self.device)
+                    if have is not None and grown * len(self.batches) > have / 2:
+                        self._cache_refused = True  # recompute per product instead
+                        return None
+        self._cache = pulls
+        return pulls
+
+    def _cached_backward(self, params: dict[str, torch.Tensor], b: Batch) -> Callable:
+        """Autograd with a kept graph: the gradient of the loss at leaf copies of the parameters
+        (sharing their storage) with ``create_graph=True``, and per product one backward through it."""
+        leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
+        with torch.enable_grad():
+            g = torch.autograd.grad(self._loss(leaves, b), list(leaves.values()), create_graph=True,
+                                    materialize_grads=True)
+        live = [i for i, t in enumerate(g) if t.requires_grad]  # the others have zero second derivatives
+        inputs = list(leaves.values())
+
+        def pull(t: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]]:
+            if not live:
+                return ({n: torch.zeros_like(x) for n, x in leaves.items()},)
+            out = torch.autograd.grad([g[i] for i in live], inputs, [t[self.names[i]] for i in live],
+                                      retain_graph=True, materialize_grads=True)
+            return (dict(zip(self.names, out)),)
+
+        return pull
+
+    def _run_frozen(self, fn: Callable, t):
+        with _frozen(self.model):
+            return fn(t)
 
     def _reverse_columns(self, params: dict[str, torch.Tensor], v: torch.Tensor, b: Batch) -> torch.Tensor:
         try:
@@ -353,7 +461,7 @@ class _ModuleOperator(CurvatureOperator):
         return lambda z: SquaredError(z, target, 2 * per)
 
     def _state_key(self) -> tuple:
-        return tuple((id(p), p._version, p.data_ptr()) for p in self.live_parameters().values())
+        return tuple((id(p), p._version, p.data_ptr()) for p in self._live_objects())
 
     def _build_fused(self) -> None:
         """The LayeredHessian of the current weights (rebuilt when a parameter changes)."""
@@ -406,11 +514,12 @@ class _ModuleOperator(CurvatureOperator):
     def check_deterministic(self, rtol: float = 1e-5, atol: float = 1e-8) -> None:
         """Two full products with one random vector must agree (else NonDeterministicError)."""
         v = torch.randn(self.size, 1, generator=torch.Generator().manual_seed(0), dtype=self.dtype).to(self.device)
-        fused, self.fused = self.fused, False
+        fused, refused = self.fused, self._cache_refused
+        self.fused, self._cache_refused = False, True  # recompute: a cached graph would repeat itself
         try:
             a, b = self._matmat(v), self._matmat(v)
         finally:
-            self.fused = fused
+            self.fused, self._cache_refused = fused, refused
         if not torch.allclose(a, b, rtol=rtol, atol=atol):
             raise NonDeterministicError(
                 f"two passes over the data gave products differing by {float((a - b).abs().max()):.3e}: the model is "
@@ -423,9 +532,13 @@ class HessianOperator(_ModuleOperator):
     Args:
         model, loss_fn, data: the model, ``loss_fn(model(X), y)``, and the batches.
         params: the parameters (any order, any subset; default all that require grad).
-        mode: ``"auto"`` (forward-over-reverse, and reverse-over-reverse from the first product
-            on if a layer or the loss has no forward-mode derivative), ``"forward-over-reverse"``
-            or ``"reverse-over-reverse"`` (generic path).
+        mode: generic path. ``"auto"``: the gradient's graph of each batch is kept (within half
+            the available memory) and every product is one backward through it; ``"linearize"``:
+            ``torch.func.linearize`` traces the Jacobian-vector product of the gradient once (seconds
+            to build, then faster products on convolutional models); ``"forward-over-reverse"``
+            / ``"reverse-over-reverse"``: recomputed for every product (least memory). Where
+            PyTorch lacks a forward-mode derivative, forward-over-reverse falls back to
+            reverse-over-reverse under ``"auto"``.
         check_deterministic: one extra loss evaluation that refuses random models.
         fused: ``None`` (the fused R-op exactly when it applies), ``True`` (require it), ``False``.
         reduction: for a loss without a ``reduction`` attribute: ``"mean"`` or ``"sum"`` (default:

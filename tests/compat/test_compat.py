@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import fastdnc as fd
 from fastdnc.compat import curvlinops as c_curvlinops
 from fastdnc.compat import hessian_eigenthings as c_eigenthings
 from fastdnc.compat import pyhessian as c_pyhessian
