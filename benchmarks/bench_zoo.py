@@ -35,7 +35,7 @@ from common import md_table, median_time, target_row  # noqa: E402
 from peak_memory import reset_peak, status_mib  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
-from fastdnc.curvature.generic import autodiff_friendly_attention  # noqa: E402
+from fastdnc.curvature.functional import autodiff_friendly_attention  # noqa: E402
 
 METRICS: dict[str, float] = {}
 

@@ -38,7 +38,7 @@ def md_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
-def target_row(metrics: dict[str, float], name: str, key: str, goal: str, ok, fmt: str = "{:.1f}×") -> list[str]:
+def target_row(metrics: dict[str, float], name: str, key: str, goal: str, ok, fmt: str = "{:.2f}×") -> list[str]:
     """A row of a targets table: the measured value of ``key`` and whether ``ok(value)`` holds."""
     if key not in metrics:
         return [name, goal, "not measured (--quick)", ""]

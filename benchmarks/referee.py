@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "curvatur
 from test_generic_habits import Encoder, autograd_products, dense, layernorm_mlp, rel  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
-from fastdnc.curvature.generic import autodiff_friendly_attention  # noqa: E402
+from fastdnc.curvature.functional import autodiff_friendly_attention  # noqa: E402
 from fastdnc.io import atomic_write_text  # noqa: E402
 
 

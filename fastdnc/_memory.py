@@ -112,3 +112,17 @@ def warn_dense_eigh(n: int, vectors: bool) -> None:
     warnings.warn(f"a dense eigendecomposition of order {n} takes about {_duration(dense_eigh_seconds(n, vectors))} "
                   "on one core of a 2-core development machine (fd.lanczos gives the top eigenpairs far faster)",
                   SlowComputationWarning, stacklevel=3)
+
+
+def resident_bytes(device: torch.device) -> int:
+    """Memory in use now: the CUDA allocator's on a GPU, the process's resident set on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux: no estimate, the cache is built
+        pass
+    return 0

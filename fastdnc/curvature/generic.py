@@ -14,13 +14,17 @@ optimiser step between building and using the operator is seen), and with ``para
 re-reads them from the model (a replaced ``Parameter`` is seen too).
 
 * **Fused path**: an ``nn.Sequential`` of ``nn.Linear`` layers (all with or all without bias) and
-  ``nn.ReLU`` / ``nn.Identity`` activations, with an ``nn.MSELoss`` or an ``nn.CrossEntropyLoss``
-  without class weights, label smoothing or ``ignore_index`` labels, no module or parameter used
-  twice, all its parameters (in any order) and one 2-D input tensor per batch, uses the analytic
-  R-op of :class:`~fastdnc.curvature.full.LayeredHessian` (cached forward state, one set of GEMMs
-  per block of vectors), rebuilt when a parameter changes (its version counter or storage).
-  ``fused=None`` takes it exactly when every condition holds; ``fused=True`` raises with the first
-  condition that fails; everything else takes the generic path, which is exact for any model.
+  ``nn.ReLU`` / ``nn.Identity`` activations (optionally ending in ``nn.LogSoftmax`` with
+  ``nn.NLLLoss``, Hessian only), with ``nn.MSELoss``, ``nn.CrossEntropyLoss`` (class weights, label
+  smoothing, ``ignore_index``, but not weights and smoothing together) or ``nn.BCEWithLogitsLoss``
+  (no ``weight`` / ``pos_weight``), no module or parameter used twice, all its parameters (in any
+  order) and one 2-D input tensor per batch, uses the analytic R-op of
+  :class:`~fastdnc.curvature.full.LayeredHessian` with the per-sample weights of
+  :mod:`fastdnc.curvature.output_losses` (cached forward state, one set of GEMMs per block of
+  vectors), rebuilt when a parameter changes (its version counter or storage). ``fused=None`` takes
+  it exactly when every condition holds (``op.fused``; ``op.fused_reason`` says which failed);
+  ``fused=True`` raises with that reason; everything else takes the generic path, exact for any
+  model.
 * **Generic path**: through ``torch.func``. By default (``mode="auto"``) the graph of each batch's
   gradient is built once and kept (when all of them fit in half the available memory), and each
   product is one backward pass through it, the cost of autograd with a cached graph; it is rebuilt
@@ -28,7 +32,7 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
   once (``torch.func.linearize``); ``"forward-over-reverse"`` (``jvp`` of ``grad``) and
   ``"reverse-over-reverse"`` (``vjp`` of ``grad``) recompute everything per product, with ``vmap``
   over the columns. The parameters are substituted wherever the model uses them (reused modules and
-  tied weights are exact; see :func:`substituted`). Attention runs on PyTorch's math SDPA kernel
+  tied weights are exact; see :func:`~fastdnc.curvature.functional.substituted`). Attention runs on PyTorch's math SDPA kernel
   with the fused transformer fast path off (forward-mode AD is not implemented for the flash
   kernels), so ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` work in train and eval
   mode. Where PyTorch has no forward-mode derivative of a layer or loss (Huber, …) the recomputing
@@ -47,61 +51,23 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.func import grad, jvp, linearize, vjp, vmap
 
-from .._memory import available_bytes
-from ..models import MLPHead
+from .._memory import available_bytes, resident_bytes
 from .batches import Batch, declared_reduction, detect_reduction, read_batches
-from .full import LayeredHessian
+from .functional import autodiff_friendly_attention, frozen, substituted
+from .fused import FusedSequential
+from .fused import obstacle as fused_obstacle
 from .operator import CurvatureOperator
-from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 
 MODES = ("auto", "linearize", "forward-over-reverse", "reverse-over-reverse")
 
 
 class NonDeterministicError(RuntimeError):
     """Two evaluations on the same data gave different results."""
-
-
-@contextmanager
-def autodiff_friendly_attention() -> Iterator[None]:
-    """PyTorch's math SDPA kernel and no fused transformer fast path: both support forward-mode
-    AD and double backward, unlike the flash / memory-efficient kernels."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
-
-
-@contextmanager
-def substituted(model: nn.Module, params: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Run ``model`` with the tensors ``params`` (by ``named_parameters`` name) in place of those
-    parameters, wherever they are used: a module that appears twice and a ``Parameter`` tied into
-    several modules see the substitute everywhere, and everything is restored afterwards.
-    (``torch.func.functional_call`` corrupts a model whose module appears twice: it leaves a plain
-    tensor in place of the parameter after the call.)"""
-    live = dict(model.named_parameters())
-    swap = {id(live[name]): t for name, t in params.items()}
-    saved = []
-    try:
-        for mod in model.modules():  # each module once, however often it is used
-            for attr, p in mod._parameters.items():
-                if p is not None and id(p) in swap:
-                    saved.append((mod, attr, p))
-                    mod._parameters[attr] = swap[id(p)]
-        yield
-    finally:
-        for mod, attr, p in reversed(saved):
-            mod._parameters[attr] = p
 
 
 def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
@@ -115,56 +81,6 @@ def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
                               "Hessian to take through it") from e
 
 
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """``requires_grad`` off on every parameter while ``linearize`` traces (its substitutes carry the
-    derivatives; a leaf that requires grad would refuse the in-place ops of some layers)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-def _resident_bytes(device: torch.device) -> int:
-    """Memory in use now: the CUDA allocator's on a GPU, the process's resident set on the CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux: no estimate, the cache is built
-        pass
-    return 0
-
-
-def _layers_obstacle(mods: list[nn.Module]) -> str | None:
-    """``None`` for Linear, activation, Linear, …, Linear with one kind of activation (ReLU or
-    Identity), no module used twice and biases on all Linear layers or on none."""
-    if len({id(m) for m in mods}) != len(mods):
-        return "a module is used twice in the Sequential"
-    for i, mod in enumerate(mods):
-        expect_linear = i % 2 == 0
-        if expect_linear and type(mod) is not nn.Linear:
-            return f"module {i} is {type(mod).__name__}, not Linear"
-        if not expect_linear and type(mod) not in (nn.ReLU, nn.Identity):
-            return f"module {i} is {type(mod).__name__}, not ReLU or Identity between Linear layers"
-        if type(mod) is nn.ReLU and mod.inplace:
-            return "an in-place ReLU"
-    if len(mods) % 2 == 0:
-        return "the Sequential does not end with a Linear layer"
-    if len({type(m) for m in mods[1::2]}) > 1:
-        return "it mixes ReLU and Identity activations"
-    if len({m.bias is None for m in mods[0::2]}) > 1:
-        return "some Linear layers have biases and others do not"
-    return None
-
-
 def _refuse_batch_statistics(model: nn.Module) -> None:
     for name, mod in model.named_modules():
         if isinstance(mod, nn.modules.batchnorm._BatchNorm) and (mod.training or not mod.track_running_stats):
@@ -175,8 +91,10 @@ def _refuse_batch_statistics(model: nn.Module) -> None:
                              "running statistics; call model.eval() to use the running statistics")
 
 
-class _ModuleOperator(CurvatureOperator):
+class ModuleOperator(CurvatureOperator):
     """Shared machinery; subclasses define ``_batch_product(params, v, batch)`` on one batch."""
+
+    is_ggn = False
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None, mode: str,
                  check_deterministic: bool, fused: bool | None, reduction: str | None,
@@ -207,9 +125,9 @@ class _ModuleOperator(CurvatureOperator):
         if self.num_data <= 0:
             raise ValueError(f"num_data must be positive, got {num_data!r}")
         self.reduction = declared_reduction(loss_fn, reduction) or self._detect_reduction()
-        self._fused: LayeredHessian | None = None
+        self._fused: FusedSequential | None = None
         self._fused_key: tuple = ()
-        self.fused_reason = "fused=False" if fused is False else self._fused_obstacle(len(named))
+        self.fused_reason = "fused=False" if fused is False else fused_obstacle(self, len(named), self.is_ggn)
         if fused and self.fused_reason:
             raise ValueError(f"the fused path cannot take this model: {self.fused_reason}; use fused=None (the exact "
                              "generic path) instead")
@@ -218,7 +136,7 @@ class _ModuleOperator(CurvatureOperator):
         self._cache_key: tuple = ()
         self._cache_refused = False
         if self.fused:
-            self._build_fused()
+            self._fused, self._fused_key = FusedSequential(self), self._state_key()
         if check_deterministic:
             self._check_loss_deterministic()
 
@@ -290,7 +208,7 @@ class _ModuleOperator(CurvatureOperator):
                 try:
                     cols = self._batch_columns(params, v, b)
                 except NotImplementedError as e:  # before RuntimeError, its base class
-                    if self.mode != "auto" or isinstance(self, GGNOperator):
+                    if self.mode != "auto" or self.is_ggn:
                         hint = ": use mode='reverse-over-reverse')" if self.mode != "auto" else ")"
                         raise NotImplementedError(f"{e} (a layer or the loss has no forward-mode derivative in "
                                                   f"PyTorch{hint}") from e
@@ -307,28 +225,28 @@ class _ModuleOperator(CurvatureOperator):
         product is one more backward pass, as autograd with a cached graph, but exact for the live
         parameters (rebuilt when one changes). ``None`` where it does not apply (the GGN, an explicit
         ``mode``) or would not fit: the graphs of all batches must stay under half the available memory."""
-        if self.mode not in ("auto", "linearize") or isinstance(self, GGNOperator) or self._cache_refused:
+        if self.mode not in ("auto", "linearize") or self.is_ggn or self._cache_refused:
             return None
         key = self._state_key()
         if self._cache is not None and self._cache_key == key:
             return self._cache
         self._cache, self._cache_key = None, key
         params, pulls = self.live_parameters(), []
-        before = _resident_bytes(self.device)
+        before = resident_bytes(self.device)
         with autodiff_friendly_attention():
             for i, b in enumerate(self._on_device()):
                 f = lambda p, b=b: self._loss(p, b)  # noqa: E731
                 try:
                     if self.mode == "linearize":  # the traced jvp of the gradient: no forward pass per product
-                        with _frozen(self.model):
+                        with frozen(self.model):
                             linear = linearize(grad(f), params)[1]
-                        pulls.append(lambda t, linear=linear: (self._run_frozen(linear, t),))
+                        pulls.append(lambda t, linear=linear: (self._runfrozen(linear, t),))
                     else:
                         pulls.append(self._cached_backward(params, b))
                 except RuntimeError as e:
                     _raise_clearly(e, self.loss_fn)
                 if i == 0 and len(self.batches) > 1:
-                    grown, have = _resident_bytes(self.device) - before, available_bytes(self.device)
+                    grown, have = resident_bytes(self.device) - before, available_bytes(self.device)
                     if have is not None and grown * len(self.batches) > have / 2:
                         self._cache_refused = True  # recompute per product instead
                         return None
@@ -354,8 +272,8 @@ class _ModuleOperator(CurvatureOperator):
 
         return pull
 
-    def _run_frozen(self, fn: Callable, t):
-        with _frozen(self.model):
+    def _runfrozen(self, fn: Callable, t):
+        with frozen(self.model):
             return fn(t)
 
     def _reverse_columns(self, params: dict[str, torch.Tensor], v: torch.Tensor, b: Batch) -> torch.Tensor:
@@ -381,122 +299,14 @@ class _ModuleOperator(CurvatureOperator):
         return torch.cat([d[n].reshape(-1) for n in self.names])
 
     # ------------------------------------------------------------------ fused nn.Sequential path
-    def _fused_obstacle(self, num_named: int) -> str | None:
-        """``None`` when the fused R-op computes exactly this operator, else the first reason it does not."""
-        seq, loss = self.model, self.loss_fn
-        if not isinstance(seq, nn.Sequential) or len(seq) == 0:
-            return "the model is not an nn.Sequential"
-        mods = list(seq)
-        log_softmax = type(mods[-1]) is nn.LogSoftmax
-        if log_softmax:
-            if mods[-1].dim not in (1, -1) or type(loss) is not nn.NLLLoss:
-                return "a final LogSoftmax is fused only over dim 1 and with NLLLoss"
-            if isinstance(self, GGNOperator):
-                return "the GGN of NLLLoss after LogSoftmax is taken at the log-probabilities (generic path)"
-            mods = mods[:-1]
-        elif type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLoss):
-            return (f"the loss is {type(loss).__name__}, not MSELoss, CrossEntropyLoss, BCEWithLogitsLoss or NLLLoss "
-                    "after LogSoftmax")
-        why = _layers_obstacle(mods) or self._inputs_obstacle(mods, num_named)
-        return why or self._loss_obstacle([m for m in mods if type(m) is nn.Linear][-1].out_features)
-
-    def _inputs_obstacle(self, mods: list[nn.Module], num_named: int) -> str | None:
-        owned = [p for m in mods for p in m.parameters()]
-        if len({id(p) for p in owned}) != len(owned):
-            return "a parameter is shared between layers (weight tying)"
-        if len(self.names) != num_named or any(not p.requires_grad for p in owned):
-            return "params is a subset of the model's parameters"
-        if any(len(b.args) != 1 or b.kwargs or b.args[0].ndim != 2 for b in self.batches):
-            return "the inputs are not one 2-D tensor per batch"
-        if not all(isinstance(b.target, torch.Tensor) for b in self.batches):
-            return "the targets are not tensors"
-        return None
-
-    def _loss_obstacle(self, k: int) -> str | None:
-        loss, y = self.loss_fn, [b.target for b in self.batches]
-        if k < 2:
-            return "the model has one output (the fused head needs K >= 2)"
-        if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
-            if getattr(loss, "label_smoothing", 0.0) and loss.weight is not None:
-                return "CrossEntropyLoss with both class weights and label smoothing"
-            if any(t.ndim != 1 or t.dtype.is_floating_point for t in y):
-                return "the targets are not class indices (class probabilities take the generic path)"
-            if any(bool((((t < 0) | (t >= k)) & (t != loss.ignore_index)).any()) for t in y):
-                return "some labels are outside 0..K-1"
-            if any(float(self._class_weights(t, k).sum()) == 0 for t in y):
-                return "a batch has no sample left to average over (all ignored)"
-            return None
-        if isinstance(loss, nn.BCEWithLogitsLoss) and (loss.weight is not None or loss.pos_weight is not None):
-            return "BCEWithLogitsLoss with weight or pos_weight"
-        if any(t.shape != (b.size, k) for t, b in zip(y, self.batches)):
-            return f"{type(loss).__name__} targets do not have the output's shape (no broadcasting on the fused path)"
-        return None
-
-    def _class_weights(self, labels: torch.Tensor, k: int) -> torch.Tensor:
-        """w_{y_i}, 0 for an ignored sample (cross-entropy and NLL)."""
-        loss = self.loss_fn
-        valid = labels != loss.ignore_index
-        w = torch.ones(k, dtype=self.dtype, device=labels.device) if loss.weight is None else \
-            loss.weight.to(device=labels.device, dtype=self.dtype)
-        return torch.where(valid, w[labels.clamp(0, k - 1)], torch.zeros((), dtype=self.dtype, device=labels.device))
-
-    def _output_loss(self, k: int):
-        """The fused loss of the output with the per-sample weights of torch's reduction of each batch."""
-        loss, mean = self.loss_fn, self.reduction == "mean"
-        y = [b.target.to(self.device) for b in self.batches]
-        if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
-            ws = [self._class_weights(t, k) for t in y]
-            weights = torch.cat([w * (b.size / self.num_data) / w.sum() if mean else w
-                                 for w, b in zip(ws, self.batches)])
-            labels = torch.cat(y)
-            eps = getattr(loss, "label_smoothing", 0.0)
-            soft = nn.functional.one_hot(labels.clamp(0, k - 1), k).T.to(self.dtype) * (1 - eps) + eps / k
-            return lambda z: SoftmaxCrossEntropy(z, soft, weights)
-        target = torch.cat(y).T.to(self.dtype).contiguous()
-        per = torch.full((target.shape[1],), 1.0 / (self.num_data * k) if mean else 1.0, dtype=self.dtype,
-                         device=self.device)
-        if isinstance(loss, nn.BCEWithLogitsLoss):
-            return lambda z: SigmoidBinaryCrossEntropy(z, target, per)
-        # MSELoss is Σ (z − t)² / (NK) (mean) or Σ (z − t)²: ½‖·‖² with weights 2/(NK) or 2
-        return lambda z: SquaredError(z, target, 2 * per)
-
     def _state_key(self) -> tuple:
         return tuple((id(p), p._version, p.data_ptr()) for p in self._live_objects())
 
-    def _build_fused(self) -> None:
-        """The LayeredHessian of the current weights (rebuilt when a parameter changes)."""
-        linears = [m for m in self.model if type(m) is nn.Linear]
-        x = torch.cat([b.args[0] for b in self.batches]).to(device=self.device, dtype=self.dtype)
-        k = linears[-1].out_features
-        head = MLPHead(x.T.contiguous(), torch.zeros(x.shape[0], dtype=torch.long, device=self.device),
-                       [lin.out_features for lin in linears[:-1]], len(linears), num_classes=k,
-                       activation="relu" if any(type(m) is nn.ReLU for m in self.model) else "linear",
-                       weight_decay=0.0, bias=linears[0].bias is not None)
-        with torch.no_grad():
-            for w, lin in zip(head.weights, linears):
-                w.copy_(lin.weight)
-            if head.biases is not None:
-                for b, lin in zip(head.biases, linears):
-                    b.copy_(lin.bias)
-        self._fused = LayeredHessian(head, include_features=False, decay=False, ggn=isinstance(self, GGNOperator),
-                                     output_loss=self._output_loss(k))
-        # the user's params order as indices into the module order (the fused operator's layout)
-        offsets, i = {}, 0
-        for name, p in self.model.named_parameters():
-            offsets[name] = (i, p.numel())
-            i += p.numel()
-        order = torch.cat([torch.arange(offsets[n][0], offsets[n][0] + offsets[n][1]) for n in self.names])
-        self._order = None if torch.equal(order, torch.arange(self.size)) else order.to(self.device)
-        self._fused_key = self._state_key()
-
     def _fused_matmat(self, v: torch.Tensor) -> torch.Tensor:
-        if self._state_key() != self._fused_key:  # an optimiser step, a load_state_dict, a replaced parameter
-            self._build_fused()
-        if self._order is None:
-            return self._fused._matmat(v)
-        module_v = torch.empty_like(v)
-        module_v[self._order] = v
-        return self._fused._matmat(module_v)[self._order]
+        key = self._state_key()
+        if self._fused is None or key != self._fused_key:  # an optimiser step, a load_state_dict, a new Parameter
+            self._fused, self._fused_key = FusedSequential(self), key
+        return self._fused.matmat(v)
 
     # ------------------------------------------------------------------ checks
     def _check_loss_deterministic(self) -> None:
@@ -526,7 +336,7 @@ class _ModuleOperator(CurvatureOperator):
                 "random (dropout, ...); use eval mode")
 
 
-class HessianOperator(_ModuleOperator):
+class HessianOperator(ModuleOperator):
     """The Hessian of the empirical risk of any ``nn.Module`` (see the module docstring).
 
     Args:
@@ -563,9 +373,11 @@ class HessianOperator(_ModuleOperator):
         return pull(v)[0]
 
 
-class GGNOperator(_ModuleOperator):
+class GGNOperator(ModuleOperator):
     """The generalised Gauss–Newton matrix :math:`J^\\top \\nabla^2_z\\ell\\, J` of any ``nn.Module``
     (arguments as for :class:`HessianOperator`)."""
+
+    is_ggn = True
 
     def __init__(self, model: nn.Module, loss_fn: Callable, data, params: Sequence[torch.Tensor] | None = None, *,
                  check_deterministic: bool = True, fused: bool | None = None, reduction: str | None = None,

@@ -44,7 +44,7 @@ MODELS = models()
 
 def dense_hessian(model, batches):
     """Hessian of the size-weighted mean loss by double backward, row by row (the referee)."""
-    from fastdnc.curvature.generic import autodiff_friendly_attention
+    from fastdnc.curvature.functional import autodiff_friendly_attention
 
     params = [p for p in model.parameters() if p.requires_grad]
     n = sum(x.shape[0] for x, _ in batches)
@@ -96,7 +96,7 @@ def test_curvlinops_swap(name, model, batches, peers):
 def test_pyhessian_swap(name, model, batches, peers):
     from pyhessian import hessian as peer
 
-    from fastdnc.curvature.generic import autodiff_friendly_attention
+    from fastdnc.curvature.functional import autodiff_friendly_attention
 
     with warnings.catch_warnings(), autodiff_friendly_attention():
         warnings.simplefilter("ignore")
@@ -128,7 +128,7 @@ def test_pyhessian_swap(name, model, batches, peers):
 def test_hessian_eigenthings_swap(name, model, batches, peers):
     import hessian_eigenthings as he
 
-    from fastdnc.curvature.generic import autodiff_friendly_attention
+    from fastdnc.curvature.functional import autodiff_friendly_attention
 
     vals, vecs = c_eigenthings.compute_hessian_eigenthings(model, batches, nn.CrossEntropyLoss(), num_eigenthings=3,
                                                            mode="lanczos")

@@ -350,7 +350,7 @@ class Encoder(nn.Module):
 def autograd_products(model, loss, x, y, params, v):
     """Hessian- and GGN-vector products by plain autograd (double backward) under the math attention
     kernel, and the Hessian product by central finite differences of the gradient: the referees."""
-    from fastdnc.curvature.generic import autodiff_friendly_attention
+    from fastdnc.curvature.functional import autodiff_friendly_attention
 
     vs, i = [], 0
     for p in params:

@@ -1,0 +1,160 @@
+r"""The fused R-op behind the drop-in operators for ``nn.Sequential`` MLPs: when it computes exactly
+the operator the user asked for, and the :class:`~fastdnc.curvature.full.LayeredHessian` it builds.
+
+:func:`obstacle` returns ``None`` only when every condition holds (see
+:mod:`fastdnc.curvature.generic`), else the first that fails, in words: the drop-in operator shows it
+as ``op.fused_reason``. :class:`FusedSequential` copies the current weights into an
+:class:`~fastdnc.models.MLPHead` on all the data, builds the analytic R-op with the per-sample
+weights of torch's reduction of each batch (:mod:`fastdnc.curvature.output_losses`), and maps the
+user's parameter order to the module order of the R-op.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..models import MLPHead
+from .full import LayeredHessian
+from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generic import ModuleOperator
+
+
+def layers_obstacle(mods: list[nn.Module]) -> str | None:
+    """``None`` for Linear, activation, Linear, …, Linear with one kind of activation (ReLU or
+    Identity), no module used twice and biases on all Linear layers or on none."""
+    if len({id(m) for m in mods}) != len(mods):
+        return "a module is used twice in the Sequential"
+    for i, mod in enumerate(mods):
+        if i % 2 == 0 and type(mod) is not nn.Linear:
+            return f"module {i} is {type(mod).__name__}, not Linear"
+        if i % 2 == 1 and type(mod) not in (nn.ReLU, nn.Identity):
+            return f"module {i} is {type(mod).__name__}, not ReLU or Identity between Linear layers"
+        if type(mod) is nn.ReLU and mod.inplace:
+            return "an in-place ReLU"
+    if len(mods) % 2 == 0:
+        return "the Sequential does not end with a Linear layer"
+    if len({type(m) for m in mods[1::2]}) > 1:
+        return "it mixes ReLU and Identity activations"
+    if len({m.bias is None for m in mods[0::2]}) > 1:
+        return "some Linear layers have biases and others do not"
+    return None
+
+
+def obstacle(op: ModuleOperator, num_named: int, ggn: bool) -> str | None:
+    """``None`` when the fused R-op computes exactly ``op``, else the first reason it does not."""
+    seq, loss = op.model, op.loss_fn
+    if not isinstance(seq, nn.Sequential) or len(seq) == 0:
+        return "the model is not an nn.Sequential"
+    mods = list(seq)
+    if type(mods[-1]) is nn.LogSoftmax:
+        if mods[-1].dim not in (1, -1) or type(loss) is not nn.NLLLoss:
+            return "a final LogSoftmax is fused only over dim 1 and with NLLLoss"
+        if ggn:
+            return "the GGN of NLLLoss after LogSoftmax is taken at the log-probabilities (generic path)"
+        mods = mods[:-1]
+    elif type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLoss):
+        return (f"the loss is {type(loss).__name__}, not MSELoss, CrossEntropyLoss, BCEWithLogitsLoss or NLLLoss "
+                "after LogSoftmax")
+    why = layers_obstacle(mods) or _inputs_obstacle(op, mods, num_named)
+    return why or _loss_obstacle(op, [m for m in mods if type(m) is nn.Linear][-1].out_features)
+
+
+def _inputs_obstacle(op: ModuleOperator, mods: list[nn.Module], num_named: int) -> str | None:
+    owned = [p for m in mods for p in m.parameters()]
+    if len({id(p) for p in owned}) != len(owned):
+        return "a parameter is shared between layers (weight tying)"
+    if len(op.names) != num_named or any(not p.requires_grad for p in owned):
+        return "params is a subset of the model's parameters"
+    if any(len(b.args) != 1 or b.kwargs or b.args[0].ndim != 2 for b in op.batches):
+        return "the inputs are not one 2-D tensor per batch"
+    if not all(isinstance(b.target, torch.Tensor) for b in op.batches):
+        return "the targets are not tensors"
+    return None
+
+
+def _loss_obstacle(op: ModuleOperator, k: int) -> str | None:
+    loss, y = op.loss_fn, [b.target for b in op.batches]
+    if k < 2:
+        return "the model has one output (the fused head needs K >= 2)"
+    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        if getattr(loss, "label_smoothing", 0.0) and loss.weight is not None:
+            return "CrossEntropyLoss with both class weights and label smoothing"
+        if any(t.ndim != 1 or t.dtype.is_floating_point for t in y):
+            return "the targets are not class indices (class probabilities take the generic path)"
+        if any(bool((((t < 0) | (t >= k)) & (t != loss.ignore_index)).any()) for t in y):
+            return "some labels are outside 0..K-1"
+        if any(float(_class_weights(loss, t, k, op.dtype).sum()) == 0 for t in y):
+            return "a batch has no sample left to average over (all ignored)"
+        return None
+    if isinstance(loss, nn.BCEWithLogitsLoss) and (loss.weight is not None or loss.pos_weight is not None):
+        return "BCEWithLogitsLoss with weight or pos_weight"
+    if any(t.shape != (b.size, k) for t, b in zip(y, op.batches)):
+        return f"{type(loss).__name__} targets do not have the output's shape (no broadcasting on the fused path)"
+    return None
+
+
+def _class_weights(loss: Any, labels: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """w_{y_i} of a cross-entropy or NLL loss, 0 for an ignored sample."""
+    valid = labels != loss.ignore_index
+    w = torch.ones(k, dtype=dtype, device=labels.device) if loss.weight is None else \
+        loss.weight.to(device=labels.device, dtype=dtype)
+    return torch.where(valid, w[labels.clamp(0, k - 1)], torch.zeros((), dtype=dtype, device=labels.device))
+
+
+class FusedSequential:
+    """The analytic R-op of ``op``'s model at its current weights (see the module docstring)."""
+
+    def __init__(self, op: ModuleOperator) -> None:
+        linears = [m for m in op.model if type(m) is nn.Linear]
+        x = torch.cat([b.args[0] for b in op.batches]).to(device=op.device, dtype=op.dtype)
+        k = linears[-1].out_features
+        head = MLPHead(x.T.contiguous(), torch.zeros(x.shape[0], dtype=torch.long, device=op.device),
+                       [lin.out_features for lin in linears[:-1]], len(linears), num_classes=k,
+                       activation="relu" if any(type(m) is nn.ReLU for m in op.model) else "linear",
+                       weight_decay=0.0, bias=linears[0].bias is not None)
+        with torch.no_grad():
+            for w, lin in zip(head.weights, linears):
+                w.copy_(lin.weight)
+            if head.biases is not None:
+                for b, lin in zip(head.biases, linears):
+                    b.copy_(lin.bias)
+        self.operator = LayeredHessian(head, include_features=False, decay=False, ggn=op.is_ggn,
+                                       output_loss=_output_loss(op, k))
+        # the user's params order as indices into the module order (the R-op's layout)
+        offsets, i = {}, 0
+        for name, p in op.model.named_parameters():
+            offsets[name] = (i, p.numel())
+            i += p.numel()
+        order = torch.cat([torch.arange(offsets[n][0], offsets[n][0] + offsets[n][1]) for n in op.names])
+        self.order = None if torch.equal(order, torch.arange(op.size)) else order.to(op.device)
+
+    def matmat(self, v: torch.Tensor) -> torch.Tensor:
+        if self.order is None:
+            return self.operator._matmat(v)
+        module_v = torch.empty_like(v)
+        module_v[self.order] = v
+        return self.operator._matmat(module_v)[self.order]
+
+
+def _output_loss(op: ModuleOperator, k: int):
+    """The fused loss of the output with the per-sample weights of torch's reduction of each batch."""
+    loss, mean = op.loss_fn, op.reduction == "mean"
+    y = [b.target.to(op.device) for b in op.batches]
+    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        ws = [_class_weights(loss, t, k, op.dtype) for t in y]
+        weights = torch.cat([w * (b.size / op.num_data) / w.sum() if mean else w for w, b in zip(ws, op.batches)])
+        labels = torch.cat(y)
+        eps = getattr(loss, "label_smoothing", 0.0)
+        soft = nn.functional.one_hot(labels.clamp(0, k - 1), k).T.to(op.dtype) * (1 - eps) + eps / k
+        return lambda z: SoftmaxCrossEntropy(z, soft, weights)
+    target = torch.cat(y).T.to(op.dtype).contiguous()
+    per = torch.full((target.shape[1],), 1.0 / (op.num_data * k) if mean else 1.0, dtype=op.dtype, device=op.device)
+    if isinstance(loss, nn.BCEWithLogitsLoss):
+        return lambda z: SigmoidBinaryCrossEntropy(z, target, per)
+    # MSELoss is Σ (z − t)² / (NK) (mean) or Σ (z − t)²: ½‖·‖² with weights 2/(NK) or 2
+    return lambda z: SquaredError(z, target, 2 * per)
