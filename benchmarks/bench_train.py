@@ -6,6 +6,7 @@ GD. Run: ``python benchmarks/bench_train.py``.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak, md_table  # noqa: E402
+from common import matmul_peak, md_table, median_time  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
 
@@ -58,5 +59,45 @@ def run(steps: int = STEPS) -> str:
                      "% of matmul peak"], rows)
 
 
+def gemm_threads() -> str:
+    """Speed-up of a second intra-op thread on GEMMs of a few sizes (the basis of fastdnc._threads)."""
+    rows = []
+    before = torch.get_num_threads()
+    for m, k, n in ((64, 64, 40), (128, 128, 128), (256, 256, 256), (512, 512, 512)):
+        a, b = torch.randn(m, k, dtype=torch.float64), torch.randn(k, n, dtype=torch.float64)
+        times = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            times[threads] = median_time(lambda: a @ b)
+        rows.append([f"{m} × {k} × {n}", f"{2 * m * k * n:.1e}", f"{times[1] / times[2]:.2f}×"])
+    torch.set_num_threads(before)
+    return md_table(["GEMM", "flops", "2 threads vs 1 (alone)"], rows)
+
+
+def under_load(steps: int = 1000) -> str:
+    """Training steps/s of the ReLU UFM above alone and beside a process that keeps one core busy,
+    with torch's two threads and with fastdnc's choice (one thread at this size)."""
+    def rate(threads):
+        m = fd.DeepUFM(4, 10, 64, 5, activation="relu")
+        fd.train(m, 50, 0.01, progress=False, log_at=[], threads=threads)
+        t0 = time.perf_counter()
+        fd.train(m, steps, 0.01, progress=False, log_at=[], threads=threads)
+        return steps / (time.perf_counter() - t0)
+
+    alone = {t: rate(t) for t in (2, None)}
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        loaded = {t: rate(t) for t in (2, None)}
+    finally:
+        busy.kill()
+        busy.wait()
+    rows = [[label, f"{alone[t]:,.0f}", f"{loaded[t]:,.0f}", f"{alone[t] / loaded[t]:.1f}×"]
+            for t, label in ((2, "2 threads (torch's default here)"), (None, "fastdnc's choice (threads=None)"))]
+    return md_table(["threads", "steps/s alone", "steps/s beside a busy core", "slow-down under load"], rows)
+
+
 if __name__ == "__main__":
     print(run())
+    print(gemm_threads())
+    print(under_load())

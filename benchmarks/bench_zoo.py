@@ -164,15 +164,15 @@ def run(dtypes=(torch.float32, torch.float64)) -> str:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ms = methods(model, x, y, params)
-                t1 = median_time(ms["fastdnc"][0], repeats=3)
-                t8 = median_time(ms["fastdnc"][1], repeats=3)
+                t1 = median_time(ms["fastdnc"][0], min_time=1.0, repeats=5)
+                t8 = median_time(ms["fastdnc"][1], min_time=1.0, repeats=5)
                 cells = {}
                 for peer in ("autograd cached", "torch.func", "curvlinops", "PyHessian", "fastdnc linearize"):
                     m = ms[peer]
                     if isinstance(m, str):
                         cells[peer] = m
                         continue
-                    ratio = median_time(m[0], repeats=3) / t1
+                    ratio = median_time(m[0], min_time=1.0, repeats=5) / t1
                     METRICS[f"{name}|{tag}|{peer}"] = ratio
                     cells[peer] = f"{ratio:.2f}×"
                 if not isinstance(ms["fastdnc linearize"], str):

@@ -50,6 +50,19 @@ backpropagation (no autograd graph) and fused `torch._foreach` updates; the base
 At these sizes one step is ~15 GEMMs of 64×64×40: each is too small to reach the matmul peak, so
 the fraction of peak is low for every implementation; the ratio is what the trainer controls.
 
+### Threads by problem size
+
+A second intra-op thread on GEMMs of these sizes (float64, alone):
+
+{bench_train.gemm_threads()}
+
+Below 2·10⁶ flops per GEMM a second thread gains nothing, and on a machine whose other cores are
+busy it waits for them: the trainer therefore uses one thread there (`fastdnc._threads`;
+`threads=` / `--threads` override it, and the caller's setting is restored). The ReLU UFM above,
+alone and beside a process that keeps one core busy:
+
+{bench_train.under_load()}
+
 ## Exact layer Hessians (`benchmarks/bench_layer.py`)
 
 Ratios are baseline time / fastdnc time (> 1: fastdnc is faster), measured in the same run.

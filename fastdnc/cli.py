@@ -39,10 +39,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=["constant", "cosine", "linear", "step", "exponential"], default="constant")
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoint.pt exists")
+    g.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: one for small models, which would only wait for each other on a "
+                        "busy machine, else torch's setting)")
 
 
 # Arguments that do not change what a run computes: everything else in config.json must match.
-_RUN_NEUTRAL = ("command", "func", "out", "quiet", "debug", "no_resume", "steps", "checkpoint_every")
+_RUN_NEUTRAL = ("command", "func", "out", "quiet", "debug", "no_resume", "steps", "checkpoint_every", "threads")
 
 
 def _device(name: str):
@@ -153,7 +156,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         history = train(model, a.steps, a.lr, optimizer=a.optimizer, momentum=a.momentum, batch_size=a.batch_size,
                         schedule=a.schedule, collapse=True, checkpoint=checkpoint,
                         checkpoint_every=a.checkpoint_every, resume=not a.no_resume, seed=a.seed,
-                        progress=False if a.quiet else None)
+                        progress=False if a.quiet else None, threads=a.threads)
     except BaseException:
         if created and not checkpoint.exists():  # a failed first command leaves nothing behind but a good checkpoint
             shutil.rmtree(out, ignore_errors=True)

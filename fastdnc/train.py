@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_positive_int
 from ._memory import require_memory
+from ._threads import intra_op_threads, threads_for
 from .io import (
     atomic_torch_save,
     atomic_write_json,
@@ -336,6 +337,7 @@ def train(
     check_finite_every: int = 1,
     progress: bool | None = None,
     distributed: bool | None = None,
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
@@ -365,6 +367,8 @@ def train(
         check_finite_every: how often (in steps) the loss is checked for NaN/Inf (each check is a
             device sync on GPUs).
         progress: tqdm progress bar (default: on for runs of 10⁴ steps or more).
+        threads: intra-op threads while training (default: one when the largest GEMM of a step is
+            small, see :mod:`fastdnc._threads`, else the caller's setting, which is restored).
 
     Raises:
         NonFiniteError: the loss became NaN/Inf; the message names the step.
@@ -450,7 +454,7 @@ def train(
     bar = tqdm(total=steps, initial=start, disable=not show, desc="train", unit="step", dynamic_ncols=True,
                mininterval=0.5)
     chunk = max(1, steps // 1000)
-    with torch.no_grad():
+    with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(model, batch_size), threads)):
         for step in range(start, steps + 1):
             # a checkpoint of the state after `step` updates is written only once that state's loss
             # has been checked, with the sampler state from before this step's batch is drawn
@@ -521,6 +525,15 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} → {b!r}")
     return out
+
+
+def _largest_gemm_flops(model: torch.nn.Module, batch_size: int | None) -> float:
+    """2·m·n·k of the largest GEMM of a training step of a layered model (a weight times the layer
+    input over the batch); infinite (keep the caller's threads) for any other module."""
+    if not hasattr(model, "loss_and_gradients"):
+        return float("inf")
+    n = model.num_samples if batch_size is None else min(batch_size, model.num_samples)
+    return max(2.0 * w.shape[0] * w.shape[1] * n for w in model.weights)
 
 
 def _training_bytes(model: torch.nn.Module, params: list[torch.Tensor], optimizer: str) -> int:

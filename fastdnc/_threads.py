@@ -1,0 +1,43 @@
+"""Intra-op thread counts chosen by problem size.
+
+A GEMM of 64 × 64 × 40 gains nothing from a second thread, and on a machine whose cores other
+processes also use, torch's spinning intra-op threads then wait for each other (a user measured a
+small UFM 100× slower under load). Work whose largest GEMM is below :data:`SERIAL_GEMM_FLOPS` therefore runs on
+one thread; larger work keeps the caller's setting. The caller's setting is restored afterwards.
+
+The threshold comes from ``python benchmarks/bench_train.py`` (the "Threads by problem size"
+tables of docs/benchmarks.md: the gain of a second thread by GEMM size, and training alone and
+beside a busy core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+SERIAL_GEMM_FLOPS = 2.0e6  # below this (2·m·n·k), one thread
+
+
+def threads_for(gemm_flops: float, threads: int | None = None) -> int:
+    """The intra-op thread count for work whose largest GEMM costs ``gemm_flops``: ``threads`` when
+    given, one thread below :data:`SERIAL_GEMM_FLOPS`, else the current setting."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        return threads
+    return 1 if gemm_flops < SERIAL_GEMM_FLOPS else torch.get_num_threads()
+
+
+@contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` intra-op threads and restore the caller's count afterwards."""
+    previous = torch.get_num_threads()
+    if count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

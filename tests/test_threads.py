@@ -1,0 +1,47 @@
+"""Thread counts by problem size: one thread for small GEMMs, the caller's setting restored."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastdnc as fd
+from fastdnc._threads import SERIAL_GEMM_FLOPS, intra_op_threads, threads_for
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_for_sizes(two_threads):
+    assert threads_for(2 * 64 * 64 * 40) == 1
+    assert threads_for(2 * 512**3) == 2
+    assert threads_for(SERIAL_GEMM_FLOPS / 2, threads=2) == 2  # an explicit count wins
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be an int >= 1"):
+            threads_for(1.0, threads=bad)
+
+
+def test_the_callers_setting_is_restored_even_on_errors(two_threads):
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="boom"), intra_op_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("model, threads, inside", [
+    (lambda: fd.DeepUFM(4, 5, 12, 4), None, 1),  # GEMMs of 12 × 12 × 20: one thread
+    (lambda: fd.DeepUFM(4, 100, 256, 2), None, 2),  # 256 × 256 × 400: the caller's two
+    (lambda: fd.DeepUFM(4, 5, 12, 4), 2, 2),  # asked for
+])
+def test_training_picks_threads_and_restores_them(two_threads, model, threads, inside):
+    seen = []
+    fd.train(model(), 3, 0.01, callbacks=[lambda m, s: seen.append(torch.get_num_threads()) or {}], log_at=1,
+             threads=threads, progress=False)
+    assert set(seen) == {inside} and torch.get_num_threads() == 2
