@@ -3,7 +3,12 @@
 from . import reference
 from .full import LayeredHessian, LinearMSEHessian, ggn, hessian
 from .gauss_newton import BatchedGaussNewton
-from .generic import GGNOperator, HessianOperator, NonDeterministicError
+from .generic import (
+    GGNOperator,
+    HessianOperator,
+    MissingDerivativeError,
+    NonDeterministicError,
+)
 from .kronecker import Factor, KroneckerEigenvectors, KroneckerOperator, KroneckerSum
 from .layer import feature_hessian, layer_hessian
 from .operator import CurvatureOperator, DenseOperator, LowRankOperator
@@ -20,6 +25,7 @@ __all__ = [
     "GGNOperator",
     "HessianOperator",
     "LayeredHessian",
+    "MissingDerivativeError",
     "NonDeterministicError",
     "LinearMSEHessian",
     "LowRankOperator",

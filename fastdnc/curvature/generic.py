@@ -70,6 +70,10 @@ class NonDeterministicError(RuntimeError):
     """Two evaluations on the same data gave different results."""
 
 
+class MissingDerivativeError(NotImplementedError):
+    """PyTorch has no (forward-mode, or second) derivative of a layer or loss of the model."""
+
+
 def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
     """Re-raise PyTorch's "derivative for aten::…_backward is not implemented" as a clear
     NotImplementedError naming the loss or the layers; any other error unchanged."""
@@ -77,7 +81,7 @@ def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
     if "derivative for" not in text or "is not implemented" not in text:
         raise e
     what = type(loss_fn).__name__ if "loss" in text.split("is not implemented")[0] else "a layer of this model"
-    raise NotImplementedError(f"PyTorch cannot differentiate {what} twice ({text.splitlines()[0]}): there is no "
+    raise MissingDerivativeError(f"PyTorch cannot differentiate {what} twice ({text.splitlines()[0]}): there is no "
                               "Hessian to take through it") from e
 
 
@@ -210,7 +214,7 @@ class ModuleOperator(CurvatureOperator):
                 except NotImplementedError as e:  # before RuntimeError, its base class
                     if self.mode != "auto" or self.is_ggn:
                         hint = ": use mode='reverse-over-reverse')" if self.mode != "auto" else ")"
-                        raise NotImplementedError(f"{e} (a layer or the loss has no forward-mode derivative in "
+                        raise MissingDerivativeError(f"{e} (a layer or the loss has no forward-mode derivative in "
                                                   f"PyTorch{hint}") from e
                     self.mode = "reverse-over-reverse"  # exact too: the same Hessian by double backward
                     cols = self._reverse_columns(params, v, b)

@@ -21,22 +21,24 @@ tangent :math:`\dot Z` (shape (…, K, N)):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 
-class OutputLoss:
+class OutputLoss(ABC):
     """Base: ``weights`` (N,) per-sample weights s_i, ``output`` Z (K × N)."""
 
     def __init__(self, output: torch.Tensor, weights: torch.Tensor) -> None:
         self.output, self.weights = output, weights
 
+    @abstractmethod
     def gradient(self) -> torch.Tensor:
         """∂ℓ/∂Z (K × N)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def hessian_product(self, zdot: torch.Tensor) -> torch.Tensor:
         """(∂²ℓ/∂Z²) Ż for Ż of shape (…, K, N)."""
-        raise NotImplementedError
 
 
 class SquaredError(OutputLoss):
