@@ -338,6 +338,7 @@ def train(
     progress: bool | None = None,
     distributed: bool | None = None,
     threads: int | None = None,
+    label: str = "train",
 ) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
@@ -367,6 +368,7 @@ def train(
         check_finite_every: how often (in steps) the loss is checked for NaN/Inf (each check is a
             device sync on GPUs).
         progress: tqdm progress bar (default: on for runs of 10⁴ steps or more).
+        label: the progress bar's name (e.g. the experiment and its position, "relu_mse 2/5").
         threads: intra-op threads while training (default: one when the largest GEMM of a step is
             small, see :mod:`fastdnc._threads`, else the caller's setting, which is restored).
 
@@ -451,7 +453,7 @@ def train(
         extra["loss"] = values["loss"]
 
     show = progress if progress is not None else steps >= 10_000
-    bar = tqdm(total=steps, initial=start, disable=not show, desc="train", unit="step", dynamic_ncols=True,
+    bar = tqdm(total=steps, initial=start, disable=not show, desc=label, unit="step", dynamic_ncols=True,
                mininterval=0.5)
     chunk = max(1, steps // 1000)
     with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(model, batch_size), threads)):

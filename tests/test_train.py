@@ -206,3 +206,27 @@ def test_generic_module_trains_through_autograd():
     q = Quadratic()
     h = fd.train(q, 50, 0.1, progress=False)
     assert h["loss"][-1] < 1e-8
+
+
+def test_the_progress_bar_is_named(monkeypatch):
+    seen = {}
+
+    class Bar:
+        def __init__(self, **kw):
+            seen.update(kw)
+            self.n = kw.get("initial", 0)
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["fastdnc.train"], "tqdm", Bar)
+    fd.train(fd.DeepUFM(3, 2, 4, 2), 5, 0.1, progress=True, label="relu_mse 2/5")
+    assert seen["desc"] == "relu_mse 2/5" and seen["total"] == 5

@@ -104,8 +104,9 @@ def reproduce(preset: str = "quick", out: str | Path = "fastdnc-results", progre
                         "threads": torch.get_num_threads(), "machine": platform.machine()},
         "experiments": {},
     }
-    for cfg in PRESETS[preset]:
-        results["experiments"][cfg.name] = ufm.run(cfg, out, progress=progress)
+    for i, cfg in enumerate(PRESETS[preset], 1):
+        results["experiments"][cfg.name] = ufm.run(cfg, out, progress=progress,
+                                                   label=f"{cfg.name} {i}/{len(PRESETS[preset])}")
         atomic_write_json(out / "results.json", results)  # partial results survive an interruption
     results["wall_seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "results.json", results)

@@ -73,8 +73,9 @@ class UFMConfig:
         self.title = self.title or f"deep {self.activation} UFM ({self.loss.upper()})"
 
 
-def run(cfg: UFMConfig, out: Path, progress: bool = True) -> dict:
-    """Train the model of ``cfg``, write its figures under ``out`` and return the JSON-ready results."""
+def run(cfg: UFMConfig, out: Path, progress: bool = True, label: str | None = None) -> dict:
+    """Train the model of ``cfg``, write its figures under ``out`` and return the JSON-ready results
+    (``label`` names the progress bar, default the experiment's name)."""
     out.mkdir(parents=True, exist_ok=True)
     model = DeepUFM(cfg.num_classes, cfg.n_per_class, cfg.width, cfg.depth, activation=cfg.activation, loss=cfg.loss,
                     weight_decay=cfg.weight_decay, seed=cfg.seed, dtype=getattr(torch, cfg.dtype))
@@ -82,6 +83,7 @@ def run(cfg: UFMConfig, out: Path, progress: bool = True) -> dict:
     snaps = sorted({steps[round(i * (len(steps) - 1) / max(cfg.snapshots - 1, 1))] for i in range(cfg.snapshots)})
     cb = dnc_callback(range(1, cfg.depth + 1), [cfg.layer], snaps)
     history = train(model, cfg.steps, cfg.lr, collapse=True, callbacks=[cb], checkpoint=out / f"{cfg.name}.ckpt",
+                    label=label or cfg.name,
                     progress=progress)
     history.save(out / f"{cfg.name}_history.json")
     with torch.no_grad():

@@ -18,7 +18,11 @@ DTYPES = [(torch.float64, 1e-10), (torch.float32, None)]
 
 
 def _gpu_backends(kernel, dtype):
-    return [b for b in backends_for(kernel, "cuda", dtype) if b != "torch"] if torch.cuda.is_available() else []
+    """The GPU backends to check; skips (instead of passing vacuously) when none is built here."""
+    found = [b for b in backends_for(kernel, "cuda", dtype) if b != "torch"] if torch.cuda.is_available() else []
+    if not found:
+        pytest.skip(f"no triton or cuda backend of {kernel} is available on this GPU (needs the CUDA build)")
+    return found
 
 
 @pytest.mark.parametrize("dtype, tol", DTYPES, ids=["f64", "f32"])
