@@ -128,12 +128,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .collapse import collapse_metrics
     from .io import atomic_write_json
     from .models import DeepUFM
-    from .train import checkpoint_step, train
+    from .train import check_training, checkpoint_step, train
 
     if a.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {a.steps}")
     if a.checkpoint_every is not None and a.checkpoint_every <= 0:
         raise ValueError(f"--checkpoint-every must be >= 1, got {a.checkpoint_every}")
+    # every setting is checked before anything is written (a rejected command changes nothing)
+    check_training(a.steps, a.lr, optimizer=a.optimizer, momentum=a.momentum, batch_size=a.batch_size,
+                   schedule=a.schedule, checkpoint_every=a.checkpoint_every, threads=a.threads)
     device = _device(a.device)
     wd = a.weight_decay[0] if len(a.weight_decay) == 1 else a.weight_decay
     model = DeepUFM(a.classes, a.n_per_class, a.width, a.depth, activation=a.activation, loss=a.loss,

@@ -375,23 +375,16 @@ def train(
     Raises:
         NonFiniteError: the loss became NaN/Inf; the message names the step.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
-    check_finite_every = check_positive_int(check_finite_every, "check_finite_every")
-    if checkpoint_every is not None:
-        checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    check_training(steps, lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps,
+                   batch_size=batch_size, schedule=schedule, schedule_kwargs=schedule_kwargs,
+                   check_finite_every=check_finite_every, checkpoint_every=checkpoint_every, threads=threads)
     if hasattr(model, "check"):
         model.check()
     params = _params_of(model)
     opt = make_optimizer(optimizer, params, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
     n = getattr(model, "num_samples", 0)
-    if batch_size is not None and (optimizer == "gd" or not 1 <= batch_size):
-        raise ValueError("batch_size needs optimizer='sgd' or 'adam' and must be >= 1")
     sampler = _Batch(n, batch_size, torch.Generator().manual_seed(seed))
     skw = dict(schedule_kwargs or {})
-    lr_factor(schedule, 0, max(steps, 1), **skw)  # validate early
     if log_at is None:
         log_set = set(log_steps(steps))
     elif isinstance(log_at, int):
@@ -490,6 +483,27 @@ def train(
     if checkpoint is not None:
         _save(checkpoint, model, opt, sampler.generator.get_state(), history, steps, config)
     return history
+
+
+def check_training(steps: int, lr: float, *, optimizer: str = "gd", momentum: float = 0.9, nesterov: bool = False,
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
+                   schedule: str | Callable[[int], float] | None = None, schedule_kwargs: dict[str, Any] | None = None,
+                   check_finite_every: int = 1, checkpoint_every: int | None = None,
+                   threads: int | None = None) -> None:
+    """Every check of :func:`train`'s settings that needs no model: a ValueError naming the
+    setting. The command line runs it before it writes anything."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    check_positive_int(check_finite_every, "check_finite_every")
+    if checkpoint_every is not None:
+        check_positive_int(checkpoint_every, "checkpoint_every")
+    make_optimizer(optimizer, [], momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    if batch_size is not None and (optimizer == "gd" or not 1 <= batch_size):
+        raise ValueError("batch_size needs optimizer='sgd' or 'adam' and must be >= 1")
+    lr_factor(schedule, 0, max(steps, 1), **dict(schedule_kwargs or {}))
+    threads_for(1.0, threads)
 
 
 def run_config(model: torch.nn.Module, *, lr: float, optimizer: str, momentum: float, nesterov: bool,

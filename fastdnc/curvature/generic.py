@@ -50,6 +50,7 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -174,7 +175,12 @@ class ModuleOperator(CurvatureOperator):
     def _apply_loss(self, z: torch.Tensor, y) -> torch.Tensor:
         if type(self.loss_fn) is nn.MSELoss:
             # the same loss written out: torch's mse_loss backward fails under jvp-of-grad with vmap
-            # ("ZeroTensors are immutable"), the written-out form does not
+            # ("ZeroTensors are immutable"), the written-out form does not; like torch's, it broadcasts
+            # a target of another shape, and says so as torch does
+            if isinstance(y, torch.Tensor) and y.shape != z.shape:
+                warnings.warn(f"Using a target size ({tuple(y.shape)}) that is different to the input size "
+                              f"({tuple(z.shape)}). This will likely lead to incorrect results due to broadcasting. "
+                              "Please ensure they have the same size.", UserWarning, stacklevel=2)
             sq = (z - y).square()
             return sq.mean() if self.reduction == "mean" else sq.sum()
         return self.loss_fn(z, y)

@@ -50,6 +50,20 @@ def test_a_rejected_command_leaves_the_run_folder_unchanged(run, capsys, flags, 
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (["--lr", "-1"], "lr must be a finite positive number"),
+    (["--threads", "0"], "threads must be an int >= 1"),
+    (["--optimizer", "sgd", "--momentum", "1.5"], "momentum must be in [0, 1)"),
+    (["--batch-size", "4"], "batch_size needs optimizer='sgd' or 'adam'"),
+])
+def test_no_resume_with_bad_settings_leaves_the_run_unchanged(run, capsys, flags, needle):
+    """--no-resume skips the configuration check; the settings are still checked before any write."""
+    before = snapshot(run)
+    assert main([*TRAIN, "--steps", "80", "--no-resume", *flags, "--out", str(run)]) == 2
+    assert needle in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
 def test_fewer_steps_than_done_is_a_no_op_that_says_so(run, capsys):
     before = snapshot(run)
     assert main([*TRAIN[:-1], "--steps", "10", "--out", str(run)]) == 0
