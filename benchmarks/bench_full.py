@@ -44,7 +44,7 @@ def rop_flops(m: fd.DeepUFM, include_features: bool) -> int:
     """GEMM FLOPs of one analytic R-op product (``LayeredHessian``): per layer, the tangent
     Ẇ h (+ W ḣ), the output Ġ hᵀ (+ G ḣᵀ) and, except below W_1 without H_1, Wᵀ Ġ + Ẇᵀ G."""
     total = 0
-    for l, w in enumerate(m._tensors()[0]):
+    for l, w in enumerate(m.tensors()[0]):
         gemm = 2 * w.shape[0] * w.shape[1] * m.num_samples
         has_hdot = l > 0 or include_features
         total += gemm * (1 + has_hdot) * 2

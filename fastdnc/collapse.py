@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._comm import all_reduce_
 from .models import LayeredModel, class_means
 
 
@@ -215,7 +216,7 @@ def streaming_feature_metrics(
     process group is running), so each rank passes its own shard and all get the same result.
     """
     if reduce is None:
-        from .distributed import all_reduce_ as reduce
+        reduce = all_reduce_
     counts = sums = None
     for batch in batches():
         h, labels = batch[0].to(torch.float64), batch[1]

@@ -222,11 +222,27 @@ def test_the_progress_bar_is_named(monkeypatch):
         def set_postfix(self, **kw):
             pass
 
-        def close(self):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
             pass
 
     import sys
 
-    monkeypatch.setattr(sys.modules["fastdnc.train"], "tqdm", Bar)
+    monkeypatch.setattr(sys.modules["fastdnc.train.loop"], "tqdm", Bar)
     fd.train(fd.DeepUFM(3, 2, 4, 2), 5, 0.1, progress=True, label="relu_mse 2/5")
     assert seen["desc"] == "relu_mse 2/5" and seen["total"] == 5
+
+
+def test_logging_does_not_change_the_mini_batch_trajectory():
+    """A logged step records full-batch values but steps with the mini-batch gradient, so the
+    parameters do not depend on when the history is logged."""
+    models = []
+    for log_at in (1, 7, None):
+        m = fd.DeepUFM(3, 2, 5, 3, activation="relu", loss="ce", seed=1)
+        fd.train(m, 21, 0.05, optimizer="sgd", batch_size=4, log_at=log_at)
+        models.append(m)
+    for other in models[1:]:
+        for a, b in zip(models[0].parameters(), other.parameters()):
+            assert torch.equal(a, b)

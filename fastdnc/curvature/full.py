@@ -113,7 +113,7 @@ class LayeredHessian(_ModelOperator):
         super().__init__(model, include_features, decay)
         self.ggn = ggn
         with torch.no_grad():
-            ws, bs = model._tensors()
+            ws, bs = model.tensors()
             self.weights = [w.detach() for w in ws]
             self.has_bias = bs is not None
             st = model.states()
@@ -210,7 +210,7 @@ class LinearMSEHessian(_ModelOperator):
         super().__init__(model, include_features, decay)
         self.ggn = ggn
         with torch.no_grad():
-            ws = [w.detach() for w in model._tensors()[0]]
+            ws = [w.detach() for w in model.tensors()[0]]
             h1 = model.features.detach()
             n = model.num_samples
             depth = len(ws)
@@ -229,6 +229,14 @@ class LinearMSEHessian(_ModelOperator):
                 mb.append(mb[-1] @ w.T)
             self.mb = mb
             self.h1, self.r, self.n = h1, r, n
+
+    def reduce_sample_statistics(self, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> None:
+        """Replace every statistic a product reads from the samples, :math:`S = H_1H_1^\top/N`
+        (d × d) and :math:`MB_l^\top` (K × d_l), by ``reduce(statistic, name)``: the hook of the
+        sharded operator (:func:`fastdnc.distributed.sharded_hessian`), which sums the ranks'
+        weighted statistics once so that every later product is local."""
+        self.s = reduce(self.s, "S = H1 H1ᵀ/N")
+        self.mb = [reduce(t, "M Bᵀ") for t in self.mb]
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         vs = _split(v, self.block_shapes)

@@ -1,0 +1,336 @@
+"""The training loop: :func:`train` and the checks of its settings.
+
+A step is the loss and its gradients (hand-written backpropagation for layered models, autograd
+for any module with a ``loss()``), summed over the ranks of a data-parallel run in one
+all_reduce, then an in-place optimiser update. "Step t" is the state after t updates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import _comm
+from .._checks import check_positive_int
+from .._memory import require_memory
+from .._threads import intra_op_threads, threads_for
+from ..io import check_regular_file, remove_stale_temporaries
+from .checkpoint import config_hash, resume_checkpoint, run_config, write_checkpoint
+from .history import History
+from .optimizers import Optimizer, make_optimizer
+from .schedules import log_steps, lr_factor
+
+Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
+Gradients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]]
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised when the loss (hence a parameter or the output) becomes NaN or Inf."""
+
+
+@dataclass
+class _Batch:
+    """Mini-batch sampler over the N samples with its own seeded generator."""
+
+    n: int
+    size: int | None
+    generator: torch.Generator
+
+    def next(self, device: torch.device) -> torch.Tensor | None:
+        if self.size is None or self.size >= self.n:
+            return None
+        idx = torch.randperm(self.n, generator=self.generator)[: self.size]
+        return idx.sort().values.to(device)
+
+
+def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None,
+                    share: float | None = None) -> Gradients:
+    """Loss terms and gradients; with ``share`` (n_rank/N) summed over the ranks in one all_reduce."""
+    loss, fit, reg, grads = _local_loss_and_grads(model, params, columns)
+    if share is None:
+        return loss, fit, reg, grads
+    scalars = [loss, loss if fit is None else fit, loss if reg is None else reg]
+    buf = torch.cat([torch.stack([t.reshape(()) for t in scalars])] + [g.reshape(-1) for g in grads]) * share
+    _comm.all_reduce_(buf, "reducing the gradients")
+    out, i = [], 3
+    for g in grads:
+        out.append(buf[i : i + g.numel()].view_as(g))
+        i += g.numel()
+    return buf[0], None if fit is None else buf[1], None if reg is None else buf[2], out
+
+
+def _local_loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None
+                          ) -> Gradients:
+    if hasattr(model, "loss_and_gradients"):
+        lg = model.loss_and_gradients(columns=columns)
+        return lg.loss, lg.fit, lg.reg, lg.gradients
+    if columns is not None and not getattr(model, "accepts_columns", False):
+        raise ValueError("batch_size needs a model with loss_and_gradients (DeepUFM, MLPHead) or a loss(columns) "
+                         "(BackboneHead)")
+    with torch.enable_grad():
+        loss = model.loss() if columns is None else model.loss(columns)
+        grads = list(torch.autograd.grad(loss, params))
+    return loss.detach(), None, None, grads
+
+
+def _params_of(model: torch.nn.Module) -> list[torch.Tensor]:
+    if hasattr(model, "trainable_blocks"):
+        return [t for _, t in model.trainable_blocks()]
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _log_set(log_at: Iterable[int] | int | None, steps: int) -> set[int]:
+    if log_at is None:
+        logged = set(log_steps(steps))
+    elif isinstance(log_at, int):
+        logged = set(range(0, steps + 1, max(log_at, 1)))
+    else:
+        logged = {int(s) for s in log_at}
+    return logged | {0, steps}
+
+
+@dataclass
+class _Run:
+    """One call of :func:`train`: the model, its optimiser and sampler, and the logging state."""
+
+    model: torch.nn.Module
+    params: list[torch.Tensor]
+    opt: Optimizer
+    sampler: _Batch
+    steps: int
+    lr: float
+    schedule: str | Callable[[int], float] | None
+    schedule_kwargs: dict[str, Any]
+    share: float | None
+    checkpoint: str | os.PathLike | None
+    config: dict
+    collapse: bool
+    callbacks: Sequence[Callback]
+    history: History = field(default_factory=History)
+    last_good: str | os.PathLike | None = None
+    clock0: float = 0.0
+
+    def lr_at(self, step: int) -> float:
+        return self.lr * lr_factor(self.schedule, step, self.steps, **self.schedule_kwargs)
+
+    def resume(self, resume: bool) -> int:
+        """Load this run's checkpoint if there is one; every rank agrees on the step or none starts."""
+        start, error = 0, None
+        try:
+            if self.checkpoint is not None:
+                check_regular_file(self.checkpoint, "checkpoint", must_exist=False)
+                if resume and os.path.exists(self.checkpoint):
+                    start, self.history = resume_checkpoint(self.checkpoint, self.model, self.opt,
+                                                            self.sampler.generator, self.config)
+                    self.last_good = self.checkpoint
+        except (ValueError, OSError) as e:
+            if self.share is None:
+                raise
+            error = e
+        if self.share is not None:
+            _comm.agree([start, self.steps, config_hash(self.config)], "resuming from the per-rank checkpoints", error)
+        # wall time is cumulative over resumed sessions
+        previous = self.history.last("wall_time") if "wall_time" in self.history else None
+        self.clock0 = time.perf_counter() - (previous or 0.0)
+        return start
+
+    def record(self, step: int, grads: Gradients) -> float:
+        loss, fit, reg, g = grads
+        values: dict[str, Any] = {"loss": float(loss), "lr": self.lr_at(min(step, self.steps - 1))}
+        if fit is not None:
+            values.update(fit_loss=float(fit), reg_loss=float(reg))
+        values["grad_norm"] = math.sqrt(sum(float(t.square().sum()) for t in g))
+        values["wall_time"] = time.perf_counter() - self.clock0
+        if self.collapse:
+            from ..collapse import collapse_metrics
+
+            values.update(collapse_metrics(self.model).scalars())
+        for cb in self.callbacks:
+            values.update(cb(self.model, step))
+        self.history.append(step, values)
+        return values["loss"]
+
+    def save(self, step: int, sampler_state: torch.Tensor) -> None:
+        assert self.checkpoint is not None
+        write_checkpoint(self.checkpoint, self.model, self.opt, sampler_state, self.history, step, self.config)
+        self.last_good = self.checkpoint
+
+    def check_finite(self, step: int, loss: torch.Tensor) -> None:
+        if not math.isfinite(float(loss)):
+            where = f"; the last good checkpoint is {self.last_good!s}" if self.last_good else ""
+            raise NonFiniteError(
+                f"loss is {float(loss)} at step {step} (after {step} updates): a parameter or the output "
+                f"became NaN/Inf (learning rate {self.lr} too large?){where}"
+            )
+
+
+def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_finite_every: int) -> None:
+    """Steps ``start`` … ``run.steps``: a checkpoint of the state after ``step`` updates is written only
+    once that state's loss has been checked, with the sampler state from before this step's batch."""
+    chunk = max(1, run.steps // 1000)
+    for step in range(start, run.steps + 1):
+        saving = run.checkpoint is not None and step % every == 0 and start < step < run.steps
+        sampler_state = run.sampler.generator.get_state() if saving else None
+        columns = run.sampler.next(run.model.device) if step < run.steps and run.sampler.size else None
+        grads = _loss_and_grads(run.model, run.params, columns, run.share)
+        if step % check_finite_every == 0 or step == run.steps or saving:
+            run.check_finite(step, grads[0])
+        if saving:
+            run.save(step, sampler_state)
+        if step in logged and step not in run.history.steps[-1:]:
+            # log full-batch values, not the mini-batch's (whose gradients still take the step)
+            full = grads if columns is None else _loss_and_grads(run.model, run.params, None, run.share)
+            bar.set_postfix(loss=f"{run.record(step, full):.3e}", refresh=False)
+        if step == run.steps:
+            return
+        run.opt.step(grads[3], run.lr_at(step))
+        if (step + 1) % chunk == 0:
+            bar.update(chunk)
+
+
+def train(
+    model: torch.nn.Module,
+    steps: int,
+    lr: float = 0.1,
+    *,
+    optimizer: str = "gd",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    batch_size: int | None = None,
+    schedule: str | Callable[[int], float] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    log_at: Iterable[int] | int | None = None,
+    callbacks: Sequence[Callback] = (),
+    collapse: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    seed: int = 0,
+    check_finite_every: int = 1,
+    progress: bool | None = None,
+    distributed: bool | None = None,
+    threads: int | None = None,
+    label: str = "train",
+) -> History:
+    """Train ``model`` in place and return its :class:`History`.
+
+    Args:
+        model: a :class:`~fastdnc.models.DeepUFM` / :class:`~fastdnc.models.MLPHead`, or any module
+            with a ``loss()`` method (trained through autograd).
+        steps: number of updates.
+        lr: base learning rate (times the schedule's factor).
+        optimizer: ``"gd"`` (full-batch gradient descent, the paper's), ``"sgd"`` (momentum,
+            optional ``nesterov`` and ``batch_size``) or ``"adam"``.
+        batch_size: samples per step (mini-batches drawn without replacement from a generator
+            seeded with ``seed``); ``None`` is full batch.
+        schedule, schedule_kwargs: learning-rate schedule, see :func:`lr_factor`.
+        log_at: steps to log (an iterable), every ``k`` steps (an int), or ``None`` for
+            :func:`log_steps`. Steps 0 and ``steps`` are always logged.
+        callbacks: functions ``f(model, step) -> dict`` whose values are logged.
+        collapse: also log the scalar per-layer NC/DNC metrics (:func:`fastdnc.collapse_metrics`).
+        distributed: data-parallel training over a torch.distributed process group (default: when
+            one with more than one rank is running). Each rank's model holds its shard of the
+            samples (:func:`fastdnc.distributed.shard_model`); loss and gradients are summed over
+            the ranks with weights n_rank/N in one all_reduce per step, so every rank takes the
+            same step as a single process on all the data. Each rank writes its own checkpoint
+            (``<checkpoint>.rank<r>``).
+        checkpoint: path of the checkpoint file; with ``resume`` an existing one is continued.
+        checkpoint_every: steps between checkpoints (default: ``steps // 20``); one is always
+            written at the end.
+        check_finite_every: how often (in steps) the loss is checked for NaN/Inf (each check is a
+            device sync on GPUs).
+        progress: tqdm progress bar (default: on for runs of 10⁴ steps or more).
+        label: the progress bar's name (e.g. the experiment and its position, "relu_mse 2/5").
+        threads: intra-op threads while training (default: one when the largest GEMM of a step is
+            small, see :mod:`fastdnc._threads`, else the caller's setting, which is restored).
+
+    Raises:
+        NonFiniteError: the loss became NaN/Inf; the message names the step.
+    """
+    check_training(steps, lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps,
+                   batch_size=batch_size, schedule=schedule, schedule_kwargs=schedule_kwargs,
+                   check_finite_every=check_finite_every, checkpoint_every=checkpoint_every, threads=threads)
+    if hasattr(model, "check"):
+        model.check()
+    params = _params_of(model)
+    opt = make_optimizer(optimizer, params, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    n = getattr(model, "num_samples", 0)
+    require_memory(_training_bytes(model, params, optimizer), f"training {type(model).__name__}",
+                   getattr(model, "device", torch.device("cpu")),
+                   instead="a smaller model (width, depth, samples), float32, or mini-batches (batch_size)")
+    share = None
+    if distributed or (distributed is None and _comm.world_size() > 1):
+        share = n / _comm.global_count(n)
+        if checkpoint is not None:
+            checkpoint = f"{checkpoint}.rank{_comm.rank()}"
+    skw = dict(schedule_kwargs or {})
+    config = run_config(model, lr=lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas,
+                        eps=eps, batch_size=batch_size, schedule=schedule, schedule_kwargs=skw, seed=seed)
+    run = _Run(model, params, opt, _Batch(n, batch_size, torch.Generator().manual_seed(seed)), steps, lr, schedule,
+               skw, share, checkpoint, config, collapse, callbacks)
+    start = run.resume(resume)
+    run.history.start_step, run.history.end_step = start, max(start, steps)
+    if start >= steps:  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
+        return run.history
+    if checkpoint is not None:
+        remove_stale_temporaries(checkpoint)
+    show = progress if progress is not None else steps >= 10_000
+    with tqdm(total=steps, initial=start, disable=not show, desc=label, unit="step", dynamic_ncols=True,
+              mininterval=0.5) as bar:
+        with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(model, batch_size), threads)):
+            _loop(run, start, bar, _log_set(log_at, steps), checkpoint_every or max(steps // 20, 1),
+                  check_finite_every)
+        bar.update(steps - bar.n)
+    if checkpoint is not None:
+        run.save(steps, run.sampler.generator.get_state())
+    return run.history
+
+
+def check_training(steps: int, lr: float, *, optimizer: str = "gd", momentum: float = 0.9, nesterov: bool = False,
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
+                   schedule: str | Callable[[int], float] | None = None, schedule_kwargs: dict[str, Any] | None = None,
+                   check_finite_every: int = 1, checkpoint_every: int | None = None,
+                   threads: int | None = None) -> None:
+    """Every check of :func:`train`'s settings that needs no model: a ValueError naming the
+    setting. The command line runs it before it writes anything."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    check_positive_int(check_finite_every, "check_finite_every")
+    if checkpoint_every is not None:
+        check_positive_int(checkpoint_every, "checkpoint_every")
+    make_optimizer(optimizer, [], momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    if batch_size is not None and (optimizer == "gd" or not 1 <= batch_size):
+        raise ValueError("batch_size needs optimizer='sgd' or 'adam' and must be >= 1")
+    lr_factor(schedule, 0, max(steps, 1), **dict(schedule_kwargs or {}))
+    threads_for(1.0, threads)
+
+
+def _largest_gemm_flops(model: torch.nn.Module, batch_size: int | None) -> float:
+    """2·m·n·k of the largest GEMM of a training step of a layered model (a weight times the layer
+    input over the batch); infinite (keep the caller's threads) for any other module."""
+    if not hasattr(model, "loss_and_gradients"):
+        return float("inf")
+    n = model.num_samples if batch_size is None else min(batch_size, model.num_samples)
+    return max(2.0 * w.shape[0] * w.shape[1] * n for w in model.weights)
+
+
+def _training_bytes(model: torch.nn.Module, params: list[torch.Tensor], optimizer: str) -> int:
+    """Memory that training adds to the model: gradients, one temporary per parameter, the
+    optimiser's state and, for layered models, the forward and backward states (about four
+    (width × N) matrices per layer)."""
+    item = params[0].element_size() if params else 4
+    total = sum(t.numel() for t in params) * item * (2 + {"sgd": 1, "adam": 2}.get(optimizer, 0))
+    if hasattr(model, "loss_and_gradients"):
+        total += 4 * sum(w.shape[0] for w in model.weights) * model.num_samples * item
+    return total
