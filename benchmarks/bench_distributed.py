@@ -114,22 +114,48 @@ def rows() -> list[list[str]]:
                 kind = "— (every rank computes the whole product from the reduced S: no split, no traffic)"
             else:
                 kind = f"{max(t - t1 / w, 0.0) / t:.0%}"
-            out.append([name, f"{w}", f"{t1 * 1e3:.2f}", f"{t * 1e3:.2f}", f"{ratio:.2f}×",
-                        f"{per:,} floats" if per else "0 (S, MBᵀ reduced once)", f"{red * 1e3:.2f}", kind])
+            out.append(
+                [
+                    name,
+                    f"{w}",
+                    f"{t1 * 1e3:.2f}",
+                    f"{t * 1e3:.2f}",
+                    f"{ratio:.2f}×",
+                    f"{per:,} floats" if per else "0 (S, MBᵀ reduced once)",
+                    f"{red * 1e3:.2f}",
+                    kind,
+                ]
+            )
     return out
 
 
-HEADER = ["product", "processes", "1 process ms", "w processes ms", "throughput ratio", "sent per product",
-          "all_reduce of P floats ms (alone)", "time beyond a perfect split (communication, waiting)"]
+HEADER = [
+    "product",
+    "processes",
+    "1 process ms",
+    "w processes ms",
+    "throughput ratio",
+    "sent per product",
+    "all_reduce of P floats ms (alone)",
+    "time beyond a perfect split (communication, waiting)",
+]
 
 
 def targets() -> str:
     key = f"{next(iter(CASES))}/2"
     value = METRICS.get(key)
     status = "" if value is None else ("met" if value >= 1.6 else "**missed**")
-    return md_table(["target", "goal", "measured", "status"],
-                    [["strong scaling, 2 processes, ReLU (10, 200, 512, 6) full Hessian (compute-dominated)", "≥ 1.6×",
-                      "not measured" if value is None else f"{value:.2f}×", status]])
+    return md_table(
+        ["target", "goal", "measured", "status"],
+        [
+            [
+                "strong scaling, 2 processes, ReLU (10, 200, 512, 6) full Hessian (compute-dominated)",
+                "≥ 1.6×",
+                "not measured" if value is None else f"{value:.2f}×",
+                status,
+            ]
+        ],
+    )
 
 
 def run() -> str:

@@ -29,7 +29,7 @@ from bench_layer import _as_sequential  # noqa: E402
 from common import matmul_peak, md_table, median_time, target_row  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
-from fastdnc.curvature import reference as R  # noqa: E402
+from fastdnc.curvature import oracles as R  # noqa: E402
 
 CASES = [(10, 50, 64, 4), (10, 100, 256, 4), (10, 200, 512, 6)]
 METRICS: dict[str, float] = {}
@@ -77,7 +77,8 @@ def hvp_rows(quick: bool) -> list[list[str]]:
                 times = {
                     "autograd fresh": median_time(fresh),
                     "autograd cached (PyHessian)": median_time(
-                        lambda: torch.autograd.grad(g_cached, th, v, retain_graph=True)[0]),
+                        lambda: torch.autograd.grad(g_cached, th, v, retain_graph=True)[0]
+                    ),
                     "torch.func jvp(grad)": median_time(lambda: torch.func.jvp(torch.func.grad(f), (theta,), (v,))[1]),
                     "torch.func vjp(grad)": median_time(lambda: torch.func.vjp(torch.func.grad(f), theta)[1](v)[0]),
                 }
@@ -92,15 +93,32 @@ def hvp_rows(quick: bool) -> list[list[str]]:
                     if name in times:
                         METRICS[f"{act}/{d}/{inc}/{name}"] = times[name] / t_ours
                 roof = f"{rop_flops(m, inc) / t_ours / peak:.0%}" if act == "relu" else "—"
-                rows.append([act, f"({k}, {n}, {d}, {depth})", "W + H_1" if inc else "W", type(H).__name__,
-                             f"{t_ours * 1e3:.2f}", roof, f"{t_ours / t_ours8:.1f}×"]
-                            + [f"{times[c] / t_ours:.1f}×" if c in times else "—" for c in PEER_COLUMNS]
-                            + [f"{best_name}: {times[best_name] / t_ours:.1f}×", f"{err:.1e}"])
+                rows.append(
+                    [
+                        act,
+                        f"({k}, {n}, {d}, {depth})",
+                        "W + H_1" if inc else "W",
+                        type(H).__name__,
+                        f"{t_ours * 1e3:.2f}",
+                        roof,
+                        f"{t_ours / t_ours8:.1f}×",
+                    ]
+                    + [f"{times[c] / t_ours:.1f}×" if c in times else "—" for c in PEER_COLUMNS]
+                    + [f"{best_name}: {times[best_name] / t_ours:.1f}×", f"{err:.1e}"]
+                )
     return rows
 
 
-PEER_COLUMNS = ["autograd fresh", "autograd cached (PyHessian)", "torch.func jvp(grad)", "torch.func vjp(grad)",
-                "curvlinops", "curvlinops matmat (per vector)", "curvlinops GGN", "BackPACK"]
+PEER_COLUMNS = [
+    "autograd fresh",
+    "autograd cached (PyHessian)",
+    "torch.func jvp(grad)",
+    "torch.func vjp(grad)",
+    "curvlinops",
+    "curvlinops matmat (per vector)",
+    "curvlinops GGN",
+    "BackPACK",
+]
 
 
 def _peer_times(m: fd.DeepUFM, v: torch.Tensor, v8: torch.Tensor) -> dict[str, float]:
@@ -147,15 +165,28 @@ def eig_rows(quick: bool) -> list[list[str]]:
     t0 = time.perf_counter()
     res = fd.lanczos(H, k=20, tol=1e-8)
     t_ours = time.perf_counter() - t0
-    rows.append(["fastdnc lanczos (defaults: block 4, full reorth., tol 1e-8)", f"{t_ours:.2f} s", "1×",
-                 str(res.num_matvecs),
-                 f"{rel_err(res.eigenvalues):.1e}"])
+    rows.append(
+        [
+            "fastdnc lanczos (defaults: block 4, full reorth., tol 1e-8)",
+            f"{t_ours:.2f} s",
+            "1×",
+            str(res.num_matvecs),
+            f"{rel_err(res.eigenvalues):.1e}",
+        ]
+    )
     METRICS["eig_ours"] = t_ours
     t0 = time.perf_counter()
     res2 = fd.lanczos(H, k=20, tol=1e-8, block_size=2)
     t = time.perf_counter() - t0
-    rows.append(["fastdnc lanczos (block 2, tol 1e-8)", f"{t:.2f} s", f"{t / t_ours:.1f}×", str(res2.num_matvecs),
-                 f"{rel_err(res2.eigenvalues):.1e}"])
+    rows.append(
+        [
+            "fastdnc lanczos (block 2, tol 1e-8)",
+            f"{t:.2f} s",
+            f"{t / t_ours:.1f}×",
+            str(res2.num_matvecs),
+            f"{rel_err(res2.eigenvalues):.1e}",
+        ]
+    )
 
     f, theta = R.flat_loss(m, False, decay=False)
     th = theta.clone().requires_grad_(True)
@@ -167,12 +198,24 @@ def eig_rows(quick: bool) -> list[list[str]]:
         return torch.autograd.grad(g, th, torch.from_numpy(x.reshape(-1)), retain_graph=True)[0].numpy()
 
     t0 = time.perf_counter()
-    vals = eigsh(LinearOperator((theta.numel(),) * 2, matvec=mv, dtype="float64"), k=20, which="LA", tol=1e-8,
-                 return_eigenvectors=False)
+    vals = eigsh(
+        LinearOperator((theta.numel(),) * 2, matvec=mv, dtype="float64"),
+        k=20,
+        which="LA",
+        tol=1e-8,
+        return_eigenvectors=False,
+    )
     t = time.perf_counter() - t0
     METRICS["eig_eigsh"] = t / t_ours
-    rows.append(["scipy eigsh + autograd HVPs (cached graph)", f"{t:.2f} s", f"{t / t_ours:.1f}×", str(count[0]),
-                 f"{rel_err(vals):.1e}"])
+    rows.append(
+        [
+            "scipy eigsh + autograd HVPs (cached graph)",
+            f"{t:.2f} s",
+            f"{t / t_ours:.1f}×",
+            str(count[0]),
+            f"{rel_err(vals):.1e}",
+        ]
+    )
 
     seq, x, y = _as_sequential(m)
     loss = _fit_loss(m.num_samples)
@@ -184,8 +227,15 @@ def eig_rows(quick: bool) -> list[list[str]]:
         r = he.lanczos(op, k=20, which="LA", reorthogonalize=True, max_iter=100, seed=0)
         t = time.perf_counter() - t0
         METRICS["eig_eigenthings"] = t / t_ours
-        rows.append(["hessian-eigenthings lanczos (reorth., 100 iterations)", f"{t:.2f} s", f"{t / t_ours:.1f}×", "100",
-                     f"{rel_err(r.eigenvalues):.1e}"])
+        rows.append(
+            [
+                "hessian-eigenthings lanczos (reorth., 100 iterations)",
+                f"{t:.2f} s",
+                f"{t / t_ours:.1f}×",
+                "100",
+                f"{rel_err(r.eigenvalues):.1e}",
+            ]
+        )
     except Exception as e:  # noqa: BLE001
         print(f"hessian-eigenthings skipped: {e}", file=sys.stderr)
     try:
@@ -195,8 +245,15 @@ def eig_rows(quick: bool) -> list[list[str]]:
         t0 = time.perf_counter()
         vals, _ = hs.eigenvalues(top_n=20)
         t = time.perf_counter() - t0
-        rows.append(["PyHessian power iteration (default tol 1e-3)", f"{t:.2f} s", f"{t / t_ours:.1f}×", "—",
-                     f"{rel_err(vals):.1e}"])
+        rows.append(
+            [
+                "PyHessian power iteration (default tol 1e-3)",
+                f"{t:.2f} s",
+                f"{t / t_ours:.1f}×",
+                "—",
+                f"{rel_err(vals):.1e}",
+            ]
+        )
     except Exception as e:  # noqa: BLE001
         print(f"pyhessian skipped: {e}", file=sys.stderr)
     return rows
@@ -225,8 +282,9 @@ def density_rows(quick: bool) -> list[list[str]]:
     try:
         from curvlinops import HessianLinearOperator, lanczos_approximate_spectrum
 
-        op = HessianLinearOperator(seq, nn.MSELoss(reduction="sum"), list(seq.parameters()), [(x, y)],
-                                   check_deterministic=False)
+        op = HessianLinearOperator(
+            seq, nn.MSELoss(reduction="sum"), list(seq.parameters()), [(x, y)], check_deterministic=False
+        )
         t0 = time.perf_counter()
         lanczos_approximate_spectrum(op, ncv=100, boundaries=(-1.0, 1.0))
         t = time.perf_counter() - t0
@@ -243,37 +301,67 @@ def memory_rows() -> list[list[str]]:
         res = subprocess.run([sys.executable, str(script), job, "100"], capture_output=True, text=True, check=True)
         out[job] = [float(x) for x in res.stdout.split()]
     METRICS["memory_ratio"] = out["full_hvp"][1] / max(out["train_step"][1], 1e-9)
-    return [["ReLU UFM (10, 100, 256, 4), float32", f"{out['full_hvp'][1]:.1f} MiB", f"{out['train_step'][1]:.1f} MiB",
-             f"{METRICS['memory_ratio']:.2f}×"]]
+    return [
+        [
+            "ReLU UFM (10, 100, 256, 4), float32",
+            f"{out['full_hvp'][1]:.1f} MiB",
+            f"{out['train_step'][1]:.1f} MiB",
+            f"{METRICS['memory_ratio']:.2f}×",
+        ]
+    ]
 
 
 def targets() -> str:
     def row(name, key, goal, ok, fmt="{:.1f}×"):
         return target_row(METRICS, name, key, goal, ok, fmt)
 
-    return md_table(["target", "goal", "measured", "status"], [
-        row("deep linear UFM full HVP (10, 200, 512, 6), vs fastest peer", "linear/512/False", "≥ 50×",
-            lambda x: x >= 50),
-        row("ReLU UFM full HVP (10, 100, 256, 4), vs autograd cached", "relu/256/False/autograd cached (PyHessian)",
-            "≥ 1.3×", lambda x: x >= 1.3),
-        row("ReLU UFM full HVP (10, 100, 256, 4), vs curvlinops", "relu/256/False/curvlinops", "≥ 2×",
-            lambda x: x >= 2),
-        row("ReLU UFM matmat of 8: per-vector saving", "relu/256/False/matmat", "≥ 1.5×", lambda x: x >= 1.5),
-        row("top-20 eigenpairs (ReLU), vs scipy eigsh + autograd", "eig_eigsh", "≥ 10×", lambda x: x >= 10),
-        row("top-20 eigenpairs (ReLU), vs hessian-eigenthings Lanczos", "eig_eigenthings", "≥ 2×", lambda x: x >= 2),
-        row("peak memory of one product / one training step", "memory_ratio", "≤ 1×", lambda x: x <= 1.0, "{:.2f}×"),
-    ])
+    return md_table(
+        ["target", "goal", "measured", "status"],
+        [
+            row(
+                "deep linear UFM full HVP (10, 200, 512, 6), vs fastest peer",
+                "linear/512/False",
+                "≥ 50×",
+                lambda x: x >= 50,
+            ),
+            row(
+                "ReLU UFM full HVP (10, 100, 256, 4), vs autograd cached",
+                "relu/256/False/autograd cached (PyHessian)",
+                "≥ 1.3×",
+                lambda x: x >= 1.3,
+            ),
+            row(
+                "ReLU UFM full HVP (10, 100, 256, 4), vs curvlinops",
+                "relu/256/False/curvlinops",
+                "≥ 2×",
+                lambda x: x >= 2,
+            ),
+            row("ReLU UFM matmat of 8: per-vector saving", "relu/256/False/matmat", "≥ 1.5×", lambda x: x >= 1.5),
+            row("top-20 eigenpairs (ReLU), vs scipy eigsh + autograd", "eig_eigsh", "≥ 10×", lambda x: x >= 10),
+            row(
+                "top-20 eigenpairs (ReLU), vs hessian-eigenthings Lanczos", "eig_eigenthings", "≥ 2×", lambda x: x >= 2
+            ),
+            row(
+                "peak memory of one product / one training step", "memory_ratio", "≤ 1×", lambda x: x <= 1.0, "{:.2f}×"
+            ),
+        ],
+    )
 
 
 def run(quick: bool = False) -> str:
-    hvp = md_table(["model", "(K, n, d, L)", "blocks", "operator", "fastdnc ms", "% of matmul peak",
-                    "matmat-8 saving"]
-                   + [f"vs {c}" for c in PEER_COLUMNS] + ["vs fastest", "rel. error"], hvp_rows(quick))
+    hvp = md_table(
+        ["model", "(K, n, d, L)", "blocks", "operator", "fastdnc ms", "% of matmul peak", "matmat-8 saving"]
+        + [f"vs {c}" for c in PEER_COLUMNS]
+        + ["vs fastest", "rel. error"],
+        hvp_rows(quick),
+    )
     eig = md_table(["method", "time", "vs fastdnc", "matvecs", "top-20 max rel. error"], eig_rows(quick))
     dens = md_table(["method", "time", "vs fastdnc"], density_rows(quick))
     mem = md_table(["model", "peak of one fastdnc full HVP", "peak of one training step", "ratio"], memory_rows())
-    return (f"### Full HVP (float32)\n\n{hvp}\n\n### Top-20 Hessian eigenpairs (ReLU UFM, float64)\n\n{eig}\n\n"
-            f"### Spectral density (SLQ)\n\n{dens}\n\n### Peak memory\n\n{mem}\n")
+    return (
+        f"### Full HVP (float32)\n\n{hvp}\n\n### Top-20 Hessian eigenpairs (ReLU UFM, float64)\n\n{eig}\n\n"
+        f"### Spectral density (SLQ)\n\n{dens}\n\n### Peak memory\n\n{mem}\n"
+    )
 
 
 if __name__ == "__main__":

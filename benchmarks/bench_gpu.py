@@ -37,8 +37,11 @@ def main() -> None:
         peak = 2 * n**3 / cuda_time(lambda: a @ b, 5)
         for d in (1024, 2048, 4096):
             batch = 8
-            o, v, i = (torch.randn(d, d, device=dev, dtype=dtype), torch.randn(batch, d, d, device=dev, dtype=dtype),
-                       torch.randn(d, d, device=dev, dtype=dtype))
+            o, v, i = (
+                torch.randn(d, d, device=dev, dtype=dtype),
+                torch.randn(batch, d, d, device=dev, dtype=dtype),
+                torch.randn(d, d, device=dev, dtype=dtype),
+            )
             flops = 4 * batch * d**3
             row = [str(dtype).replace("torch.", ""), d, f"{peak / 1e12:.1f}"]
             for backend in ("torch", "triton", "cuda"):

@@ -13,8 +13,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import matmul_peak, md_table, median_time  # noqa: E402
 
-from fastdnc.kernels import backend_status, two_sided_product  # noqa: E402
-from fastdnc.kernels import reference  # noqa: E402
+from fastdnc.kernels import (  # noqa: E402
+    backend_status,
+    reference,  # noqa: E402
+    two_sided_product,
+)
 
 SHAPES = [(16, 10, 64), (8, 64, 64), (8, 128, 128), (1, 256, 256), (1, 512, 512)]
 
@@ -35,8 +38,9 @@ def run() -> str:
                 else:
                     row += ["n/a", "n/a"]
             rows.append(row)
-    return md_table(["dtype", "batch×p×q", "torch: % of matmul peak", "cpp speed-up vs torch",
-                     "cpp: % of matmul peak"], rows)
+    return md_table(
+        ["dtype", "batch×p×q", "torch: % of matmul peak", "cpp speed-up vs torch", "cpp: % of matmul peak"], rows
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import matmul_peak, md_table, median_time, target_row  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
-from fastdnc.curvature import reference as R  # noqa: E402
+from fastdnc.curvature import oracles as R  # noqa: E402
 
 CASES = [(10, 50, 64, 4), (10, 100, 256, 4), (10, 200, 512, 6)]
 
@@ -84,14 +84,23 @@ def hvp_rows(quick: bool) -> list[list[str]]:
                 peers = _peer_hvp_times(m, layer, v)
                 best_peer = min([t_cached, t_fresh, t_func] + [t for t in peers.values() if t])
                 METRICS[f"hvp_cached/{act}/{str(dtype)[6:]}/{d}"] = t_cached / t_ours
-                rows.append([
-                    act, str(dtype).replace("torch.", ""), f"({k}, {n}, {d}, {depth}) l={layer}", type(H).__name__,
-                    f"{t_ours * 1e3:.3f}", f"{build * 1e3:.1f}", f"{t_fresh / t_ours:.0f}×", f"{t_cached / t_ours:.0f}×",
-                    f"{t_func / t_ours:.0f}×",
-                    f"{peers['curvlinops'] / t_ours:.0f}×" if peers.get("curvlinops") else "n/a",
-                    f"{peers['backpack'] / t_ours:.0f}×" if peers.get("backpack") else "n/a",
-                    f"{best_peer / t_ours:.0f}×", f"{err:.1e}",
-                ])
+                rows.append(
+                    [
+                        act,
+                        str(dtype).replace("torch.", ""),
+                        f"({k}, {n}, {d}, {depth}) l={layer}",
+                        type(H).__name__,
+                        f"{t_ours * 1e3:.3f}",
+                        f"{build * 1e3:.1f}",
+                        f"{t_fresh / t_ours:.0f}×",
+                        f"{t_cached / t_ours:.0f}×",
+                        f"{t_func / t_ours:.0f}×",
+                        f"{peers['curvlinops'] / t_ours:.0f}×" if peers.get("curvlinops") else "n/a",
+                        f"{peers['backpack'] / t_ours:.0f}×" if peers.get("backpack") else "n/a",
+                        f"{best_peer / t_ours:.0f}×",
+                        f"{err:.1e}",
+                    ]
+                )
     return rows
 
 
@@ -154,22 +163,47 @@ def eigh_rows(quick: bool) -> list[list[str]]:
         return torch.func.jvp(torch.func.grad(f), (w,), (xt,))[1].reshape(-1).numpy()
 
     t0 = time.perf_counter()
-    top = eigsh(LinearOperator((w.numel(),) * 2, matvec=mv, dtype="float64"), k=k * k, which="LA",
-                return_eigenvectors=False, tol=1e-10)
+    top = eigsh(
+        LinearOperator((w.numel(),) * 2, matvec=mv, dtype="float64"),
+        k=k * k,
+        which="LA",
+        return_eigenvectors=False,
+        tol=1e-10,
+    )
     t_eigsh = time.perf_counter() - t0
     top_err = float(abs(max(top) - ref[-1]) / ref[-1])
-    rows.append(["d=64 (P=4096), all P eigenvalues", f"{t_ours * 1e3:.2f} ms ({t_vecs * 1e3:.1f} ms with lazy vectors)",
-                 f"dense eigh {t_dense:.2f} s (+ {t_build:.2f} s to build the Hessian)",
-                 f"{t_dense / t_ours:.0f}× ({(t_dense + t_build) / t_ours:.0f}× with the build)", f"{err:.1e}"])
-    rows.append([f"d=64, top K²={k * k} only", f"{t_ours * 1e3:.1f} ms", f"scipy eigsh + autograd HVPs {t_eigsh:.2f} s",
-                 f"{t_eigsh / t_ours:.0f}×", f"{top_err:.1e}"])
+    rows.append(
+        [
+            "d=64 (P=4096), all P eigenvalues",
+            f"{t_ours * 1e3:.2f} ms ({t_vecs * 1e3:.1f} ms with lazy vectors)",
+            f"dense eigh {t_dense:.2f} s (+ {t_build:.2f} s to build the Hessian)",
+            f"{t_dense / t_ours:.0f}× ({(t_dense + t_build) / t_ours:.0f}× with the build)",
+            f"{err:.1e}",
+        ]
+    )
+    rows.append(
+        [
+            f"d=64, top K²={k * k} only",
+            f"{t_ours * 1e3:.1f} ms",
+            f"scipy eigsh + autograd HVPs {t_eigsh:.2f} s",
+            f"{t_eigsh / t_ours:.0f}×",
+            f"{top_err:.1e}",
+        ]
+    )
     if not quick:
         big = fd.DeepUFM(10, 100, 1024, 4, dtype=torch.float32, seed=0)
         t_big = median_time(lambda: fd.layer_hessian(big, 2).eigvalsh(), min_time=1, repeats=3)
         t_bigv = median_time(lambda: fd.layer_hessian(big, 2).eigh(), min_time=1, repeats=3)
         METRICS["eigh_d1024_seconds"] = t_bigv
-        rows.append([f"d=1024 (P={1024 ** 2:,}), all eigenvalues, float32", f"{t_big:.2f} s ({t_bigv:.2f} s with lazy "
-                     "vectors)", "dense: impossible (P² = 10¹² entries)", "", ""])
+        rows.append(
+            [
+                f"d=1024 (P={1024**2:,}), all eigenvalues, float32",
+                f"{t_big:.2f} s ({t_bigv:.2f} s with lazy vectors)",
+                "dense: impossible (P² = 10¹² entries)",
+                "",
+                "",
+            ]
+        )
     return rows
 
 
@@ -198,44 +232,115 @@ def assembly_rows(quick: bool) -> list[list[str]]:
         slab.roots()
     t_cpp = median_time(slab.to_dense, min_time=0.0, repeats=1) if slab is not None else float("nan")
     METRICS.update(assembly_memory=mem_ours / out_mb, assembly_speedup=t_ref / t_ours)
-    return [[f"ReLU, d=64, N={m.num_samples}, P={H.size}", f"{t_ours:.2f} s", f"{mem_ours / out_mb:.2f}×",
-             f"{t_ref:.2f} s", f"{mem_ref / out_mb:.1f}×", f"{t_ref / t_ours:.1f}×", f"{t_cpp / t_ours:.1f}×",
-             f"{flops / t_ours / matmul_peak(torch.float32):.0%}", err]]
+    return [
+        [
+            f"ReLU, d=64, N={m.num_samples}, P={H.size}",
+            f"{t_ours:.2f} s",
+            f"{mem_ours / out_mb:.2f}×",
+            f"{t_ref:.2f} s",
+            f"{mem_ref / out_mb:.1f}×",
+            f"{t_ref / t_ours:.1f}×",
+            f"{t_cpp / t_ours:.1f}×",
+            f"{flops / t_ours / matmul_peak(torch.float32):.0%}",
+            err,
+        ]
+    ]
 
 
 def targets() -> str:
     """The issue's targets against this run's numbers (CPU, 2 threads, float32)."""
+
     def row(name, key, goal, ok, fmt="{:.0f}×"):
         return target_row(METRICS, name, key, goal, ok, fmt)
 
-    return md_table(["target", "goal", "measured", "status"], [
-        row("linear layer HVP, (10, 200, 512, 6), vs autograd with cached graph", "hvp_cached/linear/float32/512",
-            "≥ 100×", lambda x: x >= 100),
-        row("all P eigenvalues of a linear layer, d = 64, vs dense eigh", "eigh_d64", "≥ 1000×", lambda x: x >= 1000),
-        row("all 10⁶ eigenvalues (and lazy vectors) at d = 1024", "eigh_d1024_seconds", "< 5 s", lambda x: x < 5,
-            "{:.2f} s"),
-        row("ReLU layer GN product, (10, 100, 256, 4), vs autograd with cached graph", "hvp_cached/relu/float32/256",
-            "≥ 3×", lambda x: x >= 3, "{:.1f}×"),
-        row("explicit ReLU GN block (d = 64, N = 2000): peak memory / output", "assembly_memory", "≤ 2×",
-            lambda x: x <= 2, "{:.2f}×"),
-        row("explicit ReLU GN block: speed-up over torch.func Hessian", "assembly_speedup", "> 1×", lambda x: x > 1,
-            "{:.1f}×"),
-        ["GPU: Triton / CUDA batched Kronecker product at d ≥ 1024", "≥ 50% of the H200 matmul rate",
-         "not measured: no GPU was lent to this session (`benchmarks/gpu_check.sh` is ready)", "open"],
-    ])
+    return md_table(
+        ["target", "goal", "measured", "status"],
+        [
+            row(
+                "linear layer HVP, (10, 200, 512, 6), vs autograd with cached graph",
+                "hvp_cached/linear/float32/512",
+                "≥ 100×",
+                lambda x: x >= 100,
+            ),
+            row(
+                "all P eigenvalues of a linear layer, d = 64, vs dense eigh", "eigh_d64", "≥ 1000×", lambda x: x >= 1000
+            ),
+            row(
+                "all 10⁶ eigenvalues (and lazy vectors) at d = 1024",
+                "eigh_d1024_seconds",
+                "< 5 s",
+                lambda x: x < 5,
+                "{:.2f} s",
+            ),
+            row(
+                "ReLU layer GN product, (10, 100, 256, 4), vs autograd with cached graph",
+                "hvp_cached/relu/float32/256",
+                "≥ 3×",
+                lambda x: x >= 3,
+                "{:.1f}×",
+            ),
+            row(
+                "explicit ReLU GN block (d = 64, N = 2000): peak memory / output",
+                "assembly_memory",
+                "≤ 2×",
+                lambda x: x <= 2,
+                "{:.2f}×",
+            ),
+            row(
+                "explicit ReLU GN block: speed-up over torch.func Hessian",
+                "assembly_speedup",
+                "> 1×",
+                lambda x: x > 1,
+                "{:.1f}×",
+            ),
+            [
+                "GPU: Triton / CUDA batched Kronecker product at d ≥ 1024",
+                "≥ 50% of the H200 matmul rate",
+                "not measured: no GPU was lent to this session (`benchmarks/gpu_check.sh` is ready)",
+                "open",
+            ],
+        ],
+    )
 
 
 def run(quick: bool = False) -> str:
-    hvp = md_table(["model", "dtype", "(K, n, d, L) layer", "operator", "fastdnc ms", "build ms",
-                    "vs autograd fresh", "vs autograd cached", "vs torch.func", "vs curvlinops", "vs BackPACK HMP",
-                    "vs fastest peer", "rel. error"], hvp_rows(quick))
+    hvp = md_table(
+        [
+            "model",
+            "dtype",
+            "(K, n, d, L) layer",
+            "operator",
+            "fastdnc ms",
+            "build ms",
+            "vs autograd fresh",
+            "vs autograd cached",
+            "vs torch.func",
+            "vs curvlinops",
+            "vs BackPACK HMP",
+            "vs fastest peer",
+            "rel. error",
+        ],
+        hvp_rows(quick),
+    )
     eig = md_table(["problem", "fastdnc", "baseline", "speed-up", "rel. error"], eigh_rows(quick))
-    asm = md_table(["block", "fastdnc time", "fastdnc peak mem / output", "torch.func time",
-                    "torch.func peak mem / output", "speed-up", "vs the C++ slab kernel",
-                    "fastdnc % of matmul peak (packed flops)", "rel. error"],
-                   assembly_rows(quick))
-    return (f"### Layer HVP (one vector, cached operator vs each baseline)\n\n{hvp}\n\n"
-            f"### Exact layer spectrum\n\n{eig}\n\n### Explicit Gauss–Newton block assembly (float32)\n\n{asm}\n")
+    asm = md_table(
+        [
+            "block",
+            "fastdnc time",
+            "fastdnc peak mem / output",
+            "torch.func time",
+            "torch.func peak mem / output",
+            "speed-up",
+            "vs the C++ slab kernel",
+            "fastdnc % of matmul peak (packed flops)",
+            "rel. error",
+        ],
+        assembly_rows(quick),
+    )
+    return (
+        f"### Layer HVP (one vector, cached operator vs each baseline)\n\n{hvp}\n\n"
+        f"### Exact layer spectrum\n\n{eig}\n\n### Explicit Gauss–Newton block assembly (float32)\n\n{asm}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,14 @@ def rows() -> list[list[str]]:
         res = reproduce_real("digits", Path(tmp) / "digits", progress=False)
         wall = time.perf_counter() - t0
         METRICS.update(digits_accuracy=res["train_accuracy"], digits_seconds=wall)
-        out.append(["digits MLP (L=4, d=64), train + full head analysis", f"{res['samples']} samples",
-                    f"{wall:.1f} s", f"train accuracy {res['train_accuracy']:.2%}"])
+        out.append(
+            [
+                "digits MLP (L=4, d=64), train + full head analysis",
+                f"{res['samples']} samples",
+                f"{wall:.1f} s",
+                f"train accuracy {res['train_accuracy']:.2%}",
+            ]
+        )
         rng = np.random.default_rng(0)
         raw = Path(tmp) / "MNIST" / "raw"
         raw.mkdir(parents=True)
@@ -58,19 +64,42 @@ def rows() -> list[list[str]]:
         ev = fd.layer_hessian(head, 2).eigvalsh()
         t = time.perf_counter() - t0
         METRICS["mnist_layer_seconds"] = t
-        out.append(["MNIST-shaped MLP, exact spectrum of W_2 (64 × 64), float64", f"{data.num_samples} samples",
-                    f"{t:.1f} s", f"{ev.numel()} eigenvalues, λ_max {float(ev.max()):.3g}"])
+        out.append(
+            [
+                "MNIST-shaped MLP, exact spectrum of W_2 (64 × 64), float64",
+                f"{data.num_samples} samples",
+                f"{t:.1f} s",
+                f"{ev.numel()} eigenvalues, λ_max {float(ev.max()):.3g}",
+            ]
+        )
     return out
 
 
 def targets() -> str:
-    return md_table(["target", "goal", "measured", "status"], [
-        target_row(METRICS, "digits MLP: train accuracy", "digits_accuracy", "≥ 97%", lambda x: x >= 0.97, "{:.2%}"),
-        target_row(METRICS, "digits MLP: training + full analysis", "digits_seconds", "≤ 120 s", lambda x: x <= 120,
-                   "{:.1f} s"),
-        target_row(METRICS, "MNIST 5,000/class: exact spectrum of one MLP layer", "mnist_layer_seconds", "≤ 60 s",
-                   lambda x: x <= 60, "{:.1f} s"),
-    ])
+    return md_table(
+        ["target", "goal", "measured", "status"],
+        [
+            target_row(
+                METRICS, "digits MLP: train accuracy", "digits_accuracy", "≥ 97%", lambda x: x >= 0.97, "{:.2%}"
+            ),
+            target_row(
+                METRICS,
+                "digits MLP: training + full analysis",
+                "digits_seconds",
+                "≤ 120 s",
+                lambda x: x <= 120,
+                "{:.1f} s",
+            ),
+            target_row(
+                METRICS,
+                "MNIST 5,000/class: exact spectrum of one MLP layer",
+                "mnist_layer_seconds",
+                "≤ 60 s",
+                lambda x: x <= 60,
+                "{:.1f} s",
+            ),
+        ],
+    )
 
 
 def run() -> str:

@@ -53,10 +53,19 @@ def run(steps: int = STEPS) -> str:
             autograd_loop(m2, steps)
             base = steps / (time.perf_counter() - t0)
             frac = ours * flops_per_step(k, n, d, depth) / peak
-            rows.append([str(dtype).replace("torch.", ""), act, f"{ours:,.0f}", f"{base:,.0f}", f"{ours / base:.2f}×",
-                         f"{frac:.1%}"])
-    return md_table(["dtype", "activation", "fastdnc steps/s", "autograd+torch.optim steps/s", "speed-up",
-                     "% of matmul peak"], rows)
+            rows.append(
+                [
+                    str(dtype).replace("torch.", ""),
+                    act,
+                    f"{ours:,.0f}",
+                    f"{base:,.0f}",
+                    f"{ours / base:.2f}×",
+                    f"{frac:.1%}",
+                ]
+            )
+    return md_table(
+        ["dtype", "activation", "fastdnc steps/s", "autograd+torch.optim steps/s", "speed-up", "% of matmul peak"], rows
+    )
 
 
 def gemm_threads() -> str:
@@ -77,6 +86,7 @@ def gemm_threads() -> str:
 def under_load(steps: int = 1000) -> str:
     """Training steps/s of the ReLU UFM above alone and beside a process that keeps one core busy,
     with torch's two threads and with fastdnc's choice (one thread at this size)."""
+
     def rate(threads):
         m = fd.DeepUFM(4, 10, 64, 5, activation="relu")
         fd.train(m, 50, 0.01, progress=False, log_at=[], threads=threads)
@@ -92,8 +102,10 @@ def under_load(steps: int = 1000) -> str:
     finally:
         busy.kill()
         busy.wait()
-    rows = [[label, f"{alone[t]:,.0f}", f"{loaded[t]:,.0f}", f"{alone[t] / loaded[t]:.1f}×"]
-            for t, label in ((2, "2 threads (torch's default here)"), (None, "fastdnc's choice (threads=None)"))]
+    rows = [
+        [label, f"{alone[t]:,.0f}", f"{loaded[t]:,.0f}", f"{alone[t] / loaded[t]:.1f}×"]
+        for t, label in ((2, "2 threads (torch's default here)"), (None, "fastdnc's choice (threads=None)"))
+    ]
     return md_table(["threads", "steps/s alone", "steps/s beside a busy core", "slow-down under load"], rows)
 
 

@@ -44,8 +44,11 @@ class Encoder(nn.Module):
     def __init__(self, vocab: int = 100, d: int = 64, heads: int = 4, layers: int = 2, k: int = 10) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
-        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, batch_first=True),
-                                         layers, enable_nested_tensor=False)
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.0, batch_first=True),
+            layers,
+            enable_nested_tensor=False,
+        )
         self.head = nn.Linear(d, k)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -62,14 +65,24 @@ def zoo(dtype: torch.dtype) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Te
     d = load_digits()
     xc = torch.from_numpy(d.images).float()[:, None] / 16.0
     yc = torch.from_numpy(d.target).long()
-    cnn = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 16, 10)).eval()
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 10),
+    ).eval()
     enc = Encoder().eval()
     xt, yt = torch.randint(0, 100, (256, 32), generator=g), torch.randint(0, 10, (256,), generator=g)
     cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
-    return {"ReLU MLP 784-512-512-10, 1024 samples": (mlp.to(dtype), cast(xm), ym),
-            "CNN (2 conv, BN eval, pool) on digits, 1797 samples": (cnn.to(dtype), cast(xc), yc),
-            "Transformer encoder (2 layers, d 64, 4 heads), 256×32 tokens": (enc.to(dtype), xt, yt)}
+    return {
+        "ReLU MLP 784-512-512-10, 1024 samples": (mlp.to(dtype), cast(xm), ym),
+        "CNN (2 conv, BN eval, pool) on digits, 1797 samples": (cnn.to(dtype), cast(xc), yc),
+        "Transformer encoder (2 layers, d 64, 4 heads), 256×32 tokens": (enc.to(dtype), xt, yt),
+    }
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
@@ -99,8 +112,9 @@ def methods(model, x, y, params):
             return torch.autograd.grad(grads, params, vs, retain_graph=True)
 
     out["autograd cached"] = (lambda: cached(one), lambda: [cached([v[..., j] for v in eight]) for j in range(8)])
-    func = fd.HessianOperator(model, loss, (x, y), params=params, fused=False, check_deterministic=False,
-                              mode="forward-over-reverse")  # jvp(grad) recomputed per product
+    func = fd.HessianOperator(
+        model, loss, (x, y), params=params, fused=False, check_deterministic=False, mode="forward-over-reverse"
+    )  # jvp(grad) recomputed per product
     out["torch.func"] = (lambda: func @ flat1, lambda: [func @ flat8[:, j] for j in range(8)])
     if not op.fused:
         lin = fd.HessianOperator(model, loss, (x, y), params=params, mode="linearize", check_deterministic=False)
@@ -133,8 +147,9 @@ def methods(model, x, y, params):
 
 
 def _peak(job: str, name: str, dtype: str) -> float:
-    proc = subprocess.run([sys.executable, __file__, "--job", job, name, dtype], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--job", job, name, dtype], capture_output=True, text=True, check=True
+    )
     return float(proc.stdout.strip().splitlines()[-1])
 
 
@@ -184,30 +199,71 @@ def run(dtypes=(torch.float32, torch.float64)) -> str:
             mem = _peak("product", name, tag) / max(_peak("train", name, tag), 1e-9)
             METRICS[f"{name}|{tag}|memory"] = mem
             rows.append([name, tag, f"{t1 * 1e3:.1f} ms", *cells.values(), f"{t8 / (8 * t1):.2f}", f"{mem:.2f}"])
-    return md_table(["model", "dtype", "fastdnc, one product", "autograd cached", "torch.func", "curvlinops",
-                     "PyHessian", "mode='linearize' vs autograd cached", "matmat 8 / (8 × one)",
-                     "memory / training step"], rows)
+    return md_table(
+        [
+            "model",
+            "dtype",
+            "fastdnc, one product",
+            "autograd cached",
+            "torch.func",
+            "curvlinops",
+            "PyHessian",
+            "mode='linearize' vs autograd cached",
+            "matmat 8 / (8 × one)",
+            "memory / training step",
+        ],
+        rows,
+    )
 
 
 def targets() -> str:
     mlp, cnn, tf = list(zoo(torch.float32))
     rows = []
     for tag in ("float32", "float64"):
-        rows += [target_row(METRICS, f"MLP vs autograd cached ({tag})", f"{mlp}|{tag}|autograd cached", "≥ 1.3×",
-                            lambda r: r >= 1.3),
-                 target_row(METRICS, f"MLP vs curvlinops ({tag})", f"{mlp}|{tag}|curvlinops", "≥ 2×", lambda r: r >= 2),
-                 target_row(METRICS, f"CNN vs autograd cached ({tag})", f"{cnn}|{tag}|autograd cached", "≥ 1.2×",
-                            lambda r: r >= 1.2),
-                 target_row(METRICS, f"CNN vs curvlinops ({tag})", f"{cnn}|{tag}|curvlinops", "≥ 1.5×",
-                            lambda r: r >= 1.5),
-                 target_row(METRICS, f"Transformer vs autograd cached ({tag})", f"{tf}|{tag}|autograd cached",
-                            "≥ 1.0×", lambda r: r >= 1.0),
-                 target_row(METRICS, f"MLP matmat 8, per vector ({tag})", f"{mlp}|{tag}|matmat8", "≤ 0.5",
-                            lambda r: r <= 0.5, "{:.2f}"),
-                 target_row(METRICS, f"CNN matmat 8, per vector ({tag})", f"{cnn}|{tag}|matmat8", "≤ 0.5",
-                            lambda r: r <= 0.5, "{:.2f}")]
-        rows += [target_row(METRICS, f"memory of one product, {m.split(',')[0]} ({tag})", f"{m}|{tag}|memory",
-                            "≤ 2× a training step", lambda r: r <= 2, "{:.2f}×") for m in (mlp, cnn, tf)]
+        rows += [
+            target_row(
+                METRICS, f"MLP vs autograd cached ({tag})", f"{mlp}|{tag}|autograd cached", "≥ 1.3×", lambda r: r >= 1.3
+            ),
+            target_row(METRICS, f"MLP vs curvlinops ({tag})", f"{mlp}|{tag}|curvlinops", "≥ 2×", lambda r: r >= 2),
+            target_row(
+                METRICS, f"CNN vs autograd cached ({tag})", f"{cnn}|{tag}|autograd cached", "≥ 1.2×", lambda r: r >= 1.2
+            ),
+            target_row(METRICS, f"CNN vs curvlinops ({tag})", f"{cnn}|{tag}|curvlinops", "≥ 1.5×", lambda r: r >= 1.5),
+            target_row(
+                METRICS,
+                f"Transformer vs autograd cached ({tag})",
+                f"{tf}|{tag}|autograd cached",
+                "≥ 1.0×",
+                lambda r: r >= 1.0,
+            ),
+            target_row(
+                METRICS,
+                f"MLP matmat 8, per vector ({tag})",
+                f"{mlp}|{tag}|matmat8",
+                "≤ 0.5",
+                lambda r: r <= 0.5,
+                "{:.2f}",
+            ),
+            target_row(
+                METRICS,
+                f"CNN matmat 8, per vector ({tag})",
+                f"{cnn}|{tag}|matmat8",
+                "≤ 0.5",
+                lambda r: r <= 0.5,
+                "{:.2f}",
+            ),
+        ]
+        rows += [
+            target_row(
+                METRICS,
+                f"memory of one product, {m.split(',')[0]} ({tag})",
+                f"{m}|{tag}|memory",
+                "≤ 2× a training step",
+                lambda r: r <= 2,
+                "{:.2f}×",
+            )
+            for m in (mlp, cnn, tf)
+        ]
     return md_table(["target", "goal", "measured", "status"], rows)
 
 

@@ -16,7 +16,7 @@ import time
 import torch
 
 import fastdnc as fd
-from fastdnc.curvature import reference as R
+from fastdnc.curvature import oracles as R
 
 
 def status_mib(field: str) -> float:

@@ -39,20 +39,27 @@ def _curvlinops(model, loss, x, y, params, v):
 def rows() -> list[tuple[str, str, str]]:
     torch.manual_seed(8)
     enc = Encoder().double().eval()
-    cases = {"MLP with LayerNorm (5-8-3, 16 samples)": (*layernorm_mlp(), None),
-             "2-layer Transformer encoder (d 16, 4 heads, eval)": (enc, torch.randint(0, 11, (5, 6)),
-                                                                  torch.randint(0, 3, (5,)), "embed")}
+    cases = {
+        "MLP with LayerNorm (5-8-3, 16 samples)": (*layernorm_mlp(), None),
+        "2-layer Transformer encoder (d 16, 4 heads, eval)": (
+            enc,
+            torch.randint(0, 11, (5, 6)),
+            torch.randint(0, 3, (5,)),
+            "embed",
+        ),
+    }
     out = []
     for name, (model, x, y, skip) in cases.items():
         loss = nn.CrossEntropyLoss()
         params = [p for n, p in model.named_parameters() if skip is None or not n.startswith(skip)]
-        v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(1),
-                        dtype=torch.float64)
+        v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         hv, _, fdiff = autograd_products(model, loss, x, y, params, v)
-        methods = {"fastdnc HessianOperator": lambda: fd.HessianOperator(model, loss, (x, y), params=params) @ v,
-                   "autograd double backward": lambda: hv,
-                   "torch.func.hessian": lambda: _func_hessian(model, loss, x, y, params, v),
-                   "curvlinops HessianLinearOperator": lambda: _curvlinops(model, loss, x, y, params, v)}
+        methods = {
+            "fastdnc HessianOperator": lambda: fd.HessianOperator(model, loss, (x, y), params=params) @ v,
+            "autograd double backward": lambda: hv,
+            "torch.func.hessian": lambda: _func_hessian(model, loss, x, y, params, v),
+            "curvlinops HessianLinearOperator": lambda: _curvlinops(model, loss, x, y, params, v),
+        }
         for method, call in methods.items():
             try:
                 with warnings.catch_warnings():
@@ -65,18 +72,27 @@ def rows() -> list[tuple[str, str, str]]:
 
 
 def page(table: list[tuple[str, str, str]]) -> str:
-    lines = ["# Drop-in operators: who is right when products disagree", "",
-             "Regenerate with `python benchmarks/referee.py --out docs/drop-in.md`. One float64 Hessian-vector "
-             "product per method, as its relative distance to central finite differences of the gradient (the "
-             f"referee; step 1e-5). torch {torch.__version__}.", "",
-             "| model | method | relative error against finite differences |", "|---|---|---|"]
+    lines = [
+        "# Drop-in operators: who is right when products disagree",
+        "",
+        "Regenerate with `python benchmarks/referee.py --out docs/drop-in.md`. One float64 Hessian-vector "
+        "product per method, as its relative distance to central finite differences of the gradient (the "
+        f"referee; step 1e-5). torch {torch.__version__}.",
+        "",
+        "| model | method | relative error against finite differences |",
+        "|---|---|---|",
+    ]
     lines += [f"| {m} | {meth} | {err} |" for m, meth, err in table]
-    lines += ["", "fastdnc runs attention on PyTorch's math SDPA kernel with the transformer fast path off "
-              "(forward-mode AD is not implemented for the flash kernels). Its products are Jacobian-vector products "
-              "of the gradient, one per column; the dense `torch.func.hessian` column above is the same function's "
-              "Hessian formed by nested vmapped Jacobians. fastdnc substitutes parameters itself instead of through "
-              "`torch.func.functional_call`, which leaves a plain tensor in place of the parameter of a module used "
-              "twice in a model.", ""]
+    lines += [
+        "",
+        "fastdnc runs attention on PyTorch's math SDPA kernel with the transformer fast path off "
+        "(forward-mode AD is not implemented for the flash kernels). Its products are Jacobian-vector products "
+        "of the gradient, one per column; the dense `torch.func.hessian` column above is the same function's "
+        "Hessian formed by nested vmapped Jacobians. fastdnc substitutes parameters itself instead of through "
+        "`torch.func.functional_call`, which leaves a plain tensor in place of the parameter of a module used "
+        "twice in a model.",
+        "",
+    ]
     return "\n".join(lines)
 
 

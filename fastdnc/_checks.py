@@ -72,8 +72,9 @@ def check_tensor(
     if ndim is not None and t.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     if dtype is not None and t.dtype != dtype:
-        raise TypeError(f"{name} has dtype {t.dtype} but {dtype} was expected (no silent casts: "
-                        f"convert it with .to({dtype}))")
+        raise TypeError(
+            f"{name} has dtype {t.dtype} but {dtype} was expected (no silent casts: convert it with .to({dtype}))"
+        )
     if device is not None and t.device != torch.device(device):
         raise ValueError(f"{name} is on {t.device} but {device} was expected")
     if finite:

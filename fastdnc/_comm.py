@@ -46,8 +46,10 @@ def all_reduce_(tensor: torch.Tensor, what: str = "all_reduce", op: str = "sum")
     try:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     except Exception as e:  # noqa: BLE001 - gloo raises RuntimeError subclasses of several kinds
-        raise DistributedError(f"{what} failed on rank {rank()} of {world_size()} (a peer process died, hung past "
-                               f"the timeout, or the group is misconfigured): {e}") from e
+        raise DistributedError(
+            f"{what} failed on rank {rank()} of {world_size()} (a peer process died, hung past "
+            f"the timeout, or the group is misconfigured): {e}"
+        ) from e
     return tensor
 
 
@@ -70,9 +72,11 @@ def agree(values: list[int], what: str, error: BaseException | None = None) -> N
         raise DistributedError(f"another rank failed {what} (its own message says why); rank {rank()} stops too")
     high, low = both[1 : 1 + n].tolist(), [-v for v in both[1 + n :].tolist()]
     if high != low:
-        raise DistributedError(f"the ranks disagree on {what}: rank {rank()} has {values}, the ranks span "
-                               f"{list(zip(low, high))} (min, max); give every rank the same checkpoints "
-                               "(written by one run) and the same settings, or start afresh with resume=False")
+        raise DistributedError(
+            f"the ranks disagree on {what}: rank {rank()} has {values}, the ranks span "
+            f"{list(zip(low, high))} (min, max); give every rank the same checkpoints "
+            "(written by one run) and the same settings, or start afresh with resume=False"
+        )
 
 
 def global_count(local: int) -> int:

@@ -71,8 +71,9 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
 
 
-def require_memory(nbytes: float, what: str, device: torch.device | str = "cpu", instead: str = "",
-                   extra: str = "") -> None:
+def require_memory(
+    nbytes: float, what: str, device: torch.device | str = "cpu", instead: str = "", extra: str = ""
+) -> None:
     """Raise :class:`InsufficientMemoryError` if ``nbytes`` (an estimated peak) exceeds the memory
     available on ``device``: "``what`` needs ~X GiB, this machine has Y GiB available; use …"."""
     have = available_bytes(device)
@@ -91,12 +92,18 @@ def dense_eigh_seconds(n: int, vectors: bool) -> float:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else \
-        f"{seconds:.0f} s"
+    return (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 3600
+        else f"{seconds / 60:.0f} min"
+        if seconds >= 60
+        else f"{seconds:.0f} s"
+    )
 
 
-def require_dense(n: int, itemsize: int, device: torch.device | str, what: str, peak: float,
-                  eig: str | None = None) -> None:
+def require_dense(
+    n: int, itemsize: int, device: torch.device | str, what: str, peak: float, eig: str | None = None
+) -> None:
     """The memory check of an n × n dense result (``peak`` × its size), and for ``eig`` in
     ``("values", "vectors")`` the time warning of :func:`warn_dense_eigh`."""
     instead = "the structured methods (exact Kronecker eigh, eigvalsh of a Gauss-Newton block) or fd.lanczos"
@@ -109,9 +116,12 @@ def require_dense(n: int, itemsize: int, device: torch.device | str, what: str, 
 
 def warn_dense_eigh(n: int, vectors: bool) -> None:
     """Warn that a dense eigendecomposition of order ``n`` will take long, with the estimate."""
-    warnings.warn(f"a dense eigendecomposition of order {n} takes about {_duration(dense_eigh_seconds(n, vectors))} "
-                  "on one core of a 2-core development machine (fd.lanczos gives the top eigenpairs far faster)",
-                  SlowComputationWarning, stacklevel=3)
+    warnings.warn(
+        f"a dense eigendecomposition of order {n} takes about {_duration(dense_eigh_seconds(n, vectors))} "
+        "on one core of a 2-core development machine (fd.lanczos gives the top eigenpairs far faster)",
+        SlowComputationWarning,
+        stacklevel=3,
+    )
 
 
 def resident_bytes(device: torch.device) -> int:

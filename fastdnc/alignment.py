@@ -33,8 +33,9 @@ def _check_layer(model: LayeredModel, layer: int) -> None:
 
 
 @torch.no_grad()
-def class_mean_pairs(model: LayeredModel, layer: int, means: tuple[torch.Tensor, torch.Tensor] | None = None
-                     ) -> torch.Tensor:
+def class_mean_pairs(
+    model: LayeredModel, layer: int, means: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
     r"""The (d_out·d_in × K²) matrix of :math:`\mu_c^{(l+1)} \otimes \mu_{c'}^{(l)}`, column c·K + c'.
 
     ``means`` = (:math:`\bar H_{l+1}`, :math:`\bar H_l`) overrides the model's own class means (e.g. the
@@ -58,11 +59,16 @@ def eigenvector_fidelity(model: LayeredModel, layer: int, op=None, means=None) -
 
 
 @torch.no_grad()
-def gradient_coefficients(model: LayeredModel, layer: int, gradient: torch.Tensor | None = None,
-                          means=None) -> torch.Tensor:
+def gradient_coefficients(
+    model: LayeredModel, layer: int, gradient: torch.Tensor | None = None, means=None
+) -> torch.Tensor:
     r"""(K × K) :math:`\kappa_{cc'}` of the fit-term gradient of W_layer (or of ``gradient``)."""
     v = class_mean_pairs(model, layer, means)
-    g = gradient if gradient is not None else model.loss_and_gradients(decay=False).gradients[_weight_index(model, layer)]
+    g = (
+        gradient
+        if gradient is not None
+        else model.loss_and_gradients(decay=False).gradients[_weight_index(model, layer)]
+    )
     g = g.reshape(-1)
     k = model.num_classes
     den = g.square().sum() * v.square().sum(0)

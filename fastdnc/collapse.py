@@ -182,8 +182,14 @@ def collapse_metrics(model: LayeredModel, rank_rtol: float = 1e-3, pinv_rtol: fl
     feats = st.inputs + [st.output]
     for l, h in enumerate(feats, start=1):
         report.layers.append(
-            feature_metrics(h, model.targets, predictions=predictions, preactivation=st.preactivations[l - 1],
-                            rank_rtol=rank_rtol, pinv_rtol=pinv_rtol)
+            feature_metrics(
+                h,
+                model.targets,
+                predictions=predictions,
+                preactivation=st.preactivations[l - 1],
+                rank_rtol=rank_rtol,
+                pinv_rtol=pinv_rtol,
+            )
         )
     for l, w in enumerate(model.weights, start=1):
         report.weights.append(weight_metrics(w, class_means(feats[l - 1], model.targets), rank_rtol))

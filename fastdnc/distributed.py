@@ -84,9 +84,17 @@ def shard_model(model: LayeredModel, indices: torch.Tensor | None = None) -> MLP
     if idx.numel() == 0:
         raise ValueError(f"rank {rank()} received no samples: more ranks ({world_size()}) than samples?")
     widths = [w.shape[0] for w in model.weights[:-1]]
-    head = MLPHead(model.features.detach()[:, idx].contiguous(), model.labels[idx], widths, model.depth,
-                   num_classes=model.num_classes, activation=model.activation, loss=model.loss_type,
-                   weight_decay=model.weight_decay, bias=model.biases is not None)
+    head = MLPHead(
+        model.features.detach()[:, idx].contiguous(),
+        model.labels[idx],
+        widths,
+        model.depth,
+        num_classes=model.num_classes,
+        activation=model.activation,
+        loss=model.loss_type,
+        weight_decay=model.weight_decay,
+        bias=model.biases is not None,
+    )
     with torch.no_grad():
         for dst, src in zip(head.parameters(), [p for n, p in model.named_parameters() if n != "_features"]):
             dst.copy_(src)
@@ -167,13 +175,15 @@ def sharded_layer_hessian(model: LayeredModel, layer: int, decay: bool = False, 
     if isinstance(local, KroneckerOperator):
         # (AᵀA) ⊗ (Σ_r w_r X_rX_rᵀ/n_r): reduce the q × q input Gram once
         gram = all_reduce_(local.input_factor.to_dense() * w, "reducing the input Gram")
-        return KroneckerOperator(local.output_factor, Factor.dense(gram), scale=local.scale, shift=local.shift,
-                                 backend=local.backend)
+        return KroneckerOperator(
+            local.output_factor, Factor.dense(gram), scale=local.scale, shift=local.shift, backend=local.backend
+        )
     return ShardedOperator(local, w)
 
 
-def sharded_hessian(model: LayeredModel, include_features: bool = False, decay: bool = True, *,
-                    gauss_newton: bool = False) -> CurvatureOperator:
+def sharded_hessian(
+    model: LayeredModel, include_features: bool = False, decay: bool = True, *, gauss_newton: bool = False
+) -> CurvatureOperator:
     """The full weight Hessian (or GGN) of the mean loss over every rank's shard."""
     _no_features(include_features)
     build = ggn if gauss_newton else hessian

@@ -39,9 +39,17 @@ def check_regular_file(path: str | os.PathLike, what: str = "file", must_exist: 
     except OSError as e:
         raise ValueError(f"cannot use {what} {path}: {e.strerror or e}") from None
     if not stat.S_ISREG(mode):
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
-                "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "not a regular file")
+        kind = (
+            "a folder"
+            if stat.S_ISDIR(mode)
+            else "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
         raise ValueError(f"{what} {path} is {kind}, not a regular file; refusing to use it")
     return path
 
@@ -135,8 +143,11 @@ def _load_problem(e: Exception) -> str:
     """The informative part of torch's loading errors (not its advice to load unsafely)."""
     text = str(e)
     if text.startswith("Weights only load failed"):
-        detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else \
-            "\n".join(text.splitlines()[1:])
+        detail = (
+            text.split("WeightsUnpickler error:", 1)[-1]
+            if "WeightsUnpickler error:" in text
+            else "\n".join(text.splitlines()[1:])
+        )
         detail = " ".join(detail.split("Check the documentation")[0].split())
         return f"it holds something other than data ({detail or 'refused by the safe unpickler'})"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -152,5 +163,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = None, what: str
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure of a foreign file becomes one clear error
-        raise ValueError(f"cannot read {what} {path}: {_load_problem(e)} (only fastdnc checkpoints of tensors, "
-                         "numbers, strings, lists and dicts are loaded; nothing in a file is ever executed)") from e
+        raise ValueError(
+            f"cannot read {what} {path}: {_load_problem(e)} (only fastdnc checkpoints of tensors, "
+            "numbers, strings, lists and dicts are loaded; nothing in a file is ever executed)"
+        ) from e

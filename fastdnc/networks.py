@@ -29,10 +29,14 @@ class ConvBackbone(nn.Module):
         super().__init__()
         self.out_features = features
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * channels, features, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * channels, features, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,8 +50,11 @@ class _Block(nn.Module):
         self.b1 = nn.BatchNorm2d(cout)
         self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.b2 = nn.BatchNorm2d(cout)
-        self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                     if stride != 1 or cin != cout else nn.Identity())
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.b1(self.c1(x)))
@@ -87,22 +94,44 @@ class BackboneHead(nn.Module):
 
     accepts_columns = True
 
-    def __init__(self, backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                 width: int = 64, depth: int = 3, activation: str = "relu", loss: str = "mse",
-                 weight_decay: float = 5e-3, feature_decay: float = 1e-6, bias: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        num_classes: int,
+        width: int = 64,
+        depth: int = 3,
+        activation: str = "relu",
+        loss: str = "mse",
+        weight_decay: float = 5e-3,
+        feature_decay: float = 1e-6,
+        bias: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         # the data are not part of a checkpoint (the loader recreates them)
         self.register_buffer("images", images, persistent=False)
         self.register_buffer("labels", labels.to(torch.long), persistent=False)
-        self.register_buffer("targets", nn.functional.one_hot(self.labels, num_classes).T.to(images.dtype).contiguous(),
-                             persistent=False)
+        self.register_buffer(
+            "targets", nn.functional.one_hot(self.labels, num_classes).T.to(images.dtype).contiguous(), persistent=False
+        )
         self.num_classes, self.activation, self.loss_type = num_classes, activation, loss
         self.width, self.head_depth = width, depth
         self.weight_decay, self.feature_decay = float(weight_decay), float(feature_decay)
-        probe = MLPHead(torch.zeros(backbone.out_features, 1, dtype=images.dtype), torch.zeros(1, dtype=torch.long),
-                        width, depth, num_classes=num_classes, activation=activation, loss=loss,
-                        weight_decay=weight_decay, bias=bias, seed=seed)
+        probe = MLPHead(
+            torch.zeros(backbone.out_features, 1, dtype=images.dtype),
+            torch.zeros(1, dtype=torch.long),
+            width,
+            depth,
+            num_classes=num_classes,
+            activation=activation,
+            loss=loss,
+            weight_decay=weight_decay,
+            bias=bias,
+            seed=seed,
+        )
         self.weights = probe.weights
         self.biases = probe.biases
 
@@ -112,10 +141,19 @@ class BackboneHead(nn.Module):
 
     def checkpoint_config(self) -> dict:
         """What a checkpoint records and compares on resume: the head, the decays and the backbone's class."""
-        return {"class": type(self).__name__, "backbone": type(self.backbone).__name__, "width": self.width,
-                "depth": self.head_depth, "num_classes": self.num_classes, "activation": self.activation,
-                "loss": self.loss_type, "weight_decay": self.weight_decay, "feature_decay": self.feature_decay,
-                "bias": self.biases is not None, "dtype": str(self.images.dtype).replace("torch.", "")}
+        return {
+            "class": type(self).__name__,
+            "backbone": type(self.backbone).__name__,
+            "width": self.width,
+            "depth": self.head_depth,
+            "num_classes": self.num_classes,
+            "activation": self.activation,
+            "loss": self.loss_type,
+            "weight_decay": self.weight_decay,
+            "feature_decay": self.feature_decay,
+            "bias": self.biases is not None,
+            "dtype": str(self.images.dtype).replace("torch.", ""),
+        }
 
     @property
     def device(self) -> torch.device:
@@ -129,8 +167,9 @@ class BackboneHead(nn.Module):
     def loss(self, columns: torch.Tensor | None = None) -> torch.Tensor:
         """Fit + λ_W/2 Σ‖W_l‖² + λ_H/2 ‖H_1‖² (on a mini-batch, the feature term is scaled by N/batch)."""
         h1 = self.features(columns)
-        z = forward_states(list(self.weights), None if self.biases is None else list(self.biases), h1,
-                           self.activation).output
+        z = forward_states(
+            list(self.weights), None if self.biases is None else list(self.biases), h1, self.activation
+        ).output
         cols = slice(None) if columns is None else columns
         fit = fit_loss_of(z, self.targets[:, cols], self.labels[cols], self.loss_type)
         scale = self.num_samples / h1.shape[1]
@@ -144,9 +183,17 @@ class BackboneHead(nn.Module):
         self.backbone.eval()
         h1 = self.features().detach().contiguous()
         self.backbone.train(was)
-        head = MLPHead(h1, self.labels, self.width, self.head_depth, num_classes=self.num_classes,
-                       activation=self.activation, loss=self.loss_type, weight_decay=self.weight_decay,
-                       bias=self.biases is not None)
+        head = MLPHead(
+            h1,
+            self.labels,
+            self.width,
+            self.head_depth,
+            num_classes=self.num_classes,
+            activation=self.activation,
+            loss=self.loss_type,
+            weight_decay=self.weight_decay,
+            bias=self.biases is not None,
+        )
         for dst, src in zip(head.weights, self.weights):
             dst.copy_(src)
         if self.biases is not None:

@@ -50,8 +50,13 @@ def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt
     if optimal_loss is not None:
         gap = [None if v is None else v - optimal_loss for v in history["loss"]]
         axes[1].plot(*_positive(history.steps, gap), color="C3")
-        axes[1].set(xscale="log", yscale="log", xlabel="step", ylabel=r"loss $-$ optimal loss",
-                    title="distance to the closed-form optimum")
+        axes[1].set(
+            xscale="log",
+            yscale="log",
+            xlabel="step",
+            ylabel=r"loss $-$ optimal loss",
+            title="distance to the closed-form optimum",
+        )
     for a in axes:
         a.grid(True, which="major", alpha=0.3)
     return fig

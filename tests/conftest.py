@@ -22,8 +22,10 @@ torch.set_default_dtype(torch.float64)
 def backends_for(kernel: str, device: str = "cpu", dtype: torch.dtype = torch.float64) -> list[str]:
     """The backends that can run ``kernel`` here (torch always; cpp when built; triton when
     installed, under the interpreter on CPU; cuda on a GPU with the extension built)."""
-    return [b for b in ("torch", "cpp", "triton", "cuda")
-            if backend_status(b, torch.device(device), dtype, kernel) is None]
+    return [
+        b for b in ("torch", "cpp", "triton", "cuda") if backend_status(b, torch.device(device), dtype, kernel) is None
+    ]
+
 
 # Every model kind the package supports, at small odd shapes.
 MODEL_CASES = [
@@ -32,8 +34,17 @@ MODEL_CASES = [
     dict(id="linear-ce", activation="linear", loss="ce", K=4, n=2, d=5, L=2),
     dict(id="relu-ce", activation="relu", loss="ce", K=2, n=3, d=3, L=3),
     dict(id="depth1-mse", activation="relu", loss="mse", K=3, n=2, d=4, L=1),
-    dict(id="perlayer-decay", activation="relu", loss="ce", K=3, n=2, d=4, L=3,
-         weight_decay=[1e-2, 3e-2, 2e-3], feature_decay=5e-2),
+    dict(
+        id="perlayer-decay",
+        activation="relu",
+        loss="ce",
+        K=3,
+        n=2,
+        d=4,
+        L=3,
+        weight_decay=[1e-2, 3e-2, 2e-3],
+        feature_decay=5e-2,
+    ),
 ]
 
 MLP_CASES = [
@@ -44,17 +55,37 @@ MLP_CASES = [
 
 
 def make_ufm(case: dict, seed: int = 0, dtype=torch.float64) -> fd.DeepUFM:
-    return fd.DeepUFM(case["K"], case["n"], case["d"], case["L"], activation=case["activation"], loss=case["loss"],
-                      weight_decay=case.get("weight_decay", 1e-2), feature_decay=case.get("feature_decay"),
-                      seed=seed, dtype=dtype, init_std=case.get("init_std"))
+    return fd.DeepUFM(
+        case["K"],
+        case["n"],
+        case["d"],
+        case["L"],
+        activation=case["activation"],
+        loss=case["loss"],
+        weight_decay=case.get("weight_decay", 1e-2),
+        feature_decay=case.get("feature_decay"),
+        seed=seed,
+        dtype=dtype,
+        init_std=case.get("init_std"),
+    )
 
 
 def make_mlp(case: dict, seed: int = 0, dtype=torch.float64) -> fd.MLPHead:
     g = torch.Generator().manual_seed(seed + 100)
     x = torch.randn(case["d_in"], case["N"], generator=g, dtype=dtype)
     y = torch.arange(case["N"]) % case["K"]
-    m = fd.MLPHead(x, y, case["d"], case["L"], num_classes=case["K"], activation=case["activation"],
-                   loss=case["loss"], bias=case["bias"], seed=seed, weight_decay=1e-2)
+    m = fd.MLPHead(
+        x,
+        y,
+        case["d"],
+        case["L"],
+        num_classes=case["K"],
+        activation=case["activation"],
+        loss=case["loss"],
+        bias=case["bias"],
+        seed=seed,
+        weight_decay=1e-2,
+    )
     if m.biases is not None:  # non-zero biases so that they matter
         with torch.no_grad():
             for b in m.biases:

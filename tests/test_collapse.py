@@ -25,8 +25,16 @@ def collapsed_frame(k=4, n=3, d=7, scale=2.0, seed=0):
 def test_perfect_orthogonal_frame_gives_zeros():
     h, y = collapsed_frame()
     m = feature_metrics(h, y, predictions=y.argmax(0), preactivation=h)
-    for key in ("nc1", "nc1_trace_ratio", "orthogonal_frame_distance", "etf_distance", "equinorm",
-                "equinorm_uncentred", "equiangularity", "max_angle"):
+    for key in (
+        "nc1",
+        "nc1_trace_ratio",
+        "orthogonal_frame_distance",
+        "etf_distance",
+        "equinorm",
+        "equinorm_uncentred",
+        "equiangularity",
+        "max_angle",
+    ):
         assert abs(m[key]) < 1e-12, key
     assert m["ncc_agreement"] == 1.0
     assert m["mean_rank"] == 4

@@ -27,8 +27,9 @@ def _free_port() -> int:
 def _models():
     return {
         "linear-mse": fd.DeepUFM(4, 5, 6, 3, seed=1),
-        "relu-ce": fd.DeepUFM(3, 7, 5, 3, activation="relu", loss="ce", seed=2,
-                              weight_decay=[1e-2, 2e-2, 5e-3], feature_decay=1e-2),
+        "relu-ce": fd.DeepUFM(
+            3, 7, 5, 3, activation="relu", loss="ce", seed=2, weight_decay=[1e-2, 2e-2, 5e-3], feature_decay=1e-2
+        ),
     }
 
 
@@ -62,7 +63,8 @@ def case_operators(rank: int, world: int) -> dict:
         h, pre = st.inputs[-1], st.preactivations[-2]
         out[f"{name}/nc"] = streaming_feature_metrics(
             lambda: [(h[:, i], local.labels[i], st.output.argmax(0)[i], pre[:, i]) for i in torch.tensor_split(idx, 2)],
-            model.num_classes)
+            model.num_classes,
+        )
     net, x, y = _mlp_data()
     shard = D.shard_indices(x.shape[0])
     op = D.sharded(fd.HessianOperator(net, nn.MSELoss(), [(x[shard], y[shard])]))
@@ -136,8 +138,10 @@ def launch(case: str, world: int, tmp: Path, timeout: float = 120) -> list[dict 
         if p.is_alive():
             p.kill()
             pytest.fail(f"{case}: a rank hung past {timeout} s")
-    return [torch.load(tmp / f"{case}.{r}.pt", weights_only=False) if (tmp / f"{case}.{r}.pt").exists() else None
-            for r in range(world)]
+    return [
+        torch.load(tmp / f"{case}.{r}.pt", weights_only=False) if (tmp / f"{case}.{r}.pt").exists() else None
+        for r in range(world)
+    ]
 
 
 def reference() -> dict:
@@ -151,8 +155,9 @@ def reference() -> dict:
             out[f"{name}/full/{ggn}"] = op @ _vectors(op.size)
         out[f"{name}/lanczos"] = fd.lanczos(fd.hessian(model), k=4).eigenvalues
         st = model.states()
-        out[f"{name}/nc"] = feature_metrics(st.inputs[-1], model.targets, predictions=st.output.argmax(0),
-                                            preactivation=st.preactivations[-2])
+        out[f"{name}/nc"] = feature_metrics(
+            st.inputs[-1], model.targets, predictions=st.output.argmax(0), preactivation=st.preactivations[-2]
+        )
     net, x, y = _mlp_data()
     op = fd.HessianOperator(net, nn.MSELoss(), [(x, y)])
     out["generic"] = op @ _vectors(op.size)

@@ -83,8 +83,15 @@ def test_minibatch_gradient_is_the_subset_loss_gradient(case):
 
 
 @settings(max_examples=25, deadline=None)
-@given(K=st.integers(2, 5), n=st.integers(1, 4), extra=st.integers(0, 4), L=st.integers(1, 5),
-       act=st.sampled_from(["linear", "relu"]), loss=st.sampled_from(["mse", "ce"]), seed=st.integers(0, 10**6))
+@given(
+    K=st.integers(2, 5),
+    n=st.integers(1, 4),
+    extra=st.integers(0, 4),
+    L=st.integers(1, 5),
+    act=st.sampled_from(["linear", "relu"]),
+    loss=st.sampled_from(["mse", "ce"]),
+    seed=st.integers(0, 10**6),
+)
 def test_gradients_random_shapes(K, n, extra, L, act, loss, seed):
     m = fd.DeepUFM(K, n, K + extra, L, activation=act, loss=loss, weight_decay=3e-2, seed=seed)
     lg = m.loss_and_gradients()
@@ -144,8 +151,11 @@ def test_mlp_head_block_order_and_fixed_inputs():
         (dict(num_classes=3, n_per_class=2, width=4, depth=0), ValueError, "depth"),
         (dict(num_classes=1, n_per_class=2, width=4, depth=2), ValueError, "num_classes"),
         (dict(num_classes=3, n_per_class=2, width=4, depth=2, dtype=torch.float16), TypeError, "float32 or"),
-        (dict(num_classes=3, n_per_class=2, width=4, depth=2, weight_decay=[1e-3, 2e-3]), ValueError,
-         "feature_decay explicitly"),
+        (
+            dict(num_classes=3, n_per_class=2, width=4, depth=2, weight_decay=[1e-3, 2e-3]),
+            ValueError,
+            "feature_decay explicitly",
+        ),
         (dict(num_classes=3, n_per_class=2, width=4, depth=2, weight_decay=[1e-3]), ValueError, "list of depth=2"),
     ],
 )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastdnc as fd
-from fastdnc.curvature import reference as R
+from fastdnc.curvature import oracles as R
 from fastdnc.data import load_dataset
 from fastdnc.networks import BackboneHead, ConvBackbone, ResNet20
 

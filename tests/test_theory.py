@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 import pytest
+import torch
 from scipy.optimize import minimize_scalar
 
 import fastdnc as fd
@@ -25,8 +25,13 @@ def brute_force_loss(k, n, depth, lams, lam_h):
 
 @pytest.mark.parametrize(
     "k, n, depth, lams, lam_h",
-    [(4, 5, 4, [5e-3] * 4, 5e-3), (3, 40, 5, [1e-2] * 5, 1e-2), (4, 5, 1, [1e-2], 1e-2),
-     (5, 3, 3, [1e-3, 4e-3, 2e-3], 7e-3), (2, 10, 2, [0.05, 0.05], 0.05)],
+    [
+        (4, 5, 4, [5e-3] * 4, 5e-3),
+        (3, 40, 5, [1e-2] * 5, 1e-2),
+        (4, 5, 1, [1e-2], 1e-2),
+        (5, 3, 3, [1e-3, 4e-3, 2e-3], 7e-3),
+        (2, 10, 2, [0.05, 0.05], 0.05),
+    ],
 )
 def test_optimal_loss_matches_brute_force(k, n, depth, lams, lam_h):
     opt = fd.theory.optimum(k, n, depth, lams, lam_h)
@@ -125,11 +130,12 @@ def test_linear_layer_hessians_fidelity_gradients_and_weights(linear_point):
         assert _rel(kappa, torch.eye(k) / k) < 1e-10
         # the fit gradient lies entirely in the K²-dimensional outlier space (Gur-Ari overlap 1)
         vals, vecs = torch.linalg.eigh(H.to_dense())
-        g = fd.curvature.reference.layer_fit_gradient(m, l)
+        g = fd.curvature.oracles.layer_fit_gradient(m, l)
         assert fd.gradient_overlap(g, vecs[:, -k * k :]) == pytest.approx(1.0, abs=1e-10)
         # weight spectra: W_lᵀW_l has K eigenvalues s_l², the rest 0
-        wev = torch.sort(torch.linalg.eigvalsh(m.weights[l - 1].detach().T @ m.weights[l - 1].detach()),
-                         descending=True).values
+        wev = torch.sort(
+            torch.linalg.eigvalsh(m.weights[l - 1].detach().T @ m.weights[l - 1].detach()), descending=True
+        ).values
         assert _rel(wev[:k], torch.full((k,), opt.singular_values[l - 1] ** 2)) < 1e-10
         assert _amax(wev[k:]) < 1e-10 * float(wev[0])
     assert max(fd.alignment.balancedness(m)) < 1e-10
@@ -158,14 +164,15 @@ def test_full_hessian_spectrum_table(include_features):
         assert _rel(ev, pred) < 1e-10
         # the fit gradient lies in the top-K² eigenspace of the full Hessian
         vecs = torch.linalg.eigh(H.to_dense())[1]
-        g = fd.curvature.reference.fit_gradient(m, include_features)
+        g = fd.curvature.oracles.fit_gradient(m, include_features)
         assert fd.gradient_overlap(g, vecs[:, -k * k :]) == pytest.approx(1.0, abs=1e-10)
     with pytest.raises(ValueError, match="one common λ"):
         fd.theory.full_hessian_spectrum(fd.theory.optimum(3, 2, 2, [1e-2, 2e-2], 1e-2), 5)
 
 
-@pytest.mark.parametrize("k, n, d, depth, lam", [(3, 2, 5, 3, 1e-2), (4, 2, 6, 2, 5e-3), (2, 3, 4, 3, 2e-2),
-                                                 (5, 1, 6, 2, [1e-3, 3e-3])])
+@pytest.mark.parametrize(
+    "k, n, d, depth, lam", [(3, 2, 5, 3, 1e-2), (4, 2, 6, 2, 5e-3), (2, 3, 4, 3, 2e-2), (5, 1, 6, 2, [1e-3, 3e-3])]
+)
 def test_ce_critical_point(k, n, d, depth, lam):
     m = fd.theory.ce_critical_model(k, n, d, depth, lam, 2e-3 if isinstance(lam, list) else None)
     pt = fd.theory.ce_critical_point(k, n, depth, m.weight_decay, m.feature_decay)
@@ -185,7 +192,7 @@ def test_ce_critical_point(k, n, d, depth, lam):
         # the top eigenvector is ∝ vec W_l and ∝ the fit gradient
         w = m.weights[l - 1].detach().reshape(-1)
         assert float((vecs[:, 0] @ w) ** 2 / (w @ w)) == pytest.approx(1.0, abs=1e-10)
-        g = fd.curvature.reference.layer_fit_gradient(m, l)
+        g = fd.curvature.oracles.layer_fit_gradient(m, l)
         assert float((vecs[:, 0] @ g) ** 2 / (g @ g)) == pytest.approx(1.0, abs=1e-10)
 
 

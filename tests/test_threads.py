@@ -35,13 +35,23 @@ def test_the_callers_setting_is_restored_even_on_errors(two_threads):
     assert torch.get_num_threads() == 2
 
 
-@pytest.mark.parametrize("model, threads, inside", [
-    (lambda: fd.DeepUFM(4, 5, 12, 4), None, 1),  # GEMMs of 12 × 12 × 20: one thread
-    (lambda: fd.DeepUFM(4, 100, 256, 2), None, 2),  # 256 × 256 × 400: the caller's two
-    (lambda: fd.DeepUFM(4, 5, 12, 4), 2, 2),  # asked for
-])
+@pytest.mark.parametrize(
+    "model, threads, inside",
+    [
+        (lambda: fd.DeepUFM(4, 5, 12, 4), None, 1),  # GEMMs of 12 × 12 × 20: one thread
+        (lambda: fd.DeepUFM(4, 100, 256, 2), None, 2),  # 256 × 256 × 400: the caller's two
+        (lambda: fd.DeepUFM(4, 5, 12, 4), 2, 2),  # asked for
+    ],
+)
 def test_training_picks_threads_and_restores_them(two_threads, model, threads, inside):
     seen = []
-    fd.train(model(), 3, 0.01, callbacks=[lambda m, s: seen.append(torch.get_num_threads()) or {}], log_at=1,
-             threads=threads, progress=False)
+    fd.train(
+        model(),
+        3,
+        0.01,
+        callbacks=[lambda m, s: seen.append(torch.get_num_threads()) or {}],
+        log_at=1,
+        threads=threads,
+        progress=False,
+    )
     assert set(seen) == {inside} and torch.get_num_threads() == 2

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastdnc as fd
-from fastdnc.train import lr_factor, log_steps
+from fastdnc.train import log_steps, lr_factor
 
 
 def test_linear_ufm_reaches_the_closed_form_optimum():
@@ -44,8 +44,16 @@ def _clone_pair():
     [
         ("gd", {}, lambda p, lr: torch.optim.SGD(p, lr=lr)),
         ("sgd", dict(momentum=0.8), lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.8)),
-        ("sgd", dict(momentum=0.7, nesterov=True), lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.7, nesterov=True)),
-        ("adam", dict(betas=(0.8, 0.99), eps=1e-7), lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.8, 0.99), eps=1e-7)),
+        (
+            "sgd",
+            dict(momentum=0.7, nesterov=True),
+            lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.7, nesterov=True),
+        ),
+        (
+            "adam",
+            dict(betas=(0.8, 0.99), eps=1e-7),
+            lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.8, 0.99), eps=1e-7),
+        ),
     ],
 )
 def test_optimizers_match_torch_optim(name, kwargs, torch_opt):
@@ -83,8 +91,9 @@ def test_log_steps_and_history_callbacks():
     assert steps[0] == 0 and steps[-1] == 20_000 and steps == sorted(set(steps))
     assert 50 < len(steps) < 200 and {1, 2, 3} <= set(steps)
     m = fd.DeepUFM(3, 2, 4, 2)
-    h = fd.train(m, 20, 0.1, log_at=[5, 7], callbacks=[lambda model, step: {"twice": 2 * step}],
-                 collapse=True, progress=False)
+    h = fd.train(
+        m, 20, 0.1, log_at=[5, 7], callbacks=[lambda model, step: {"twice": 2 * step}], collapse=True, progress=False
+    )
     assert h.steps == [0, 5, 7, 20]
     assert h["twice"] == [0, 10, 14, 40]
     assert "nc1/l1" in h and "weight_dnc3/l2" in h and len(h["loss"]) == 4
@@ -132,16 +141,26 @@ KILLED_RUN = textwrap.dedent(
 @pytest.mark.parametrize("optimizer, batch", [("gd", None), ("sgd", 5), ("adam", None)])
 def test_killed_run_resumes_to_identical_parameters(tmp_path, optimizer, batch):
     ckpt = tmp_path / "run.ckpt"
-    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(ckpt), optimizer, str(batch).lower()],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(ckpt), optimizer, str(batch).lower()], capture_output=True, text=True
+    )
     assert proc.returncode == -9, proc.stderr  # died by SIGKILL
     assert ckpt.exists() and not list(tmp_path.glob(".run.ckpt.*"))  # no partial temp file left
     step, _ = fd.load_checkpoint(ckpt, fd.DeepUFM(4, 3, 8, 3, activation="relu", weight_decay=5e-3, seed=1))
     assert step == 300
 
     resumed = fd.DeepUFM(4, 3, 8, 3, activation="relu", weight_decay=5e-3, seed=1)
-    hist = fd.train(resumed, 600, 0.05, optimizer=optimizer, batch_size=batch, checkpoint=ckpt,
-                    checkpoint_every=100, log_at=50, progress=False)
+    hist = fd.train(
+        resumed,
+        600,
+        0.05,
+        optimizer=optimizer,
+        batch_size=batch,
+        checkpoint=ckpt,
+        checkpoint_every=100,
+        log_at=50,
+        progress=False,
+    )
     straight = fd.DeepUFM(4, 3, 8, 3, activation="relu", weight_decay=5e-3, seed=1)
     fd.train(straight, 600, 0.05, optimizer=optimizer, batch_size=batch, log_at=50, progress=False)
     for a, b in zip(resumed.parameters(), straight.parameters()):
@@ -162,10 +181,24 @@ def test_resume_rejects_a_different_run(tmp_path):
     with pytest.raises(ValueError, match=r"model.weight_decay: \[0.005, 0.005\] → \[0.01, 0.01\]"):
         fd.train(fd.DeepUFM(3, 2, 4, 2, weight_decay=1e-2), 20, 0.1, checkpoint=ck, progress=False)
     with pytest.raises(ValueError, match=r"momentum: 0.9 → 0.5"):
-        fd.train(fd.DeepUFM(3, 2, 4, 2), 10, 0.1, optimizer="sgd", momentum=0.9, checkpoint=tmp_path / "s.ckpt",
-                 progress=False)
-        fd.train(fd.DeepUFM(3, 2, 4, 2), 20, 0.1, optimizer="sgd", momentum=0.5, checkpoint=tmp_path / "s.ckpt",
-                 progress=False)
+        fd.train(
+            fd.DeepUFM(3, 2, 4, 2),
+            10,
+            0.1,
+            optimizer="sgd",
+            momentum=0.9,
+            checkpoint=tmp_path / "s.ckpt",
+            progress=False,
+        )
+        fd.train(
+            fd.DeepUFM(3, 2, 4, 2),
+            20,
+            0.1,
+            optimizer="sgd",
+            momentum=0.5,
+            checkpoint=tmp_path / "s.ckpt",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="does not fit this model"):  # a state dict that does not fit
         fd.load_checkpoint(ck, fd.DeepUFM(3, 2, 5, 2))
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")

@@ -63,8 +63,15 @@ def _operator(cls, model_func, loss_func, params, data, check_deterministic, num
     groups = _blocks(params, block_sizes)
 
     def build(group):
-        return cls(model_func, loss_func, data, params=group, check_deterministic=check_deterministic,
-                   num_data=num_data, batch_size_fn=batch_size_fn)
+        return cls(
+            model_func,
+            loss_func,
+            data,
+            params=group,
+            check_deterministic=check_deterministic,
+            num_data=num_data,
+            batch_size_fn=batch_size_fn,
+        )
 
     return build(params) if groups is None else _BlockDiagonal([build(g) for g in groups])
 
@@ -81,8 +88,9 @@ def HessianLinearOperator(  # noqa: N802 - curvlinops' class name, a factory her
     batch_size_fn: Callable[[Any], int] | None = None,
 ) -> CurvatureOperator:
     """The Hessian of the loss over ``data`` w.r.t. ``params`` (curvlinops' semantics, see the module)."""
-    return _operator(_Hessian, model_func, loss_func, params, data, check_deterministic, num_data, block_sizes,
-                     batch_size_fn)
+    return _operator(
+        _Hessian, model_func, loss_func, params, data, check_deterministic, num_data, block_sizes, batch_size_fn
+    )
 
 
 def GGNLinearOperator(  # noqa: N802 - curvlinops' class name, a factory here
@@ -100,5 +108,6 @@ def GGNLinearOperator(  # noqa: N802 - curvlinops' class name, a factory here
     GGN it has no block-diagonal form)."""
     if block_sizes is not None:
         raise ValueError("Block sizes were specified but operator does not support blocking.")
-    return _operator(_GGN, model_func, loss_func, params, data, check_deterministic, num_data, block_sizes,
-                     batch_size_fn)
+    return _operator(
+        _GGN, model_func, loss_func, params, data, check_deterministic, num_data, block_sizes, batch_size_fn
+    )

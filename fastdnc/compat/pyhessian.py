@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..curvature.generic import HessianOperator
+from ..curvature.operator import split_flat
 from ..spectral.density import tridiagonal_quadrature
 from ..spectral.lanczos import lanczos
 from ..spectral.trace import hutchpp_trace
@@ -41,8 +42,9 @@ class hessian:  # noqa: N801 - PyHessian's class name
     """The Hessian of ``criterion`` over ``data`` or ``dataloader`` w.r.t. every parameter that
     requires grad (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, criterion, data: Any = None, dataloader: Any = None,
-                 cuda: bool = True) -> None:
+    def __init__(
+        self, model: torch.nn.Module, criterion, data: Any = None, dataloader: Any = None, cuda: bool = True
+    ) -> None:
         if (data is None) == (dataloader is None):
             raise ValueError("give exactly one of data (one batch) and dataloader")
         self.model = model.eval()
@@ -54,11 +56,7 @@ class hessian:  # noqa: N801 - PyHessian's class name
         self.operator = HessianOperator(model, criterion, batches, params=self.params)
 
     def _as_params(self, column: torch.Tensor) -> list[torch.Tensor]:
-        out, i = [], 0
-        for p in self.params:
-            out.append(column[i : i + p.numel()].reshape(p.shape).clone())
-            i += p.numel()
-        return out
+        return [t.clone() for t in split_flat(column, [p.shape for p in self.params])]
 
     def eigenvalues(self, maxIter: int = 100, tol: float = 1e-3, top_n: int = 1):  # noqa: N803
         """The ``top_n`` eigenvalues of largest magnitude and their eigenvectors (PyHessian's types)."""
@@ -66,8 +64,7 @@ class hessian:  # noqa: N801 - PyHessian's class name
             raise ValueError(f"top_n must be >= 1, got {top_n}")
         res = lanczos(self.operator, k=top_n, which="LM")
         order = torch.argsort(res.eigenvalues.abs(), descending=True)
-        return ([float(res.eigenvalues[i]) for i in order],
-                [self._as_params(res.eigenvectors[:, i]) for i in order])
+        return ([float(res.eigenvalues[i]) for i in order], [self._as_params(res.eigenvectors[:, i]) for i in order])
 
     def trace(self, maxIter: int = 100, tol: float = 1e-3) -> list[float]:  # noqa: N803
         """The trace as a one-element list (exact up to 4096 parameters, else Hutch++)."""

@@ -1,6 +1,6 @@
 """Curvature operators (one shared base), their kernels' dispatch, and autograd oracles."""
 
-from . import reference
+from . import oracles
 from .full import LayeredHessian, LinearMSEHessian, ggn, hessian
 from .gauss_newton import BatchedGaussNewton
 from .generic import (
@@ -35,5 +35,5 @@ __all__ = [
     "ggn",
     "hessian",
     "layer_hessian",
-    "reference",
+    "oracles",
 ]

@@ -75,8 +75,9 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 
 def _is_input(x: Any) -> bool:
-    return isinstance(x, (torch.Tensor, Mapping)) or (isinstance(x, (tuple, list)) and len(x) > 0
-                                                      and all(isinstance(t, torch.Tensor) for t in x))
+    return isinstance(x, (torch.Tensor, Mapping)) or (
+        isinstance(x, (tuple, list)) and len(x) > 0 and all(isinstance(t, torch.Tensor) for t in x)
+    )
 
 
 def _size(x: Any, index: int, batch_size_fn: Callable[[Any], int] | None) -> int:
@@ -87,8 +88,10 @@ def _size(x: Any, index: int, batch_size_fn: Callable[[Any], int] | None) -> int
         return n
     sizes = {t.shape[0] if t.ndim else None for t in _tensors(x)}
     if len(sizes) != 1 or None in sizes:
-        raise ValueError(f"batch {index}: cannot tell its size from the inputs (leading dimensions "
-                         f"{sorted(map(str, sizes))}); pass batch_size_fn=lambda X: ... (as for curvlinops)")
+        raise ValueError(
+            f"batch {index}: cannot tell its size from the inputs (leading dimensions "
+            f"{sorted(map(str, sizes))}); pass batch_size_fn=lambda X: ... (as for curvlinops)"
+        )
     return int(sizes.pop())
 
 
@@ -104,9 +107,10 @@ def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -
     batches, extra = [], False
     for i, b in enumerate(raw):
         if not isinstance(b, (tuple, list)) or len(b) < 2 or not _is_input(b[0]):
-            raise TypeError(f"batch {i} is not (X, y) with X a tensor, a tuple of tensors or a dict of tensors "
-                            f"(got {type(b).__name__}" + (f" of {len(b)} entries)" if isinstance(b, (tuple, list))
-                                                          else ")"))
+            raise TypeError(
+                f"batch {i} is not (X, y) with X a tensor, a tuple of tensors or a dict of tensors "
+                f"(got {type(b).__name__}" + (f" of {len(b)} entries)" if isinstance(b, (tuple, list)) else ")")
+            )
         extra |= len(b) > 2
         x = b[0]
         if isinstance(x, Mapping):
@@ -145,8 +149,10 @@ def detect_reduction(loss_fn: Callable, output: torch.Tensor, target: Any) -> st
     loss of the whole batch and of its two halves; a ValueError when it cannot tell."""
     n = output.shape[0] if isinstance(output, torch.Tensor) and output.ndim else 0
     if n < 2 or not isinstance(target, torch.Tensor) or target.ndim == 0 or target.shape[0] != n:
-        raise ValueError("loss_fn has no 'reduction' attribute and its batches cannot be split to find out whether "
-                         "it averages or sums over samples: pass reduction='mean' or reduction='sum'")
+        raise ValueError(
+            "loss_fn has no 'reduction' attribute and its batches cannot be split to find out whether "
+            "it averages or sums over samples: pass reduction='mean' or reduction='sum'"
+        )
     h = n // 2
     with torch.no_grad():
         whole, a, b = (float(loss_fn(output[s], target[s])) for s in (slice(None), slice(None, h), slice(h, None)))
@@ -155,5 +161,7 @@ def detect_reduction(loss_fn: Callable, output: torch.Tensor, target: Any) -> st
     is_sum, is_mean = abs(whole - (a + b)) <= tol, abs(whole - (h * a + (n - h) * b) / n) <= tol
     if scale > 0 and is_sum != is_mean:
         return "sum" if is_sum else "mean"
-    raise ValueError(f"cannot tell whether loss_fn averages or sums over samples (whole batch {whole:.6g}, halves "
-                     f"{a:.6g} and {b:.6g}): pass reduction='mean' or reduction='sum'")
+    raise ValueError(
+        f"cannot tell whether loss_fn averages or sums over samples (whole batch {whole:.6g}, halves "
+        f"{a:.6g} and {b:.6g}): pass reduction='mean' or reduction='sum'"
+    )

@@ -54,20 +54,8 @@ from collections.abc import Callable
 import torch
 
 from ..models import LayeredModel
-from .operator import CurvatureOperator, describe
+from .operator import CurvatureOperator, describe, split_flat
 from .output_losses import OutputLoss, softmax_hessian_product
-
-
-def _split(v: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
-    """(P, k) → contiguous blocks of shape (k, *s) (one transposing copy, so that every batched GEMM
-    reads contiguous operands)."""
-    out, i = [], 0
-    vt = v.T.contiguous()
-    for s in shapes:
-        n = s.numel()
-        out.append(vt[:, i : i + n].view(-1, *s))
-        i += n
-    return out
 
 
 def _times(x: torch.Tensor, w: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -105,8 +93,14 @@ class _ModelOperator(CurvatureOperator):
 class LayeredHessian(_ModelOperator):
     """Exact Hessian (or GGN) of a layered model by the analytic R-op (see the module docstring)."""
 
-    def __init__(self, model: LayeredModel, include_features: bool = False, decay: bool = True,
-                 ggn: bool = False, output_loss: Callable[[torch.Tensor], OutputLoss] | None = None) -> None:
+    def __init__(
+        self,
+        model: LayeredModel,
+        include_features: bool = False,
+        decay: bool = True,
+        ggn: bool = False,
+        output_loss: Callable[[torch.Tensor], OutputLoss] | None = None,
+    ) -> None:
         """``output_loss``: a function of the output Z (K × N) returning the
         :class:`~fastdnc.curvature.output_losses.OutputLoss` to use instead of the model's own fit
         term (the drop-in operators' weighted, smoothed and binary losses)."""
@@ -145,7 +139,7 @@ class LayeredHessian(_ModelOperator):
         return softmax_hessian_product(self.probs, zdot) / self.n
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        vs = _split(v, self.block_shapes)
+        vs = split_flat(v, self.block_shapes, vectors_first=True)
         depth = len(self.weights)
         step = 2 if self.has_bias else 1
         vw = vs[0 : step * depth : step]
@@ -203,8 +197,9 @@ class LayeredHessian(_ModelOperator):
 class LinearMSEHessian(_ModelOperator):
     """Exact Hessian (or GGN) of a deep linear MSE UFM without biases, O(L·K·d²) per product."""
 
-    def __init__(self, model: LayeredModel, include_features: bool = False, decay: bool = True,
-                 ggn: bool = False) -> None:
+    def __init__(
+        self, model: LayeredModel, include_features: bool = False, decay: bool = True, ggn: bool = False
+    ) -> None:
         if model.activation != "linear" or model.loss_type != "mse" or model.biases is not None:
             raise ValueError("LinearMSEHessian needs a linear MSE model without biases")
         super().__init__(model, include_features, decay)
@@ -239,7 +234,7 @@ class LinearMSEHessian(_ModelOperator):
         self.mb = [reduce(t, "M Bᵀ") for t in self.mb]
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        vs = _split(v, self.block_shapes)
+        vs = split_flat(v, self.block_shapes, vectors_first=True)
         k, depth = v.shape[1], len(self.weights)
         vw = vs[:depth]
         vh = vs[depth] if self.include_features else None
@@ -294,8 +289,9 @@ def _full(model: LayeredModel, include_features: bool, decay: bool, ggn: bool, s
     return LayeredHessian(model, include_features, decay, ggn)
 
 
-def hessian(model: LayeredModel, include_features: bool = False, decay: bool = True,
-            structured: bool | None = None) -> CurvatureOperator:
+def hessian(
+    model: LayeredModel, include_features: bool = False, decay: bool = True, structured: bool | None = None
+) -> CurvatureOperator:
     """The exact full Hessian of a DeepUFM or MLP head (see the module docstring).
 
     ``structured=None`` picks the O(L·K·d²) path for linear MSE models without biases and the
@@ -310,7 +306,8 @@ def hessian(model: LayeredModel, include_features: bool = False, decay: bool = T
     return _full(model, include_features, decay, False, structured)
 
 
-def ggn(model: LayeredModel, include_features: bool = False, decay: bool = True,
-        structured: bool | None = None) -> CurvatureOperator:
+def ggn(
+    model: LayeredModel, include_features: bool = False, decay: bool = True, structured: bool | None = None
+) -> CurvatureOperator:
     """The exact generalised Gauss–Newton matrix :math:`J^\\top \\ell'' J` (+ decay), same layout."""
     return _full(model, include_features, decay, True, structured)

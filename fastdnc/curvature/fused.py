@@ -21,7 +21,7 @@ from .full import LayeredHessian
 from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generic import ModuleOperator
+    from .module_operator import ModuleOperator
 
 
 def layers_obstacle(mods: list[nn.Module]) -> str | None:
@@ -58,8 +58,10 @@ def obstacle(op: ModuleOperator, num_named: int, ggn: bool) -> str | None:
             return "the GGN of NLLLoss after LogSoftmax is taken at the log-probabilities (generic path)"
         mods = mods[:-1]
     elif type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLoss):
-        return (f"the loss is {type(loss).__name__}, not MSELoss, CrossEntropyLoss, BCEWithLogitsLoss or NLLLoss "
-                "after LogSoftmax")
+        return (
+            f"the loss is {type(loss).__name__}, not MSELoss, CrossEntropyLoss, BCEWithLogitsLoss or NLLLoss "
+            "after LogSoftmax"
+        )
     why = layers_obstacle(mods) or _inputs_obstacle(op, mods, num_named)
     return why or _loss_obstacle(op, [m for m in mods if type(m) is nn.Linear][-1].out_features)
 
@@ -101,8 +103,11 @@ def _loss_obstacle(op: ModuleOperator, k: int) -> str | None:
 def _class_weights(loss: Any, labels: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     """w_{y_i} of a cross-entropy or NLL loss, 0 for an ignored sample."""
     valid = labels != loss.ignore_index
-    w = torch.ones(k, dtype=dtype, device=labels.device) if loss.weight is None else \
-        loss.weight.to(device=labels.device, dtype=dtype)
+    w = (
+        torch.ones(k, dtype=dtype, device=labels.device)
+        if loss.weight is None
+        else loss.weight.to(device=labels.device, dtype=dtype)
+    )
     return torch.where(valid, w[labels.clamp(0, k - 1)], torch.zeros((), dtype=dtype, device=labels.device))
 
 
@@ -113,18 +118,25 @@ class FusedSequential:
         linears = [m for m in op.model if type(m) is nn.Linear]
         x = torch.cat([b.args[0] for b in op.batches]).to(device=op.device, dtype=op.dtype)
         k = linears[-1].out_features
-        head = MLPHead(x.T.contiguous(), torch.zeros(x.shape[0], dtype=torch.long, device=op.device),
-                       [lin.out_features for lin in linears[:-1]], len(linears), num_classes=k,
-                       activation="relu" if any(type(m) is nn.ReLU for m in op.model) else "linear",
-                       weight_decay=0.0, bias=linears[0].bias is not None)
+        head = MLPHead(
+            x.T.contiguous(),
+            torch.zeros(x.shape[0], dtype=torch.long, device=op.device),
+            [lin.out_features for lin in linears[:-1]],
+            len(linears),
+            num_classes=k,
+            activation="relu" if any(type(m) is nn.ReLU for m in op.model) else "linear",
+            weight_decay=0.0,
+            bias=linears[0].bias is not None,
+        )
         with torch.no_grad():
             for w, lin in zip(head.weights, linears):
                 w.copy_(lin.weight)
             if head.biases is not None:
                 for b, lin in zip(head.biases, linears):
                     b.copy_(lin.bias)
-        self.operator = LayeredHessian(head, include_features=False, decay=False, ggn=op.is_ggn,
-                                       output_loss=_output_loss(op, k))
+        self.operator = LayeredHessian(
+            head, include_features=False, decay=False, ggn=op.is_ggn, output_loss=_output_loss(op, k)
+        )
         # the user's params order as indices into the module order (the R-op's layout)
         offsets, i = {}, 0
         for name, p in op.model.named_parameters():

@@ -15,7 +15,7 @@ Two product modes, neither of which forms a per-sample Kronecker term:
   kernel :math:`u_i \mapsto B_i(B_i^\top u_i)` (:func:`fastdnc.kernels.dispatch.gn_sample_core`):
   :math:`O(k(2pqN + 4KpN))` flops for k vectors.
 * ``"rop"``: no cache; the perturbation is pushed forward through the layers above and pulled
-  back (:func:`fastdnc.kernels.reference.gn_product`; plain GEMMs and masks on every backend),
+  back (:func:`gn_product`; plain GEMMs and masks on every backend),
   :math:`O(k\,N \sum d_m d_{m+1})` flops.
 
 ``to_dense`` uses the streamed assembly kernel :func:`fastdnc.kernels.dispatch.gn_assemble`;
@@ -28,8 +28,98 @@ import torch
 
 from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_GN_ASSEMBLY
 from ..kernels import dispatch
-from ..kernels.reference import Upstream, gn_jacobian_roots, gn_product
+from ..models import LayeredModel
 from .operator import CurvatureOperator, describe
+from .output_losses import softmax_hessian_product
+
+Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def gn_product(
+    inputs: torch.Tensor | None, upstream: Upstream, probs: torch.Tensor | None, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    r"""Masked batched Gauss–Newton product :math:`Y_j = c \sum_i J_i^\top \Lambda_i J_i V_j x_i x_i^\top`.
+
+    The block :math:`c \sum_i (J_i^\top \Lambda_i J_i) \otimes x_i x_i^\top` is never formed: the
+    perturbation :math:`V_j X` is pushed forward through the layers above (an R-op), multiplied
+    by the output Hessian, and pulled back (a VJP).
+
+    Args:
+        inputs: X (q × N), the layer inputs :math:`x_i` as columns; ``None`` means :math:`x_i = e_i`
+            (the Hessian block of the features themselves, q = N).
+        upstream: ``[(W, D), …]`` from the layer's output to Z: the perturbation maps as
+            :math:`U \leftarrow W (D \odot U)`; ``D`` is a 0/1 mask (d × N) or ``None``.
+        probs: softmax probabilities (K × N) for CE; ``None`` for MSE (Λ = I).
+        v: (k, p, q). scale: c (1/N for a mean loss).
+
+    Returns:
+        (k, p, q).
+    """
+    u = v if inputs is None else v @ inputs
+    for w, d in upstream:
+        u = w @ (u if d is None else d * u)
+    u = u if probs is None else softmax_hessian_product(probs, u)
+    for w, d in reversed(upstream):
+        u = w.T @ u
+        if d is not None:
+            u = d * u
+    return scale * (u if inputs is None else u @ inputs.T)
+
+
+def gn_jacobian_roots(
+    upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int, n: int, like: torch.Tensor
+) -> torch.Tensor:
+    r"""Per-sample roots :math:`B_i^\top` with :math:`B_i = J_i^\top L_i`, as an (N, K, p) tensor.
+
+    :math:`L_iL_i^\top = \Lambda_i`: :math:`L_i = I` (MSE) or
+    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i\sqrt{p_i}^\top` (CE), so that
+    :math:`J_i^\top\Lambda_iJ_i = B_iB_i^\top`. Computed by pulling the K columns of
+    :math:`L_i` back through ``upstream`` (masks included); ``like`` gives dtype and device.
+    """
+    eye = torch.eye(num_outputs, dtype=like.dtype, device=like.device)
+    if probs is None:
+        u = eye[:, :, None].expand(num_outputs, num_outputs, n)
+    else:
+        s = probs.sqrt()
+        u = eye[:, :, None] * s[None, :, :] - probs[None, :, :] * s[:, None, :]  # [c, out, i]
+    for w, d in reversed(upstream):
+        u = w.T @ u
+        if d is not None:
+            u = d * u
+    if u.shape[1] != p:
+        raise ValueError(f"upstream maps to {u.shape[1]} rows, expected p={p}")
+    return u.permute(2, 0, 1).contiguous()
+
+
+def upstream_of(model: LayeredModel, pre: list[torch.Tensor], first: int, delta: float = 0.0) -> Upstream:
+    r"""``[(W_m, D_m)]`` for m = first..L: the map from the pre-activation H_first to Z.
+
+    The perturbation of :math:`H_m` goes through :math:`D_m = \sigma'(H_m)` (ReLU, m ≥ 2): 1 where
+    :math:`H_m > 0`, ``delta`` = σ′(0) where it is exactly 0 (PyTorch: 0), else 0
+    and then :math:`W_m`. For linear models the chain collapses into :math:`A = W_L \cdots W_{first}`.
+    """
+    ws = [w.detach() for w in model.weights]
+    if model.activation == "linear":
+        if first > model.depth:
+            return []
+        a = ws[first - 1]
+        for w in ws[first:]:
+            a = w @ a
+        return [(a, None)]
+    out = []
+    for m in range(first, model.depth + 1):
+        mask = None
+        if m >= 2:
+            mask = (pre[m - 1] > 0).to(pre[m - 1].dtype)
+            if delta:
+                mask = mask + delta * (pre[m - 1] == 0).to(mask.dtype)
+        out.append((ws[m - 1], mask))
+    return out
+
+
+def output_probabilities(model: LayeredModel, output: torch.Tensor) -> torch.Tensor | None:
+    """The softmax probabilities (K × N) of a CE model's logits; ``None`` for MSE (Λ = I)."""
+    return torch.softmax(output, dim=0) if model.loss_type == "ce" else None
 
 
 class BatchedGaussNewton(CurvatureOperator):
@@ -39,7 +129,7 @@ class BatchedGaussNewton(CurvatureOperator):
         inputs: X (q × N) with the layer inputs as columns, or ``None`` for :math:`x_i = e_i`
             (the block of a feature matrix itself; then q = N).
         upstream: ``[(W, mask), …]`` from the block's output to Z (see
-            :func:`fastdnc.kernels.reference.gn_product`).
+            :func:`gn_product`).
         probs: softmax probabilities (K × N) for CE, ``None`` for MSE.
         num_outputs: K. p: rows of the parameter block.
         scale: c (default 1/N). shift: s (e.g. weight decay).
@@ -48,9 +138,20 @@ class BatchedGaussNewton(CurvatureOperator):
             ``jacobian_budget`` bytes); see the module docstring.
     """
 
-    def __init__(self, inputs: torch.Tensor | None, upstream: Upstream, probs: torch.Tensor | None,
-                 num_outputs: int, p: int, num_samples: int, scale: float | None = None, shift: float = 0.0,
-                 backend: str = "auto", mode: str = "auto", jacobian_budget: int = 2**30) -> None:
+    def __init__(
+        self,
+        inputs: torch.Tensor | None,
+        upstream: Upstream,
+        probs: torch.Tensor | None,
+        num_outputs: int,
+        p: int,
+        num_samples: int,
+        scale: float | None = None,
+        shift: float = 0.0,
+        backend: str = "auto",
+        mode: str = "auto",
+        jacobian_budget: int = 2**30,
+    ) -> None:
         q = num_samples if inputs is None else inputs.shape[0]
         ref = inputs if inputs is not None else (upstream[0][0] if upstream else probs)
         if ref is None:
@@ -68,8 +169,19 @@ class BatchedGaussNewton(CurvatureOperator):
         self._roots: torch.Tensor | None = None
 
     def with_shift(self, shift: float) -> BatchedGaussNewton:
-        op = BatchedGaussNewton(self.inputs, self.upstream, self.probs, self.num_outputs, self.p, self.n,
-                                self.scale, self.shift + shift, self.backend, self.mode, self.jacobian_budget)
+        op = BatchedGaussNewton(
+            self.inputs,
+            self.upstream,
+            self.probs,
+            self.num_outputs,
+            self.p,
+            self.n,
+            self.scale,
+            self.shift + shift,
+            self.backend,
+            self.mode,
+            self.jacobian_budget,
+        )
         op._roots = self._roots
         return op
 
@@ -79,7 +191,11 @@ class BatchedGaussNewton(CurvatureOperator):
             y = gn_product(self.inputs, self.upstream, self.probs, x, self.scale)
         else:
             # u_i = V x_i for every sample, as (k, N, p); then B_i B_iᵀ u_i; then Σ_i g_i x_iᵀ
-            ut = x.transpose(1, 2).contiguous() if self.inputs is None else torch.matmul(self.inputs.T, x.transpose(1, 2))
+            ut = (
+                x.transpose(1, 2).contiguous()
+                if self.inputs is None
+                else torch.matmul(self.inputs.T, x.transpose(1, 2))
+            )
             gt = dispatch.gn_sample_core(self.roots(), ut, backend=self.backend)
             y = gt.transpose(1, 2) if self.inputs is None else torch.matmul(gt.transpose(1, 2), self.inputs.T)
             y = self.scale * y

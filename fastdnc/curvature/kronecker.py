@@ -34,8 +34,17 @@ from .operator import CurvatureOperator, SumOperator, describe
 class Factor:
     """A symmetric n × n Kronecker factor: ``dense`` M, ``gram`` c·RᵀR, or ``identity`` c·I_n."""
 
-    def __init__(self, kind: str, n: int, *, matrix: torch.Tensor | None = None, root: torch.Tensor | None = None,
-                 scale: float = 1.0, dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        n: int,
+        *,
+        matrix: torch.Tensor | None = None,
+        root: torch.Tensor | None = None,
+        scale: float = 1.0,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> None:
         self.kind, self.n, self.scale = kind, int(n), float(scale)
         self.matrix, self.root = matrix, root
         ref = matrix if matrix is not None else root
@@ -58,8 +67,9 @@ class Factor:
         return cls("gram", root.shape[1], root=root, scale=scale)
 
     @classmethod
-    def identity(cls, n: int, scale: float = 1.0, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str = "cpu") -> Factor:
+    def identity(
+        cls, n: int, scale: float = 1.0, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+    ) -> Factor:
         return cls("identity", n, scale=scale, dtype=dtype, device=torch.device(device))
 
     @classmethod
@@ -172,8 +182,14 @@ class KroneckerOperator(CurvatureOperator):
     [3.5, 5.5, 6.5, 7.5, 10.5, 14.5]
     """
 
-    def __init__(self, output_factor: torch.Tensor | Factor, input_factor: torch.Tensor | Factor,
-                 scale: float = 1.0, shift: float = 0.0, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        output_factor: torch.Tensor | Factor,
+        input_factor: torch.Tensor | Factor,
+        scale: float = 1.0,
+        shift: float = 0.0,
+        backend: str = "auto",
+    ) -> None:
         self.output_factor, self.input_factor = Factor.of(output_factor), Factor.of(input_factor)
         o, i = self.output_factor, self.input_factor
         if o.dtype != i.dtype or o.device != i.device:
@@ -188,8 +204,9 @@ class KroneckerOperator(CurvatureOperator):
 
     def __mul__(self, c):
         if isinstance(c, (int, float)):
-            return KroneckerOperator(self.output_factor, self.input_factor, self.scale * c, self.shift * c,
-                                     self.backend)
+            return KroneckerOperator(
+                self.output_factor, self.input_factor, self.scale * c, self.shift * c, self.backend
+            )
         return NotImplemented
 
     __rmul__ = __mul__
@@ -201,8 +218,11 @@ class KroneckerOperator(CurvatureOperator):
             # c O X I = Rᵀ (c c_O (R X) I): three skinny GEMMs, O(r·p·q + r·q²); the scale is applied
             # to the small r × q middle and the shift fused into the last GEMM
             mid = i.right(o.root @ x) * (o.scale * self.scale)
-            y = torch.baddbmm(x, o.root.T.expand(x.shape[0], -1, -1), mid, beta=self.shift) if self.shift else \
-                o.root.T @ mid
+            y = (
+                torch.baddbmm(x, o.root.T.expand(x.shape[0], -1, -1), mid, beta=self.shift)
+                if self.shift
+                else o.root.T @ mid
+            )
             return _vec(y)
         if i.is_low_rank:
             y = o.left(x @ i.root.T) @ i.root * (i.scale * self.scale)
@@ -332,8 +352,11 @@ class KroneckerSum(SumOperator):
     Hessian at collapse. Products, ``diagonal`` and ``trace`` are exact and structured; ``eigh``
     falls back to the dense matrix (small P)."""
 
-    def __init__(self, terms: Sequence[KroneckerOperator | tuple[torch.Tensor | Factor, torch.Tensor | Factor]],
-                 backend: str = "auto") -> None:
+    def __init__(
+        self,
+        terms: Sequence[KroneckerOperator | tuple[torch.Tensor | Factor, torch.Tensor | Factor]],
+        backend: str = "auto",
+    ) -> None:
         ops = [t if isinstance(t, KroneckerOperator) else KroneckerOperator(t[0], t[1], backend=backend) for t in terms]
         if not ops:
             raise ValueError("a KroneckerSum needs at least one term")

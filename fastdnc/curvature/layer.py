@@ -22,45 +22,20 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.reference import Upstream
 from ..models import LayeredModel
-from .gauss_newton import BatchedGaussNewton
+from .gauss_newton import BatchedGaussNewton, output_probabilities, upstream_of
 from .kronecker import Factor, KroneckerOperator
 
 
-def _upstream(model: LayeredModel, pre: list[torch.Tensor], first: int, delta: float = 0.0) -> Upstream:
-    r"""``[(W_m, D_m)]`` for m = first..L: the map from the pre-activation H_first to Z.
-
-    The perturbation of :math:`H_m` goes through :math:`D_m = \sigma'(H_m)` (ReLU, m ≥ 2): 1 where
-    :math:`H_m > 0`, ``delta`` = σ′(0) where it is exactly 0 (PyTorch: 0), else 0
-    and then :math:`W_m`. For linear models the chain collapses into :math:`A = W_L \cdots W_{first}`.
-    """
-    ws = [w.detach() for w in model.weights]
-    if model.activation == "linear":
-        if first > model.depth:
-            return []
-        a = ws[first - 1]
-        for w in ws[first:]:
-            a = w @ a
-        return [(a, None)]
-    out = []
-    for m in range(first, model.depth + 1):
-        mask = None
-        if m >= 2:
-            mask = (pre[m - 1] > 0).to(pre[m - 1].dtype)
-            if delta:
-                mask = mask + delta * (pre[m - 1] == 0).to(mask.dtype)
-        out.append((ws[m - 1], mask))
-    return out
-
-
-def _probs(model: LayeredModel, output: torch.Tensor) -> torch.Tensor | None:
-    return torch.softmax(output, dim=0) if model.loss_type == "ce" else None
-
-
 @torch.no_grad()
-def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend: str = "auto", mode: str = "auto",
-                  relu_prime_at_zero: float = 0.0):
+def layer_hessian(
+    model: LayeredModel,
+    layer: int,
+    decay: bool = False,
+    backend: str = "auto",
+    mode: str = "auto",
+    relu_prime_at_zero: float = 0.0,
+):
     """The exact Hessian of the loss with respect to ``W_layer`` (see the module docstring).
 
     ``backend`` picks the kernels; ``mode`` the Gauss–Newton product path (``"jacobian"`` or
@@ -84,13 +59,23 @@ def layer_hessian(model: LayeredModel, layer: int, decay: bool = False, backend:
     shift = model.weight_decay[layer - 1] if decay else 0.0
     if not 0.0 <= relu_prime_at_zero <= 1.0:
         raise ValueError(f"relu_prime_at_zero must be in [0, 1], got {relu_prime_at_zero}")
-    upstream = _upstream(model, st.preactivations, layer + 1, relu_prime_at_zero)
+    upstream = upstream_of(model, st.preactivations, layer + 1, relu_prime_at_zero)
     if model.activation == "linear" and model.loss_type == "mse":
-        out_factor = (Factor.gram(upstream[0][0]) if upstream else
-                      Factor.identity(p, dtype=model.dtype, device=model.device))
+        out_factor = (
+            Factor.gram(upstream[0][0]) if upstream else Factor.identity(p, dtype=model.dtype, device=model.device)
+        )
         return KroneckerOperator(out_factor, Factor.gram(x.T, 1.0 / n), shift=shift, backend=backend)
-    return BatchedGaussNewton(x, upstream, _probs(model, st.output.detach()), model.num_classes, p, n,
-                              shift=shift, backend=backend, mode=mode)
+    return BatchedGaussNewton(
+        x,
+        upstream,
+        output_probabilities(model, st.output.detach()),
+        model.num_classes,
+        p,
+        n,
+        shift=shift,
+        backend=backend,
+        mode=mode,
+    )
 
 
 @torch.no_grad()
@@ -104,10 +89,22 @@ def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "au
     st = model.states()
     d, n = model.features.shape
     shift = model.feature_decay if (decay and model.features_trainable) else 0.0
-    upstream = _upstream(model, st.preactivations, 1)
+    upstream = upstream_of(model, st.preactivations, 1)
     if model.activation == "linear" and model.loss_type == "mse":
-        return KroneckerOperator(Factor.gram(upstream[0][0]),
-                                 Factor.identity(n, 1.0 / n, dtype=model.dtype, device=model.device), shift=shift,
-                                 backend=backend)
-    return BatchedGaussNewton(None, upstream, _probs(model, st.output.detach()), model.num_classes, d, n,
-                              shift=shift, backend=backend, mode=mode)
+        return KroneckerOperator(
+            Factor.gram(upstream[0][0]),
+            Factor.identity(n, 1.0 / n, dtype=model.dtype, device=model.device),
+            shift=shift,
+            backend=backend,
+        )
+    return BatchedGaussNewton(
+        None,
+        upstream,
+        output_probabilities(model, st.output.detach()),
+        model.num_classes,
+        d,
+        n,
+        shift=shift,
+        backend=backend,
+        mode=mode,
+    )

@@ -19,6 +19,7 @@ tensor([ 9., 12.], dtype=torch.float64)
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -34,8 +35,9 @@ class CurvatureOperator(ABC):
 
     symmetric: bool = True
 
-    def __init__(self, size: int, dtype: torch.dtype, device: torch.device,
-                 block_shapes: Sequence[torch.Size] | None = None) -> None:
+    def __init__(
+        self, size: int, dtype: torch.dtype, device: torch.device, block_shapes: Sequence[torch.Size] | None = None
+    ) -> None:
         self.size = int(size)
         self.dtype = dtype
         self.device = torch.device(device)
@@ -78,8 +80,10 @@ class CurvatureOperator(ABC):
             return ProductOperator(self, v)
         if isinstance(v, (list, tuple)):
             if not v or not all(isinstance(b, torch.Tensor) for b in v):
-                raise TypeError("a list or tuple multiplies an operator only as parameter-shaped tensors (one per "
-                                f"block); for a vector of numbers pass a tensor of shape ({self.size},)")
+                raise TypeError(
+                    "a list or tuple multiplies an operator only as parameter-shaped tensors (one per "
+                    f"block); for a vector of numbers pass a tensor of shape ({self.size},)"
+                )
             return self._matmul_blocks(list(v))
         self._check_matrix(v)
         if v.ndim == 2 and v.shape[0] == self.size and v.shape[1] == 0:
@@ -97,8 +101,9 @@ class CurvatureOperator(ABC):
         expect = f"({self.size},) or ({self.size}, k)"
         if self.block_shapes is not None:
             expect += f" or parameter-shaped {[tuple(s) for s in self.block_shapes]}"
-        raise ValueError(f"vector of shape {tuple(v.shape)} does not fit an operator of size {self.size}: "
-                         f"expected {expect}")
+        raise ValueError(
+            f"vector of shape {tuple(v.shape)} does not fit an operator of size {self.size}: expected {expect}"
+        )
 
     def _matmul_blocks(self, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.block_shapes is None:
@@ -111,15 +116,13 @@ class CurvatureOperator(ABC):
             self._check_matrix(b)
             got = tuple(b.shape[:-1]) if trailing else tuple(b.shape)
             if got != tuple(s):
-                raise ValueError(f"block {i} has shape {tuple(b.shape)}, expected {tuple(s)}" +
-                                 (" plus a trailing k" if trailing else ""))
+                raise ValueError(
+                    f"block {i} has shape {tuple(b.shape)}, expected {tuple(s)}"
+                    + (" plus a trailing k" if trailing else "")
+                )
             cols.append(b.reshape(s.numel(), -1))
         out = self._matmat(torch.cat(cols, dim=0))
-        res, i = [], 0
-        for b, s in zip(blocks, self.block_shapes):
-            res.append(out[i : i + s.numel()].reshape(b.shape))
-            i += s.numel()
-        return res
+        return split_flat(out if trailing else out[:, 0], self.block_shapes)
 
     # ----------------------------------------------------------------- algebra
     def __add__(self, other: Any) -> CurvatureOperator:
@@ -219,15 +222,18 @@ def _same_space(ops: Sequence[CurvatureOperator]) -> None:
     first = ops[0]
     for op in ops[1:]:
         if op.size != first.size or op.dtype != first.dtype or op.device != first.device:
-            raise ValueError(f"cannot combine operators of shapes/dtypes/devices {op.shape}/{op.dtype}/{op.device} "
-                             f"and {first.shape}/{first.dtype}/{first.device}")
+            raise ValueError(
+                f"cannot combine operators of shapes/dtypes/devices {op.shape}/{op.dtype}/{op.device} "
+                f"and {first.shape}/{first.dtype}/{first.device}"
+            )
 
 
 class DenseOperator(CurvatureOperator):
     """An explicit matrix seen as an operator."""
 
-    def __init__(self, matrix: torch.Tensor, symmetric: bool | None = None,
-                 block_shapes: Sequence[torch.Size] | None = None) -> None:
+    def __init__(
+        self, matrix: torch.Tensor, symmetric: bool | None = None, block_shapes: Sequence[torch.Size] | None = None
+    ) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"matrix must be square, got {tuple(matrix.shape)}")
         super().__init__(matrix.shape[0], matrix.dtype, matrix.device, block_shapes)
@@ -248,8 +254,12 @@ class LowRankOperator(CurvatureOperator):
     :math:`C\,\mathrm{diag}(\sqrt w)`, never a P × P matrix.
     """
 
-    def __init__(self, columns: torch.Tensor, weights: torch.Tensor | float = 1.0,
-                 block_shapes: Sequence[torch.Size] | None = None) -> None:
+    def __init__(
+        self,
+        columns: torch.Tensor,
+        weights: torch.Tensor | float = 1.0,
+        block_shapes: Sequence[torch.Size] | None = None,
+    ) -> None:
         if columns.ndim != 2:
             raise ValueError(f"columns must be (P, m), got shape {tuple(columns.shape)}")
         super().__init__(columns.shape[0], columns.dtype, columns.device, block_shapes)
@@ -360,6 +370,24 @@ class AdjointOperator(CurvatureOperator):
 
     def adjoint(self) -> CurvatureOperator:
         return self.op
+
+
+def split_flat(
+    v: torch.Tensor, shapes: Sequence[torch.Size | tuple[int, ...]], *, vectors_first: bool = False
+) -> list[torch.Tensor]:
+    """Cut a flat vector (P,) or a block of vectors (P, k) into parameter blocks: the one
+    implementation of the package's layout (the row-major vec of each block, concatenated).
+
+    Returns views of shape ``s`` (or ``(*s, k)``); with ``vectors_first``, blocks of shape
+    ``(k, *s)`` taken from one transposing copy, so that batched GEMMs read contiguous operands.
+    """
+    sizes = [math.prod(s) for s in shapes]
+    if v.shape[0] != sum(sizes):
+        raise ValueError(f"a flat tensor of {sum(sizes)} rows splits into these blocks, got {v.shape[0]}")
+    if vectors_first:
+        vt = v.reshape(v.shape[0], -1).T.contiguous()
+        return [b.view(-1, *s) for b, s in zip(vt.split(sizes, dim=1), shapes)]
+    return [b.reshape(*s, *v.shape[1:]) for b, s in zip(v.split(sizes), shapes)]
 
 
 def describe(t: torch.Tensor) -> str:

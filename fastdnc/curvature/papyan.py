@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels.reference import gn_jacobian_roots
 from ..models import LayeredModel
-from .layer import _probs, _upstream, layer_hessian
+from .gauss_newton import gn_jacobian_roots, output_probabilities, upstream_of
+from .layer import layer_hessian
 from .operator import CurvatureOperator, LowRankOperator
 
 
@@ -45,8 +45,10 @@ class PapyanSplit:
         The within-class rank needs a dense eigendecomposition (operators up to 8192 × 8192)."""
         total = self.total.eigvalsh()
         tol = rtol * max(float(total[-1]), torch.finfo(self.total.dtype).tiny)
-        out = {name: int((op.nonzero_eigh()[0] > tol).sum()) for name, op in (("class", self.class_),
-                                                                              ("cross", self.cross))}
+        out = {
+            name: int((op.nonzero_eigh()[0] > tol).sum())
+            for name, op in (("class", self.class_), ("cross", self.cross))
+        }
         out["within"] = int((self.within.eigvalsh().abs() > tol).sum())
         out["total"] = int((total.abs() > tol).sum())
         return out
@@ -59,8 +61,14 @@ def papyan_split(model: LayeredModel, layer: int) -> PapyanSplit:
     st = model.states()
     x = st.inputs[layer - 1].detach()
     p, n = model.weights[layer - 1].shape[0], model.num_samples
-    roots = gn_jacobian_roots(_upstream(model, st.preactivations, layer + 1), _probs(model, st.output.detach()),
-                              model.num_classes, p, n, x)  # (N, K', p)
+    roots = gn_jacobian_roots(
+        upstream_of(model, st.preactivations, layer + 1),
+        output_probabilities(model, st.output.detach()),
+        model.num_classes,
+        p,
+        n,
+        x,
+    )  # (N, K', p)
     k = model.num_classes
     labels = model.labels
     counts = torch.bincount(labels, minlength=k).to(x.dtype)

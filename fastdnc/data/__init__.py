@@ -48,10 +48,13 @@ def load_dataset(
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if name in ("mnist", "cifar10") and data_dir is None:
         where = "MNIST/raw/" if name == "mnist" else "cifar-10-batches-py/"
-        raise DataError(f"{name} needs --data-dir ROOT with ROOT/{where} (torchvision's layout); nothing is "
-                        "downloaded")
-    loaders = {"digits": lambda: load_digits(split, seed), "mnist1d": lambda: load_mnist1d(split, seed),
-               "mnist": lambda: load_mnist(Path(data_dir), split), "cifar10": lambda: load_cifar10(Path(data_dir), split)}
+        raise DataError(f"{name} needs --data-dir ROOT with ROOT/{where} (torchvision's layout); nothing is downloaded")
+    loaders = {
+        "digits": lambda: load_digits(split, seed),
+        "mnist1d": lambda: load_mnist1d(split, seed),
+        "mnist": lambda: load_mnist(Path(data_dir), split),
+        "cifar10": lambda: load_cifar10(Path(data_dir), split),
+    }
     data = loaders[name]()
     if n_per_class is not None:
         data = balanced_subsample(data, n_per_class, seed)
@@ -60,5 +63,16 @@ def load_dataset(
     return data.to(dtype)
 
 
-__all__ = ["DATASETS", "DataError", "Dataset", "balanced_subsample", "load_cifar10", "load_dataset", "load_digits",
-           "load_mnist", "load_mnist1d", "read_idx", "standardize"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Dataset",
+    "balanced_subsample",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "load_mnist1d",
+    "read_idx",
+    "standardize",
+]

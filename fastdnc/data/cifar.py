@@ -52,12 +52,15 @@ class _CheckedArray(np.ndarray):
             raise pickle.UnpicklingError(f"an array of dtype {dtype!r}: CIFAR-10 holds plain integers")
         count = math.prod(shape)
         if count > ROWS * COLUMNS:
-            raise pickle.UnpicklingError(f"an array of declared shape {shape} ({count} entries): a CIFAR-10 batch "
-                                         f"holds at most {ROWS} × {COLUMNS}")
+            raise pickle.UnpicklingError(
+                f"an array of declared shape {shape} ({count} entries): a CIFAR-10 batch "
+                f"holds at most {ROWS} × {COLUMNS}"
+            )
         if not isinstance(raw, bytes) or len(raw) != count * dtype.itemsize:
             size = len(raw) if isinstance(raw, (bytes, bytearray, str)) else type(raw).__name__
-            raise pickle.UnpicklingError(f"an array of shape {shape} that carries {size} bytes instead of "
-                                         f"{count * dtype.itemsize}")
+            raise pickle.UnpicklingError(
+                f"an array of shape {shape} that carries {size} bytes instead of {count * dtype.itemsize}"
+            )
         super().__setstate__(state)
 
 
@@ -74,9 +77,12 @@ def _dtype(name, align=False, copy=True):
     return np.dtype(key)
 
 
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy", "ndarray"): _CheckedArray, ("numpy", "dtype"): _dtype}
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _CheckedArray,
+    ("numpy", "dtype"): _dtype,
+}
 
 
 class _Unpickler(pickle.Unpickler):
@@ -84,35 +90,51 @@ class _Unpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch needs only NumPy "
-                                         "arrays") from None
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: a CIFAR-10 batch needs only NumPy arrays"
+            ) from None
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     regular_file(path, "CIFAR-10 batch")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise DataError(f"{path} is {size / 2**20:.0f} MiB, more than any CIFAR-10 batch (about 30 MiB): not a "
-                        "CIFAR-10 pickle")
+        raise DataError(
+            f"{path} is {size / 2**20:.0f} MiB, more than any CIFAR-10 batch (about 30 MiB): not a CIFAR-10 pickle"
+        )
     try:
         raw = path.read_bytes()[: MAX_FILE_BYTES + 1]
         batch = _Unpickler(io.BytesIO(raw), encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, RecursionError, MemoryError, OverflowError) as e:
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        RecursionError,
+        MemoryError,
+        OverflowError,
+    ) as e:
         raise DataError(f"cannot read CIFAR-10 batch {path}: {e} (corrupt or not a CIFAR-10 pickle)") from e
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataError(f"{path} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels'")
     data, labels = batch[b"data"], batch[b"labels"]
     if not isinstance(data, _CheckedArray) or data.dtype != np.uint8:
-        raise DataError(f"{path}: b'data' must be a uint8 NumPy array, got {type(data).__name__}"
-                        f"{' of ' + str(data.dtype) if isinstance(data, np.ndarray) else ''}")
+        raise DataError(
+            f"{path}: b'data' must be a uint8 NumPy array, got {type(data).__name__}"
+            f"{' of ' + str(data.dtype) if isinstance(data, np.ndarray) else ''}"
+        )
     data = data.view(np.ndarray)
     if not isinstance(labels, (list, np.ndarray)):
         raise DataError(f"{path}: b'labels' must be a list of ints, got {type(labels).__name__}")
     labels = check_labels(labels, 10, str(path))
     if data.ndim != 2 or data.shape[1] != COLUMNS or data.shape[0] != labels.shape[0]:
-        raise DataError(f"{path}: data {data.shape} and labels {labels.shape} do not match (expected N × {COLUMNS} "
-                        "and N)")
+        raise DataError(
+            f"{path}: data {data.shape} and labels {labels.shape} do not match (expected N × {COLUMNS} and N)"
+        )
     return data, labels
 
 
@@ -121,8 +143,10 @@ def load_cifar10(root: Path, split: str = "train") -> Dataset:
     folder = Path(root) / "cifar-10-batches-py"
     missing = [n for n in _FILES[split] if not (folder / n).exists()]
     if missing:
-        raise DataError(f"CIFAR-10 files missing in {folder}: {', '.join(missing)}. Expected the torchvision "
-                        f"layout ROOT/cifar-10-batches-py/ with {', '.join(_FILES[split])}; nothing is downloaded")
+        raise DataError(
+            f"CIFAR-10 files missing in {folder}: {', '.join(missing)}. Expected the torchvision "
+            f"layout ROOT/cifar-10-batches-py/ with {', '.join(_FILES[split])}; nothing is downloaded"
+        )
     parts = [_read_batch(folder / n) for n in _FILES[split]]
     data = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])

@@ -25,8 +25,10 @@ from .errors import DataError, regular_file
 from .sampling import Dataset, check_labels
 
 _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 MAX_ENTRIES = 2**31  # no IDX array of the package's data sets comes near it (MNIST: 47 million bytes)
 MNIST_MAX_SAMPLES = {"train": 60_000, "test": 10_000}
 _CHUNK = 1 << 20
@@ -39,8 +41,9 @@ def _read_exactly(f, n: int, path: Path, what: str) -> bytes:
     return data
 
 
-def read_idx(path: str | Path, expect: Sequence[int | None] | None = None,
-             max_entries: int = MAX_ENTRIES) -> np.ndarray:
+def read_idx(
+    path: str | Path, expect: Sequence[int | None] | None = None, max_entries: int = MAX_ENTRIES
+) -> np.ndarray:
     """The array stored in one IDX file (``.gz`` or plain); :class:`DataError` if it is not valid.
 
     ``expect``: the shape the caller needs, ``None`` for a free dimension (e.g. ``(None, 28, 28)``),
@@ -61,8 +64,10 @@ def read_idx(path: str | Path, expect: Sequence[int | None] | None = None,
 def _read_idx_stream(f, path: Path, expect, max_entries: int, file_size: int | None) -> np.ndarray:
     magic = f.read(4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _TYPES:
-        raise DataError(f"{path} is not an IDX file: bad magic number {magic.hex() or '(empty)'} "
-                        "(expected 0000 08 0n for unsigned bytes)")
+        raise DataError(
+            f"{path} is not an IDX file: bad magic number {magic.hex() or '(empty)'} "
+            "(expected 0000 08 0n for unsigned bytes)"
+        )
     ndim = magic[3]
     if expect is not None and ndim != len(expect):
         raise DataError(f"{path} holds a {ndim}-dimensional array, expected {len(expect)} dimensions")
@@ -78,26 +83,32 @@ def _read_idx_stream(f, path: Path, expect, max_entries: int, file_size: int | N
     for s in shape:  # Python ints: no overflow, and the bound is checked before any allocation
         entries *= s
         if entries > max_entries:
-            raise DataError(f"{path} declares shape {shape}, more than the {max_entries} entries an IDX file of "
-                            "this data set can hold")
+            raise DataError(
+                f"{path} declares shape {shape}, more than the {max_entries} entries an IDX file of "
+                "this data set can hold"
+            )
     dtype = np.dtype(_TYPES[magic[2]])
     need = entries * dtype.itemsize
     if file_size is not None and file_size != 4 + 4 * ndim + need:
         state = "truncated" if file_size < 4 + 4 * ndim + need else "too long"
-        raise DataError(f"{path} is {state}: shape {shape} of {dtype} needs {4 + 4 * ndim + need} bytes, the file "
-                        f"has {file_size}")
+        raise DataError(
+            f"{path} is {state}: shape {shape} of {dtype} needs {4 + 4 * ndim + need} bytes, the file has {file_size}"
+        )
     out = np.empty(need, dtype=np.uint8)
     got = 0
     while got < need:
         chunk = f.read(min(_CHUNK, need - got))
         if not chunk:
-            raise DataError(f"{path} is truncated: shape {shape} of {dtype} needs {need} bytes of data, the file "
-                            f"has {got}")
+            raise DataError(
+                f"{path} is truncated: shape {shape} of {dtype} needs {need} bytes of data, the file has {got}"
+            )
         out[got : got + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
         got += len(chunk)
     if f.read(1):
-        raise DataError(f"{path} is too long: shape {shape} of {dtype} needs {need} bytes of data, the file has "
-                        "more (a corrupt file or a decompression bomb)")
+        raise DataError(
+            f"{path} is too long: shape {shape} of {dtype} needs {need} bytes of data, the file has "
+            "more (a corrupt file or a decompression bomb)"
+        )
     return out.view(dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -115,14 +126,18 @@ def load_mnist(root: Path, split: str = "train") -> Dataset:
     paths = [_find(folder, s) for s in stems]
     if paths[0] is None or paths[1] is None:
         missing = [s for s, p in zip(stems, paths) if p is None]
-        raise DataError(f"MNIST files missing in {folder}: {', '.join(missing)} (plain or .gz). Expected the "
-                        f"torchvision layout ROOT/MNIST/raw/ with {', '.join(stems)}; nothing is downloaded")
+        raise DataError(
+            f"MNIST files missing in {folder}: {', '.join(missing)} (plain or .gz). Expected the "
+            f"torchvision layout ROOT/MNIST/raw/ with {', '.join(stems)}; nothing is downloaded"
+        )
     most = MNIST_MAX_SAMPLES[split]
     images = read_idx(paths[0], expect=(None, 28, 28), max_entries=most * 28 * 28)
     labels = read_idx(paths[1], expect=(None,), max_entries=most)
     if images.shape[0] != labels.shape[0]:
-        raise DataError(f"MNIST files in {folder} do not match: images {images.shape}, labels {labels.shape} "
-                        "(expected N × 28 × 28 and N)")
+        raise DataError(
+            f"MNIST files in {folder} do not match: images {images.shape}, labels {labels.shape} "
+            "(expected N × 28 × 28 and N)"
+        )
     y = check_labels(labels, 10, str(paths[1]))
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
     return Dataset("mnist", x, torch.from_numpy(y), 10)

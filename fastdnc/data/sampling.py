@@ -23,8 +23,10 @@ def check_labels(labels: Sequence | np.ndarray | torch.Tensor, num_classes: int,
         if not (arr == np.round(arr)).all():
             raise DataError(f"{source}: labels must be whole numbers, found {arr[arr != np.round(arr)][0].item()!r}")
     elif arr.dtype.kind not in "iu":
-        raise DataError(f"{source}: labels must be integers, got {arr.dtype} values"
-                        + (f" such as {arr.flat[0].item()!r}" if arr.size else ""))
+        raise DataError(
+            f"{source}: labels must be integers, got {arr.dtype} values"
+            + (f" such as {arr.flat[0].item()!r}" if arr.size else "")
+        )
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         bad = arr[(arr < 0) | (arr >= num_classes)][0].item()
         raise DataError(f"{source}: label {bad!r} is outside 0..{num_classes - 1}")
@@ -70,8 +72,10 @@ def balanced_subsample(data: Dataset, n_per_class: int, seed: int = 0) -> Datase
         raise DataError(f"n_per_class must be >= 1, got {n_per_class}")
     counts = torch.bincount(data.labels, minlength=data.num_classes)
     if int(counts.min()) < n_per_class:
-        raise DataError(f"{data.name} has only {int(counts.min())} samples in its smallest class "
-                        f"(class {int(counts.argmin())}); n_per_class={n_per_class} is too many")
+        raise DataError(
+            f"{data.name} has only {int(counts.min())} samples in its smallest class "
+            f"(class {int(counts.argmin())}); n_per_class={n_per_class} is too many"
+        )
     gen = torch.Generator().manual_seed(seed)
     keep = []
     for c in range(data.num_classes):

@@ -48,7 +48,7 @@ def alignment_scalars(model: LayeredModel, layer: int) -> dict[str, float]:
 
 def dnc_callback(layers: Sequence[int], spectrum_layers: Sequence[int] = (), spectrum_steps: Iterable[int] = ()):
     """A training callback logging f, κ (every logged step) and layer spectra (at ``spectrum_steps``)."""
-    snapshot = set(int(s) for s in spectrum_steps)
+    snapshot = {int(s) for s in spectrum_steps}
 
     def callback(model: LayeredModel, step: int) -> dict:
         out: dict = {}

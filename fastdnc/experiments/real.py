@@ -28,7 +28,7 @@ from .. import distributed as D
 from .. import plots
 from ..alignment import eigenvector_fidelity, gradient_coefficients
 from ..collapse import streaming_feature_metrics
-from ..curvature import reference
+from ..curvature import oracles
 from ..curvature.full import hessian
 from ..curvature.layer import layer_hessian
 from ..data import load_dataset
@@ -74,15 +74,34 @@ def build(cfg: RealConfig, distributed: bool = False):
     idx = D.shard_indices(data.num_samples) if distributed else slice(None)
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
-        model = MLPHead(data.flat()[:, idx].contiguous(), data.labels[idx], cfg.width, cfg.depth,
-                        num_classes=data.num_classes, activation=cfg.activation, loss=cfg.loss,
-                        weight_decay=cfg.weight_decay, seed=cfg.seed)
+        model = MLPHead(
+            data.flat()[:, idx].contiguous(),
+            data.labels[idx],
+            cfg.width,
+            cfg.depth,
+            num_classes=data.num_classes,
+            activation=cfg.activation,
+            loss=cfg.loss,
+            weight_decay=cfg.weight_decay,
+            seed=cfg.seed,
+        )
         return data, model
     images = (data.inputs if data.inputs.ndim == 4 else data.inputs[:, None, None, :])[idx]
-    backbone = (ConvBackbone(images.shape[1], cfg.width) if cfg.model == "cnn" else ResNet20(images.shape[1]))
+    backbone = ConvBackbone(images.shape[1], cfg.width) if cfg.model == "cnn" else ResNet20(images.shape[1])
     backbone = backbone.to(images.dtype)
-    model = BackboneHead(backbone, images, data.labels[idx], data.num_classes, cfg.width, cfg.depth, cfg.activation,
-                         cfg.loss, cfg.weight_decay, cfg.feature_decay, seed=cfg.seed)
+    model = BackboneHead(
+        backbone,
+        images,
+        data.labels[idx],
+        data.num_classes,
+        cfg.width,
+        cfg.depth,
+        cfg.activation,
+        cfg.loss,
+        cfg.weight_decay,
+        cfg.feature_decay,
+        seed=cfg.seed,
+    )
     return data, model
 
 
@@ -94,24 +113,41 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
     out.mkdir(parents=True, exist_ok=True)
     data, model = build(cfg, distributed)
     name = f"real_{cfg.dataset}_{cfg.model}"
-    history = train(model, cfg.steps, cfg.lr, optimizer=cfg.optimizer, batch_size=cfg.batch_size, seed=cfg.seed,
-                    checkpoint=out / f"{name}.ckpt", progress=progress and D.rank() == 0,
-                    log_at=max(cfg.steps // 100, 1), distributed=distributed)
+    history = train(
+        model,
+        cfg.steps,
+        cfg.lr,
+        optimizer=cfg.optimizer,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        checkpoint=out / f"{name}.ckpt",
+        progress=progress and D.rank() == 0,
+        log_at=max(cfg.steps // 100, 1),
+        distributed=distributed,
+    )
     head = model if isinstance(model, MLPHead) else model.head()
     head64 = _as_float64(head)
     t0 = time.perf_counter()
     analysis = analyze_head(head64, cfg.dense_limit, distributed)
     analysis["seconds"] = time.perf_counter() - t0
-    hits = torch.tensor([float((head64.output().argmax(0) == head64.labels).sum()), float(head64.num_samples)],
-                        dtype=torch.float64)
+    hits = torch.tensor(
+        [float((head64.output().argmax(0) == head64.labels).sum()), float(head64.num_samples)], dtype=torch.float64
+    )
     if distributed:
         D.all_reduce_(hits, "counting correct predictions")
     accuracy = float(hits[0] / hits[1])
     figs = _figures(name, cfg, history, analysis, head64.num_classes, out) if D.rank() == 0 else {}
-    return {"config": asdict(cfg), "samples": data.num_samples, "num_classes": head64.num_classes,
-            "ranks": D.world_size() if distributed else 1, "train_accuracy": accuracy,
-            "train_seconds": history.last("wall_time"), "final_loss": history.last("loss"),
-            "analysis": analysis, "figures": figs}
+    return {
+        "config": asdict(cfg),
+        "samples": data.num_samples,
+        "num_classes": head64.num_classes,
+        "ranks": D.world_size() if distributed else 1,
+        "train_accuracy": accuracy,
+        "train_seconds": history.last("wall_time"),
+        "final_loss": history.last("loss"),
+        "analysis": analysis,
+        "figures": figs,
+    }
 
 
 def _as_float64(head: MLPHead) -> MLPHead:
@@ -130,9 +166,12 @@ def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = Fal
     st = head.states()
     feats = st.inputs + [st.output]
     pred = st.output.argmax(0)
-    nc = [streaming_feature_metrics(lambda h=h, p=p: [(h, head.labels, pred, p)], k,
-                                    reduce=None if distributed else (lambda t, what="": t))
-          for h, p in zip(feats, st.preactivations)]
+    nc = [
+        streaming_feature_metrics(
+            lambda h=h, p=p: [(h, head.labels, pred, p)], k, reduce=None if distributed else (lambda t, what="": t)
+        )
+        for h, p in zip(feats, st.preactivations)
+    ]
     layers = []
     for l in range(1, head.depth + 1):
         if distributed:
@@ -147,16 +186,24 @@ def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = Fal
             ev, how = lanczos(H, k=min(k * k + 20, H.size)).eigenvalues, f"top {k * k + 20} (Lanczos)"
         out = outliers(ev, max_count=min(k * k + k, ev.numel() - 1))
         f, kappa = eigenvector_fidelity(head, l, H, means), gradient_coefficients(head, l, grad, means)
-        layers.append({
-            "layer": l, "parameters": H.size, "spectrum": how, "eigenvalues": ev.tolist(),
-            "outlier_count": out.count, "gap_ratio": out.gap_ratio,
-            "f_same": float(f[eye].mean()), "f_cross": float(f[~eye].mean()),
-            "kappa_same": float(kappa[eye].mean()), "kappa_cross_max": float(kappa[~eye].max()),
-            "nc1_input": nc[l - 1]["nc1"],
-        })
+        layers.append(
+            {
+                "layer": l,
+                "parameters": H.size,
+                "spectrum": how,
+                "eigenvalues": ev.tolist(),
+                "outlier_count": out.count,
+                "gap_ratio": out.gap_ratio,
+                "f_same": float(f[eye].mean()),
+                "f_cross": float(f[~eye].mean()),
+                "kappa_same": float(kappa[eye].mean()),
+                "kappa_cross_max": float(kappa[~eye].max()),
+                "nc1_input": nc[l - 1]["nc1"],
+            }
+        )
     full = D.sharded_hessian(head) if distributed else hessian(head)
     top = lanczos(full, k=min(k * k + 10, full.size))
-    g = D.sharded_fit_gradient(head) if distributed else reference.fit_gradient(head)
+    g = D.sharded_fit_gradient(head) if distributed else oracles.fit_gradient(head)
     dens = spectral_density(full, num_probes=4, steps=60)
     return {
         "layers": layers,
@@ -174,12 +221,18 @@ def _figures(name: str, cfg: RealConfig, history, analysis: dict, k: int, out: P
     layers = analysis["layers"]
     figs = {
         "loss": plots.loss_figure(history, None, f"{cfg.dataset} {cfg.model}: training"),
-        "spectra": plots.spectra_figure([l["eigenvalues"] for l in layers], [f"W_{l['layer']} ({l['spectrum']})"
-                                                                             for l in layers], k * k,
-                                        f"{cfg.dataset} {cfg.model}: layer Hessians (top K² = {k * k} as spikes)"),
-        "density": plots.density_figure(analysis["density"]["grid"], analysis["density"]["density"],
-                                        analysis["full_top"][: k * k],
-                                        f"{cfg.dataset} {cfg.model}: full head Hessian (SLQ) and its top K²"),
+        "spectra": plots.spectra_figure(
+            [l["eigenvalues"] for l in layers],
+            [f"W_{l['layer']} ({l['spectrum']})" for l in layers],
+            k * k,
+            f"{cfg.dataset} {cfg.model}: layer Hessians (top K² = {k * k} as spikes)",
+        ),
+        "density": plots.density_figure(
+            analysis["density"]["grid"],
+            analysis["density"]["density"],
+            analysis["full_top"][: k * k],
+            f"{cfg.dataset} {cfg.model}: full head Hessian (SLQ) and its top K²",
+        ),
     }
     return {key: Path(plots.save(fig, out / f"{name}_{key}.png")).name for key, fig in figs.items()}
 
@@ -187,21 +240,31 @@ def _figures(name: str, cfg: RealConfig, history, analysis: dict, k: int, out: P
 def markdown(res: dict, figure_dir: str | None = None) -> str:
     """The report section of one real-data run."""
     cfg, a, k = res["config"], res["analysis"], res["num_classes"]
-    lines = [f"## {cfg['dataset']}: {cfg['model']} (L = {cfg['depth']}, d = {cfg['width']}, {cfg['activation']}, "
-             f"{cfg['loss'].upper()})", "",
-             f"{res['samples']} training samples, {cfg['steps']} {cfg['optimizer']} steps (lr {cfg['lr']}, "
-             f"λ_W {cfg['weight_decay']}), train accuracy **{res['train_accuracy']:.2%}**, final loss "
-             f"{res['final_loss']:.4g}; training {res['train_seconds']:.1f} s, analysis {a['seconds']:.1f} s.", "",
-             "| head layer | parameters | spectrum | outliers measured | K | K² | gap ratio | f (same class) | "
-             "f (cross) | κ (same, → 1/K) | max κ (cross, → 0) | NC1 of its input |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## {cfg['dataset']}: {cfg['model']} (L = {cfg['depth']}, d = {cfg['width']}, {cfg['activation']}, "
+        f"{cfg['loss'].upper()})",
+        "",
+        f"{res['samples']} training samples, {cfg['steps']} {cfg['optimizer']} steps (lr {cfg['lr']}, "
+        f"λ_W {cfg['weight_decay']}), train accuracy **{res['train_accuracy']:.2%}**, final loss "
+        f"{res['final_loss']:.4g}; training {res['train_seconds']:.1f} s, analysis {a['seconds']:.1f} s.",
+        "",
+        "| head layer | parameters | spectrum | outliers measured | K | K² | gap ratio | f (same class) | "
+        "f (cross) | κ (same, → 1/K) | max κ (cross, → 0) | NC1 of its input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for l in a["layers"]:
-        lines.append(f"| W_{l['layer']} | {l['parameters']} | {l['spectrum']} | **{l['outlier_count']}** | {k} | "
-                     f"{k * k} | {_g(l['gap_ratio'])} | {l['f_same']:.3f} | {l['f_cross']:.3f} | "
-                     f"{l['kappa_same']:.3f} | {l['kappa_cross_max']:.2e} | {l['nc1_input']:.3g} |")
-    lines += ["", f"Full head Hessian: {a['full_outliers']} outliers above the largest gap among its top; the fit "
-              f"gradient's overlap with the top K² eigenvectors is {a['full_overlap_top_k2']:.4f} (with the top K: "
-              f"{a['full_overlap_top_k']:.4f}); NC1 of the output {a['nc1_output']:.3g}.", ""]
+        lines.append(
+            f"| W_{l['layer']} | {l['parameters']} | {l['spectrum']} | **{l['outlier_count']}** | {k} | "
+            f"{k * k} | {_g(l['gap_ratio'])} | {l['f_same']:.3f} | {l['f_cross']:.3f} | "
+            f"{l['kappa_same']:.3f} | {l['kappa_cross_max']:.2e} | {l['nc1_input']:.3g} |"
+        )
+    lines += [
+        "",
+        f"Full head Hessian: {a['full_outliers']} outliers above the largest gap among its top; the fit "
+        f"gradient's overlap with the top K² eigenvectors is {a['full_overlap_top_k2']:.4f} (with the top K: "
+        f"{a['full_overlap_top_k']:.4f}); NC1 of the output {a['nc1_output']:.3g}.",
+        "",
+    ]
     for key, fname in res["figures"].items():
         lines += [f"![{key}]({fname if figure_dir is None else f'{figure_dir}/{fname}'})", ""]
     return "\n".join(lines)
@@ -211,15 +274,31 @@ DEFAULTS: dict[str, dict] = {
     "digits": {},
     "mnist1d": {"steps": 4000},
     "mnist": {"n_per_class": 5000, "steps": 1000},
-    "cifar10": {"model": "cnn", "n_per_class": 500, "depth": 3, "optimizer": "sgd", "lr": 0.05,
-                "batch_size": 250, "steps": 2000},
+    "cifar10": {
+        "model": "cnn",
+        "n_per_class": 500,
+        "depth": 3,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "batch_size": 250,
+        "steps": 2000,
+    },
 }
 
 
-def reproduce_real(dataset: str = "digits", out: str | Path = "fastdnc-results", *, data_dir: str | None = None,
-                   n_per_class: int | None = None, model: str | None = None, steps: int | None = None,
-                   width: int | None = None, depth: int | None = None, progress: bool = True,
-                   distributed: bool = False) -> dict:
+def reproduce_real(
+    dataset: str = "digits",
+    out: str | Path = "fastdnc-results",
+    *,
+    data_dir: str | None = None,
+    n_per_class: int | None = None,
+    model: str | None = None,
+    steps: int | None = None,
+    width: int | None = None,
+    depth: int | None = None,
+    progress: bool = True,
+    distributed: bool = False,
+) -> dict:
     """``fastdnc reproduce --preset real``: one data set's run, ``report.md`` and ``results.json``."""
     if dataset not in DEFAULTS:
         raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DEFAULTS)}")
@@ -237,15 +316,26 @@ def reproduce_real(dataset: str = "digits", out: str | Path = "fastdnc-results",
         return res
     atomic_write_json(out / "results.json", {"preset": "real", "experiments": {dataset: res}})
     base = f"reproduce --preset real --dataset {dataset}" + (f" --data-dir {data_dir}" if data_dir else "")
-    cmd = (f"torchrun --nproc-per-node {res['ranks']} -m fastdnc {base} --distributed" if res["ranks"] > 1
-           else f"fastdnc {base}")
-    atomic_write_text(out / "report.md", "\n".join([
-        f"# fastdnc reproduce: real data (`{dataset}`)", "",
-        f"Generated by `{cmd} --out {out}` in {res['wall_seconds']:.1f} s (torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads). Raw numbers: `results.json`. A real ReLU network has no closed form: "
-        "the measurements are set against the UFM's predictions (K² layer outliers for a linear head, K for "
-        "ReLU layers below the last, f → 1, κ → 1/K and 0, the fit gradient in the top-K² space).", "",
-        markdown(res)]))
+    cmd = (
+        f"torchrun --nproc-per-node {res['ranks']} -m fastdnc {base} --distributed"
+        if res["ranks"] > 1
+        else f"fastdnc {base}"
+    )
+    atomic_write_text(
+        out / "report.md",
+        "\n".join(
+            [
+                f"# fastdnc reproduce: real data (`{dataset}`)",
+                "",
+                f"Generated by `{cmd} --out {out}` in {res['wall_seconds']:.1f} s (torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads). Raw numbers: `results.json`. A real ReLU network has no closed form: "
+                "the measurements are set against the UFM's predictions (K² layer outliers for a linear head, K for "
+                "ReLU layers below the last, f → 1, κ → 1/K and 0, the fit gradient in the top-K² space).",
+                "",
+                markdown(res),
+            ]
+        ),
+    )
     return res
 
 

@@ -68,14 +68,24 @@ def _lazy(module: str, name: str) -> Callable:
 
 # kernel name -> backend -> implementation (same signature as the torch reference)
 KERNELS: dict[str, dict[str, Callable]] = {
-    "two_sided_product": {"torch": reference.two_sided_product, "cpp": cpp.two_sided_product,
-                          "triton": _lazy("triton_kernels", "two_sided_product"),
-                          "cuda": _lazy("cuda", "two_sided_product")},
-    "gn_sample_core": {"torch": reference.gn_sample_core, "cpp": cpp.gn_sample_core,
-                       "triton": _lazy("triton_kernels", "gn_sample_core"),
-                       "cuda": _lazy("cuda", "gn_sample_core")},
-    "gn_assemble": {"torch": reference.gn_assemble, "cpp": cpp.gn_assemble, "triton": _lazy("triton_kernels", "gn_assemble"),
-                    "cuda": _lazy("cuda", "gn_assemble")},
+    "two_sided_product": {
+        "torch": reference.two_sided_product,
+        "cpp": cpp.two_sided_product,
+        "triton": _lazy("triton_kernels", "two_sided_product"),
+        "cuda": _lazy("cuda", "two_sided_product"),
+    },
+    "gn_sample_core": {
+        "torch": reference.gn_sample_core,
+        "cpp": cpp.gn_sample_core,
+        "triton": _lazy("triton_kernels", "gn_sample_core"),
+        "cuda": _lazy("cuda", "gn_sample_core"),
+    },
+    "gn_assemble": {
+        "torch": reference.gn_assemble,
+        "cpp": cpp.gn_assemble,
+        "triton": _lazy("triton_kernels", "gn_assemble"),
+        "cuda": _lazy("cuda", "gn_assemble"),
+    },
 }
 
 
@@ -149,8 +159,9 @@ def two_sided_product(
     for name, f, n in (("output_factor", output_factor, p), ("input_factor", input_factor, q)):
         check_tensor(f, name, ndim=2, dtype=v.dtype, device=v.device, finite=False)
         if f.shape != (n, n):
-            raise ValueError(f"{name} must have shape ({n}, {n}) to match v of shape {tuple(v.shape)}, "
-                             f"got {tuple(f.shape)}")
+            raise ValueError(
+                f"{name} must have shape ({n}, {n}) to match v of shape {tuple(v.shape)}, got {tuple(f.shape)}"
+            )
     out = _resolve("two_sided_product", backend, v.device, v.dtype)(output_factor, vb, input_factor)
     return out.squeeze(0) if squeeze else out
 

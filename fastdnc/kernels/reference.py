@@ -27,78 +27,11 @@ def two_sided_product(output_factor: torch.Tensor, v: torch.Tensor, input_factor
     return torch.matmul(torch.matmul(output_factor, v), input_factor)
 
 
-Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def _output_hessian(probs: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
-    """Λ_i u_i per column: identity (MSE) or ρ_i = diag(p_i) − p_i p_iᵀ (CE), for u (..., K, N)."""
-    if probs is None:
-        return u
-    pu = probs * u
-    return pu - probs * pu.sum(dim=-2, keepdim=True)
-
-
-def gn_product(
-    inputs: torch.Tensor | None, upstream: Upstream, probs: torch.Tensor | None, v: torch.Tensor, scale: float
-) -> torch.Tensor:
-    r"""Masked batched Gauss–Newton product :math:`Y_j = c \sum_i J_i^\top \Lambda_i J_i V_j x_i x_i^\top`.
-
-    The block :math:`c \sum_i (J_i^\top \Lambda_i J_i) \otimes x_i x_i^\top` is never formed: the
-    perturbation :math:`V_j X` is pushed forward through the layers above (an R-op), multiplied
-    by the output Hessian, and pulled back (a VJP).
-
-    Args:
-        inputs: X (q × N), the layer inputs :math:`x_i` as columns; ``None`` means :math:`x_i = e_i`
-            (the Hessian block of the features themselves, q = N).
-        upstream: ``[(W, D), …]`` from the layer's output to Z: the perturbation maps as
-            :math:`U \leftarrow W (D \odot U)`; ``D`` is a 0/1 mask (d × N) or ``None``.
-        probs: softmax probabilities (K × N) for CE; ``None`` for MSE (Λ = I).
-        v: (k, p, q). scale: c (1/N for a mean loss).
-
-    Returns:
-        (k, p, q).
-    """
-    u = v if inputs is None else v @ inputs
-    for w, d in upstream:
-        u = w @ (u if d is None else d * u)
-    u = _output_hessian(probs, u)
-    for w, d in reversed(upstream):
-        u = w.T @ u
-        if d is not None:
-            u = d * u
-    return scale * (u if inputs is None else u @ inputs.T)
-
-
-def gn_jacobian_roots(
-    upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int, n: int, like: torch.Tensor
-) -> torch.Tensor:
-    r"""Per-sample roots :math:`B_i^\top` with :math:`B_i = J_i^\top L_i`, as an (N, K, p) tensor.
-
-    :math:`L_iL_i^\top = \Lambda_i`: :math:`L_i = I` (MSE) or
-    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i\sqrt{p_i}^\top` (CE), so that
-    :math:`J_i^\top\Lambda_iJ_i = B_iB_i^\top`. Computed by pulling the K columns of
-    :math:`L_i` back through ``upstream`` (masks included); ``like`` gives dtype and device.
-    """
-    eye = torch.eye(num_outputs, dtype=like.dtype, device=like.device)
-    if probs is None:
-        u = eye[:, :, None].expand(num_outputs, num_outputs, n)
-    else:
-        s = probs.sqrt()
-        u = eye[:, :, None] * s[None, :, :] - probs[None, :, :] * s[:, None, :]  # [c, out, i]
-    for w, d in reversed(upstream):
-        u = w.T @ u
-        if d is not None:
-            u = d * u
-    if u.shape[1] != p:
-        raise ValueError(f"upstream maps to {u.shape[1]} rows, expected p={p}")
-    return u.permute(2, 0, 1).contiguous()
-
-
 def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, chunk: int | None = None) -> torch.Tensor:
     r"""The explicit (pq × pq) block :math:`c \sum_i (B_iB_i^\top) \otimes x_i x_i^\top`, streamed.
 
     Args:
-        inputs: X (q × N). roots: (N, K, p) from :func:`gn_jacobian_roots`. scale: c.
+        inputs: X (q × N). roots: (N, K, p) from :func:`fastdnc.curvature.gauss_newton.gn_jacobian_roots`. scale: c.
 
     Entry :math:`[(a,b),(a',b')] = c\sum_i G_i[a,a']\,x_{ib}x_{ib'}` with :math:`G_i = B_iB_i^\top`:
     one GEMM :math:`\mathcal G^\top\mathcal Y` of the packed upper triangles,
@@ -136,7 +69,7 @@ def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     r"""Per-sample Gauss–Newton core :math:`\mathrm{out}[j, i] = B_i (B_i^\top u[j, i])`.
 
     Args:
-        roots: (N, K, p), sample i's :math:`B_i^\top` (see :func:`gn_jacobian_roots`; the masks, the
+        roots: (N, K, p), sample i's :math:`B_i^\top` (see :func:`fastdnc.curvature.gauss_newton.gn_jacobian_roots`; the masks, the
             layers above and Λ_i are folded in, so :math:`B_iB_i^\top = J_i^\top\Lambda_iJ_i`).
         u: (k, N, p), the perturbations :math:`u_{ji} = V_j x_i` of the layer's output, per sample.
 

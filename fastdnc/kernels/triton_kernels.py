@@ -21,9 +21,26 @@ import triton.language as tl
 
 
 @triton.jit
-def _bmm(a_ptr, b_ptr, c_ptr, M, N, K,
-         sab, sam, sak, sbb, sbk, sbn, scb, scm, scn,
-         BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+def _bmm(
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    M,
+    N,
+    K,
+    sab,
+    sam,
+    sak,
+    sbb,
+    sbk,
+    sbn,
+    scb,
+    scm,
+    scn,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
     """C[z] = A[z] @ B[z] for one (BM × BN) tile; a batch stride of 0 broadcasts an operand."""
     z = tl.program_id(2)
     rm = tl.program_id(0) * BM + tl.arange(0, BM)
@@ -31,13 +48,22 @@ def _bmm(a_ptr, b_ptr, c_ptr, M, N, K,
     acc = tl.zeros((BM, BN), dtype=tl.float32 if c_ptr.dtype.element_ty != tl.float64 else tl.float64)
     for k0 in range(0, K, BK):
         rk = k0 + tl.arange(0, BK)
-        a = tl.load(a_ptr + z * sab + rm[:, None] * sam + rk[None, :] * sak,
-                    mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
-        b = tl.load(b_ptr + z * sbb + rk[:, None] * sbk + rn[None, :] * sbn,
-                    mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)
+        a = tl.load(
+            a_ptr + z * sab + rm[:, None] * sam + rk[None, :] * sak,
+            mask=(rm[:, None] < M) & (rk[None, :] < K),
+            other=0.0,
+        )
+        b = tl.load(
+            b_ptr + z * sbb + rk[:, None] * sbk + rn[None, :] * sbn,
+            mask=(rk[:, None] < K) & (rn[None, :] < N),
+            other=0.0,
+        )
         acc += tl.dot(a, b, input_precision="ieee")
-    tl.store(c_ptr + z * scb + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty),
-             mask=(rm[:, None] < M) & (rn[None, :] < N))
+    tl.store(
+        c_ptr + z * scb + rm[:, None] * scm + rn[None, :] * scn,
+        acc.to(c_ptr.dtype.element_ty),
+        mask=(rm[:, None] < M) & (rn[None, :] < N),
+    )
 
 
 def _tile(n: int) -> int:
@@ -54,10 +80,26 @@ def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     c = torch.empty(z, m, n, dtype=a.dtype, device=a.device)
     bm, bn, bk = _tile(m), _tile(n), _tile(k)
     grid = (triton.cdiv(m, bm), triton.cdiv(n, bn), z)
-    _bmm[grid](a3, b3, c, m, n, k,
-               a3.stride(0) if a3.shape[0] > 1 else 0, a3.stride(1), a3.stride(2),
-               b3.stride(0) if b3.shape[0] > 1 else 0, b3.stride(1), b3.stride(2),
-               c.stride(0), c.stride(1), c.stride(2), BM=bm, BN=bn, BK=bk)
+    _bmm[grid](
+        a3,
+        b3,
+        c,
+        m,
+        n,
+        k,
+        a3.stride(0) if a3.shape[0] > 1 else 0,
+        a3.stride(1),
+        a3.stride(2),
+        b3.stride(0) if b3.shape[0] > 1 else 0,
+        b3.stride(1),
+        b3.stride(2),
+        c.stride(0),
+        c.stride(1),
+        c.stride(2),
+        BM=bm,
+        BN=bn,
+        BK=bk,
+    )
     return c
 
 
@@ -76,14 +118,16 @@ def _gn_core(r_ptr, u_ptr, o_ptr, N, KK, P, BC: tl.constexpr, BP: tl.constexpr):
     w = tl.zeros((BC,), dtype=acc_t)
     for p0 in range(0, P, BP):
         rp = p0 + tl.arange(0, BP)
-        b = tl.load(r_ptr + i * KK * P + rc[:, None] * P + rp[None, :], mask=(rc[:, None] < KK) & (rp[None, :] < P),
-                    other=0.0)
+        b = tl.load(
+            r_ptr + i * KK * P + rc[:, None] * P + rp[None, :], mask=(rc[:, None] < KK) & (rp[None, :] < P), other=0.0
+        )
         u = tl.load(u_ptr + (j * N + i) * P + rp, mask=rp < P, other=0.0)
         w += tl.sum(b * u[None, :], axis=1)
     for p0 in range(0, P, BP):
         rp = p0 + tl.arange(0, BP)
-        b = tl.load(r_ptr + i * KK * P + rc[:, None] * P + rp[None, :], mask=(rc[:, None] < KK) & (rp[None, :] < P),
-                    other=0.0)
+        b = tl.load(
+            r_ptr + i * KK * P + rc[:, None] * P + rp[None, :], mask=(rc[:, None] < KK) & (rp[None, :] < P), other=0.0
+        )
         out = tl.sum(b * w[:, None], axis=0)
         tl.store(o_ptr + (j * N + i) * P + rp, out.to(o_ptr.dtype.element_ty), mask=rp < P)
 
@@ -93,14 +137,14 @@ def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     roots, u = roots.contiguous(), u.contiguous()
     n, kk, p = roots.shape
     out = torch.empty_like(u)
-    _gn_core[(n, u.shape[0])](roots, u, out, n, kk, p, BC=triton.next_power_of_2(kk),
-                              BP=min(128, triton.next_power_of_2(p)))
+    _gn_core[(n, u.shape[0])](
+        roots, u, out, n, kk, p, BC=triton.next_power_of_2(kk), BP=min(128, triton.next_power_of_2(p))
+    )
     return out
 
 
 @triton.jit
-def _gn_assemble(x_ptr, r_ptr, o_ptr, Q, N, KK, P, scale,
-                 BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+def _gn_assemble(x_ptr, r_ptr, o_ptr, Q, N, KK, P, scale, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """out[a*Q + b, col] = scale Σ_i x[b, i] (Σ_c R[i,c,a] R[i,c,a']) x[b', i], col = a'·Q + b'."""
     a = tl.program_id(0)
     rb = tl.program_id(1) * BM + tl.arange(0, BM)
@@ -114,16 +158,21 @@ def _gn_assemble(x_ptr, r_ptr, o_ptr, Q, N, KK, P, scale,
         ri = i0 + tl.arange(0, BK)
         xa = tl.load(x_ptr + rb[:, None] * N + ri[None, :], mask=(rb[:, None] < Q) & (ri[None, :] < N), other=0.0)
         g = tl.zeros((BK, BN), dtype=acc_t)
-        for c in range(0, KK):
+        for c in range(KK):
             ra = tl.load(r_ptr + ri * KK * P + c * P + a, mask=ri < N, other=0.0)
-            rcol = tl.load(r_ptr + ri[:, None] * KK * P + c * P + a2[None, :],
-                           mask=(ri[:, None] < N) & (cols[None, :] < size), other=0.0)
+            rcol = tl.load(
+                r_ptr + ri[:, None] * KK * P + c * P + a2[None, :],
+                mask=(ri[:, None] < N) & (cols[None, :] < size),
+                other=0.0,
+            )
             g += ra[:, None] * rcol
-        xb = tl.load(x_ptr + b2[None, :] * N + ri[:, None], mask=(ri[:, None] < N) & (cols[None, :] < size),
-                     other=0.0)
+        xb = tl.load(x_ptr + b2[None, :] * N + ri[:, None], mask=(ri[:, None] < N) & (cols[None, :] < size), other=0.0)
         acc += tl.dot(xa, (g * xb).to(xa.dtype), input_precision="ieee")
-    tl.store(o_ptr + (a * Q + rb[:, None]) * size + cols[None, :], (acc * scale).to(o_ptr.dtype.element_ty),
-             mask=(rb[:, None] < Q) & (cols[None, :] < size))
+    tl.store(
+        o_ptr + (a * Q + rb[:, None]) * size + cols[None, :],
+        (acc * scale).to(o_ptr.dtype.element_ty),
+        mask=(rb[:, None] < Q) & (cols[None, :] < size),
+    )
 
 
 def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torch.Tensor:

@@ -47,8 +47,10 @@ class MLPHead(LayeredModel):
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
         if inputs.shape[1] != labels.shape[0]:
-            raise ValueError(f"inputs has {inputs.shape[1]} columns (samples) but labels has {labels.shape[0]} "
-                             "entries; inputs must be (d_in, N)")
+            raise ValueError(
+                f"inputs has {inputs.shape[1]} columns (samples) but labels has {labels.shape[0]} "
+                "entries; inputs must be (d_in, N)"
+            )
         dtype = inputs.dtype if dtype is None else dtype
         check_float_dtype(dtype)
         if inputs.dtype != dtype:
@@ -69,7 +71,18 @@ class MLPHead(LayeredModel):
         gen = seeded_generator(seed)
         std = 1.0 / d**0.5 if init_std is None else init_std
         dims = [inputs.shape[0]] + widths + [k]
-        self._setup(num_classes=k, dims=dims, labels=labels, activation=activation, loss=loss,
-                    weight_decay=weight_decay, feature_decay=0.0, bias=bias, generator=gen, init_std=std,
-                    dtype=dtype, device=device)
+        self._setup(
+            num_classes=k,
+            dims=dims,
+            labels=labels,
+            activation=activation,
+            loss=loss,
+            weight_decay=weight_decay,
+            feature_decay=0.0,
+            bias=bias,
+            generator=gen,
+            init_std=std,
+            dtype=dtype,
+            device=device,
+        )
         self.register_buffer("_features", inputs.to(device).contiguous())

@@ -27,14 +27,19 @@ from .forward import (
 )
 
 
-def require_model_memory(name: str, dims: Sequence[int], n: int, k: int, dtype: torch.dtype,
-                          device: torch.device) -> None:
+def require_model_memory(
+    name: str, dims: Sequence[int], n: int, k: int, dtype: torch.dtype, device: torch.device
+) -> None:
     """Refuse a model whose parameters, features, labels and targets cannot fit (twice: the
     initialisation draws them before moving them to ``device``)."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
     entries = sum(dims[l + 1] * dims[l] for l in range(len(dims) - 1)) + dims[0] * n + k * n
-    require_memory(2 * entries * itemsize + 8 * n, f"a {name} with layer widths {list(dims)} and N={n} samples",
-                   device, instead="a smaller width, depth or number of samples, or float32")
+    require_memory(
+        2 * entries * itemsize + 8 * n,
+        f"a {name} with layer widths {list(dims)} and N={n} samples",
+        device,
+        instead="a smaller width, depth or number of samples, or float32",
+    )
 
 
 class LayeredModel(nn.Module):
@@ -75,21 +80,19 @@ class LayeredModel(nn.Module):
         self.feature_decay = check_decay(feature_decay, "feature_decay")
         init_std = check_decay(init_std, "init_std")
         self.weights = nn.ParameterList(
-            nn.Parameter(
-                (torch.randn(dims[l + 1], dims[l], generator=generator, dtype=dtype) * init_std).to(device)
-            )
+            nn.Parameter((torch.randn(dims[l + 1], dims[l], generator=generator, dtype=dtype) * init_std).to(device))
             for l in range(self.depth)
         )
         self.biases = (
-            nn.ParameterList(nn.Parameter(torch.zeros(dims[l + 1], dtype=dtype, device=device)) for l in range(self.depth))
+            nn.ParameterList(
+                nn.Parameter(torch.zeros(dims[l + 1], dtype=dtype, device=device)) for l in range(self.depth)
+            )
             if bias
             else None
         )
         labels = labels.to(device=device, dtype=torch.long)
         self.register_buffer("labels", labels)
-        self.register_buffer(
-            "targets", torch.nn.functional.one_hot(labels, num_classes).T.to(dtype).contiguous()
-        )
+        self.register_buffer("targets", torch.nn.functional.one_hot(labels, num_classes).T.to(dtype).contiguous())
 
     # ------------------------------------------------------------------ structure
     @property
@@ -284,8 +287,7 @@ class LayeredModel(nn.Module):
             grads.append(gf)
         if decay:
             blocks = ws + ([feats] if self.features_trainable else [])
-            coef = torch.tensor(lams + ([lam_h] if self.features_trainable else []), dtype=fit.dtype,
-                                device=fit.device)
+            coef = torch.tensor(lams + ([lam_h] if self.features_trainable else []), dtype=fit.dtype, device=fit.device)
             reg = 0.5 * torch.dot(coef, torch.stack(torch._foreach_norm(blocks)).square())
         else:
             reg = torch.zeros((), dtype=fit.dtype, device=fit.device)
@@ -294,13 +296,22 @@ class LayeredModel(nn.Module):
     def checkpoint_config(self) -> dict:
         """What a checkpoint records of the model and compares on resume (besides the shapes of the
         state dict): class, layer widths, K, activation, loss, decays, biases and dtype."""
-        return {"class": type(self).__name__, "dims": [self.features.shape[0]] + [w.shape[0] for w in self.weights],
-                "num_classes": self.num_classes, "activation": self.activation, "loss": self.loss_type,
-                "weight_decay": self.weight_decay, "feature_decay": self.feature_decay,
-                "bias": self.biases is not None, "dtype": str(self.dtype).replace("torch.", "")}
+        return {
+            "class": type(self).__name__,
+            "dims": [self.features.shape[0]] + [w.shape[0] for w in self.weights],
+            "num_classes": self.num_classes,
+            "activation": self.activation,
+            "loss": self.loss_type,
+            "weight_decay": self.weight_decay,
+            "feature_decay": self.feature_decay,
+            "bias": self.biases is not None,
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
 
     def extra_repr(self) -> str:
         dims = [self.features.shape[0]] + [w.shape[0] for w in self.weights]
-        return (f"dims={dims}, N={self.num_samples}, K={self.num_classes}, activation={self.activation}, "
-                f"loss={self.loss_type}, weight_decay={self.weight_decay}, feature_decay={self.feature_decay}, "
-                f"bias={self.biases is not None}, dtype={self.dtype}")
+        return (
+            f"dims={dims}, N={self.num_samples}, K={self.num_classes}, activation={self.activation}, "
+            f"loss={self.loss_type}, weight_decay={self.weight_decay}, feature_decay={self.feature_decay}, "
+            f"bias={self.biases is not None}, dtype={self.dtype}"
+        )

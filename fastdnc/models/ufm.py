@@ -73,8 +73,10 @@ class DeepUFM(LayeredModel):
         if feature_decay is None:
             lams = per_layer(weight_decay, depth, "weight_decay")
             if len(set(lams)) > 1:
-                raise ValueError("feature_decay=None means 'the same as weight_decay', which is ambiguous "
-                                 "for per-layer weight decays: pass feature_decay explicitly")
+                raise ValueError(
+                    "feature_decay=None means 'the same as weight_decay', which is ambiguous "
+                    "for per-layer weight decays: pass feature_decay explicitly"
+                )
             feature_decay = lams[0]
         device = torch.device(device)
         require_model_memory(type(self).__name__, [d] * depth + [k], k * n, k, check_float_dtype(dtype), device)
@@ -83,7 +85,18 @@ class DeepUFM(LayeredModel):
         gen = seeded_generator(seed)
         std = 1.0 / d**0.5 if init_std is None else init_std
         labels = torch.arange(k).repeat_interleave(n)
-        self._setup(num_classes=k, dims=[d] * depth + [k], labels=labels, activation=activation, loss=loss,
-                    weight_decay=weight_decay, feature_decay=feature_decay, bias=False, generator=gen,
-                    init_std=std, dtype=dtype, device=device)
+        self._setup(
+            num_classes=k,
+            dims=[d] * depth + [k],
+            labels=labels,
+            activation=activation,
+            loss=loss,
+            weight_decay=weight_decay,
+            feature_decay=feature_decay,
+            bias=False,
+            generator=gen,
+            init_std=std,
+            dtype=dtype,
+            device=device,
+        )
         self._features = nn.Parameter((torch.randn(d, k * n, generator=gen, dtype=dtype) * std).to(device))

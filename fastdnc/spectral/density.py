@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lanczos import _apply
+from .lanczos import apply_operator
 
 
 @dataclass
@@ -44,7 +44,7 @@ def tridiagonal_quadrature(op, v: torch.Tensor, steps: int) -> tuple[torch.Tenso
     q[:, 0] = v / v.norm()
     m = steps
     for j in range(steps):
-        w = _apply(op, q[:, j : j + 1])[:, 0]
+        w = apply_operator(op, q[:, j : j + 1])[:, 0]
         alpha[j] = q[:, j] @ w
         w = w - q[:, : j + 1] @ (q[:, : j + 1].T @ w)
         w = w - q[:, : j + 1] @ (q[:, : j + 1].T @ w)  # full reorthogonalisation, twice

@@ -54,7 +54,8 @@ class LanczosResult:
     iterations: int
 
 
-def _apply(op, v: torch.Tensor) -> torch.Tensor:
+def apply_operator(op, v: torch.Tensor) -> torch.Tensor:
+    """``op @ v`` for a :class:`~fastdnc.curvature.operator.CurvatureOperator`, a tensor or any matmul-able."""
     if isinstance(op, torch.Tensor):
         return op @ v
     return op.matmat(v) if isinstance(op, CurvatureOperator) else op @ v
@@ -103,15 +104,17 @@ def _symmetry_probe(op, size: int, dtype: torch.dtype, device: torch.device, see
     number of operator columns it applied (2)."""
     gen = torch.Generator().manual_seed(seed + 0x5EED)
     uv = torch.randn(size, 2, generator=gen, dtype=dtype).to(device)
-    a = _apply(op, uv)
+    a = apply_operator(op, uv)
     cross = float(uv[:, 0] @ a[:, 1] - uv[:, 1] @ a[:, 0])
     norms = torch.linalg.vector_norm(uv, dim=0)
     gain = float((torch.linalg.vector_norm(a, dim=0) / norms).max())
     bound = (1e-8 if dtype == torch.float64 else 1e-3) * float(norms.prod()) * gain
     if not math.isfinite(cross) or abs(cross) > bound:
-        raise ValueError(f"the operator is not symmetric: uᵀ(Hv) − vᵀ(Hu) = {cross:.3g} for random u, v (allowed "
-                         f"{bound:.3g}); Lanczos needs a symmetric operator (pass check_symmetric=False to skip this "
-                         "probe)")
+        raise ValueError(
+            f"the operator is not symmetric: uᵀ(Hv) − vᵀ(Hu) = {cross:.3g} for random u, v (allowed "
+            f"{bound:.3g}); Lanczos needs a symmetric operator (pass check_symmetric=False to skip this "
+            "probe)"
+        )
     return 2
 
 
@@ -174,6 +177,55 @@ def lanczos(
     >>> lanczos(a, k=3).eigenvalues.tolist()
     [100.0, 99.0, 98.0]
     """
+    size, tol = _check_arguments(op, k, which, block_size, tol, max_matvecs, max_basis)
+    dtype, device = op.dtype, op.device
+    b = min(block_size or min(k, 4), size)
+    max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
+    max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
+    gen = torch.Generator().manual_seed(seed)
+    probes = _symmetry_probe(op, size, dtype, device, seed) if check_symmetric and size > 1 else 0
+    if v0 is None:
+        start = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
+    else:
+        start = _check_start(v0, size).to(dtype=dtype, device=device)
+    basis = _Basis(_orthonormal(start, float(torch.linalg.vector_norm(start, dim=0).max()))[0], max_basis, b)
+    matvecs, iterations = probes, 0
+    confirmed: torch.Tensor | None = None  # wanted Ritz values at the last convergence
+    while True:
+        hv = apply_operator(op, basis.pending())
+        matvecs += hv.shape[1]
+        iterations += 1
+        basis.extend(hv, b)
+        theta, s = basis.ritz()
+        idx = _select(theta, k, which)
+        sk = s[:, idx]
+        scale = float(theta.abs().max()) or 1.0
+        res = basis.residuals(sk)
+        done = bool((res <= tol * scale).all()) and idx.numel() == k
+        wanted = torch.sort(theta[idx]).values
+        stable = confirmed is not None and bool(((wanted - confirmed).abs() <= 10 * tol * scale).all())
+        if done:
+            confirmed = wanted
+        # the pending block holds at least b vectors: random directions refill lost rank, and after a
+        # convergence a random probe block reveals any copy of a repeated eigenvalue that the Krylov
+        # space could not contain
+        basis.append(_random_block(basis.q[:, : basis.mt], b if done else b - basis.num_pending, gen))
+        exhausted = basis.num_pending == 0
+        if (done and stable) or exhausted or matvecs >= max_matvecs:
+            order = torch.argsort(theta[idx], descending=True)
+            return LanczosResult(
+                theta[idx][order], basis.applied() @ sk[:, order], res[order], done or exhausted, matvecs, iterations
+            )
+        nkeep = max(min(max_basis // 2, max_basis - 2 * b), k)
+        if basis.mt + basis.num_pending > max_basis and nkeep < basis.ma:
+            basis.restart(theta, s, _select(theta, nkeep, which))
+
+
+def _check_arguments(
+    op, k: int, which: str, block_size: int | None, tol: float | None, max_matvecs: int | None, max_basis: int | None
+) -> tuple[int, float]:
+    """The operator's size and the tolerance (default 1e-10 in float64, 1e-5 otherwise), or a
+    ValueError naming the bad argument."""
     if which not in WHICH:
         raise ValueError(f"which must be one of {WHICH}, got {which!r}")
     if not hasattr(op, "shape") or len(op.shape) != 2 or op.shape[0] != op.shape[1]:
@@ -184,75 +236,71 @@ def lanczos(
     for name, value in (("block_size", block_size), ("max_matvecs", max_matvecs), ("max_basis", max_basis)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be an int >= 1 (or None), got {value!r}")
-    if tol is not None and not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol)
-                                and tol > 0):
+    if tol is not None and not (
+        isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol) and tol > 0
+    ):
         raise ValueError(f"tol must be a finite number > 0 (or None), got {tol!r}")
-    dtype, device = op.dtype, op.device
-    tol = tol if tol is not None else (1e-10 if dtype == torch.float64 else 1e-5)
-    b = min(block_size or min(k, 4), size)
-    max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
-    max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
-    gen = torch.Generator().manual_seed(seed)
-    probes = _symmetry_probe(op, size, dtype, device, seed) if check_symmetric and size > 1 else 0
-    if v0 is None:
-        start = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
-    else:
-        start = _check_start(v0, size).to(dtype=dtype, device=device)
-    first = _orthonormal(start, float(torch.linalg.vector_norm(start, dim=0).max()))[0]
-    # basis Q = [applied | pending] in preallocated columns (grown if a probe widens the block), and
-    # H Q[:, :ma] = Q[:, :mt] C[:mt, :ma]
-    q = torch.empty(size, max_basis + 3 * max(b, first.shape[1]), dtype=dtype, device=device)
-    c = torch.zeros(q.shape[1], q.shape[1], dtype=dtype, device=device)
-    ma, mt = 0, first.shape[1]
-    q[:, :mt] = first
-    matvecs, iterations = probes, 0
-    confirmed: torch.Tensor | None = None  # wanted Ritz values at the last convergence
-    while True:
-        hv = _apply(op, q[:, ma:mt].T.contiguous().T)  # column-major: operators split it without a copy
-        matvecs += mt - ma
-        iterations += 1
-        ma = mt
-        rest, coef = _project_out(hv, q[:, :ma])
+    return size, tol if tol is not None else (1e-10 if op.dtype == torch.float64 else 1e-5)
+
+
+class _Basis:
+    r"""The basis Q = [applied | pending] in preallocated columns (grown when a probe widens the
+    block) and the coefficients C with :math:`\mathcal H Q_{:, :m_a} = Q_{:, :m_t} C_{:m_t, :m_a}`."""
+
+    def __init__(self, first: torch.Tensor, max_basis: int, b: int) -> None:
+        size = first.shape[0]
+        self.q = first.new_empty(size, max_basis + 3 * max(b, first.shape[1]))
+        self.c = first.new_zeros(self.q.shape[1], self.q.shape[1])
+        self.ma, self.mt = 0, first.shape[1]
+        self.q[:, : self.mt] = first
+
+    @property
+    def num_pending(self) -> int:
+        return self.mt - self.ma
+
+    def pending(self) -> torch.Tensor:
+        """The pending block, column-major (operators split it without a copy)."""
+        return self.q[:, self.ma : self.mt].T.contiguous().T
+
+    def applied(self) -> torch.Tensor:
+        return self.q[:, : self.ma]
+
+    def extend(self, hv: torch.Tensor, b: int) -> None:
+        r"""Record :math:`\mathcal H Q_p` = ``hv``: its projection on the basis and the QR of the rest,
+        whose orthonormal part becomes the new pending block."""
+        self.ma = self.mt
+        rest, coef = _project_out(hv, self.applied())
         nxt, r = _orthonormal(rest, float(torch.linalg.vector_norm(hv, dim=0).max()))
-        if ma + 2 * nxt.shape[1] + b > q.shape[1]:
-            grow = ma + 2 * nxt.shape[1] + 2 * b
-            q = torch.cat([q[:, :ma], q.new_empty(size, grow - ma)], dim=1)
-            c = torch.nn.functional.pad(c, (0, grow - c.shape[1], 0, grow - c.shape[0]))
-        mt = ma + nxt.shape[1]
-        q[:, ma:mt] = nxt
-        c[:ma, ma - hv.shape[1] : ma] = coef
-        c[ma:mt, ma - hv.shape[1] : ma] = r
-        theta, s = torch.linalg.eigh(0.5 * (c[:ma, :ma] + c[:ma, :ma].T))
-        idx = _select(theta, k, which)
-        sk = s[:, idx]
-        scale = float(theta.abs().max()) or 1.0
-        res = torch.linalg.vector_norm(c[ma:mt, :ma] @ sk, dim=0)
-        done = bool((res <= tol * scale).all()) and idx.numel() == k
-        wanted = torch.sort(theta[idx]).values
-        stable = confirmed is not None and bool(((wanted - confirmed).abs() <= 10 * tol * scale).all())
-        if done:
-            confirmed = wanted
-        # the pending block holds at least b vectors: random directions refill lost rank, and after a
-        # convergence a random probe block reveals any copy of a repeated eigenvalue that the Krylov
-        # space could not contain
-        fill = _random_block(q[:, :mt], b if done else b - (mt - ma), gen)
-        q[:, mt : mt + fill.shape[1]] = fill
-        mt += fill.shape[1]
-        exhausted = mt == ma
-        if (done and stable) or exhausted or matvecs >= max_matvecs:
-            order = torch.argsort(theta[idx], descending=True)
-            return LanczosResult(theta[idx][order], q[:, :ma] @ sk[:, order], res[order], done or exhausted,
-                                 matvecs, iterations)
-        nkeep = max(min(max_basis // 2, max_basis - 2 * b), k)
-        if mt + (mt - ma) > max_basis and nkeep < ma:
-            # thick restart: Y = Q_a S keeps the best Ritz vectors, and H Y = Y Θ + Q_p (C_p S)
-            keep = _select(theta, nkeep, which)
-            sp = s[:, keep]
-            nk, pw = keep.numel(), mt - ma
-            pending, cp = q[:, ma:mt].clone(), c[ma:mt, :ma] @ sp
-            q[:, :nk] = q[:, :ma] @ sp
-            q[:, nk : nk + pw] = pending
-            c.zero_()
-            c[:nk, :nk] = torch.diag(theta[keep])
-            c[nk : nk + pw, :nk] = cp
-            ma, mt = nk, nk + pw
+        if self.ma + 2 * nxt.shape[1] + b > self.q.shape[1]:
+            grow = self.ma + 2 * nxt.shape[1] + 2 * b
+            self.q = torch.cat([self.q[:, : self.ma], self.q.new_empty(self.q.shape[0], grow - self.ma)], dim=1)
+            self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
+        self.mt = self.ma + nxt.shape[1]
+        self.q[:, self.ma : self.mt] = nxt
+        self.c[: self.ma, self.ma - hv.shape[1] : self.ma] = coef
+        self.c[self.ma : self.mt, self.ma - hv.shape[1] : self.ma] = r
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ritz values (ascending) and vectors in the basis of :math:`T = Q_a^\top\\mathcal HQ_a`."""
+        t = self.c[: self.ma, : self.ma]
+        return torch.linalg.eigh(0.5 * (t + t.T))
+
+    def residuals(self, sk: torch.Tensor) -> torch.Tensor:
+        """:math:`\\|\\mathcal Hx - \theta x\\| = \\|C_p s\\|` for the Ritz vectors :math:`x = Q_a s`."""
+        return torch.linalg.vector_norm(self.c[self.ma : self.mt, : self.ma] @ sk, dim=0)
+
+    def append(self, block: torch.Tensor) -> None:
+        self.q[:, self.mt : self.mt + block.shape[1]] = block
+        self.mt += block.shape[1]
+
+    def restart(self, theta: torch.Tensor, s: torch.Tensor, keep: torch.Tensor) -> None:
+        """Thick restart: Y = Q_a S keeps the best Ritz vectors, and H Y = Y Θ + Q_p (C_p S)."""
+        sp = s[:, keep]
+        nk, pw = keep.numel(), self.num_pending
+        pending, cp = self.q[:, self.ma : self.mt].clone(), self.c[self.ma : self.mt, : self.ma] @ sp
+        self.q[:, :nk] = self.applied() @ sp
+        self.q[:, nk : nk + pw] = pending
+        self.c.zero_()
+        self.c[:nk, :nk] = torch.diag(theta[keep])
+        self.c[nk : nk + pw, :nk] = cp
+        self.ma, self.mt = nk, nk + pw

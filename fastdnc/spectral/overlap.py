@@ -24,8 +24,9 @@ class Outliers:
     gap_ratio: float
 
 
-def outliers(eigenvalues: torch.Tensor, max_count: int | None = None, floor: float = 0.0,
-             rtol: float = 1e-10) -> Outliers:
+def outliers(
+    eigenvalues: torch.Tensor, max_count: int | None = None, floor: float = 0.0, rtol: float = 1e-10
+) -> Outliers:
     """Split descending ``eigenvalues`` into outliers and bulk at the largest ratio gap among the
     first ``max_count``. Values at most ``max(floor, rtol · λ_max)`` count as the null space: the
     gap into it is infinite, and no gap inside it counts."""
@@ -35,8 +36,9 @@ def outliers(eigenvalues: torch.Tensor, max_count: int | None = None, floor: flo
         raise ValueError("outliers needs at least two eigenvalues")
     floor = max(floor, rtol * float(ev[0]))
     top, nxt = ev[:m], ev[1 : m + 1]
-    ratio = torch.where(nxt > floor, top / nxt.clamp_min(torch.finfo(ev.dtype).tiny),
-                        torch.full_like(top, float("inf")))
+    ratio = torch.where(
+        nxt > floor, top / nxt.clamp_min(torch.finfo(ev.dtype).tiny), torch.full_like(top, float("inf"))
+    )
     ratio = torch.where(top > floor, ratio, torch.zeros_like(ratio))
     i = int(torch.argmax(ratio))
     return Outliers(i + 1, float(ev[i + 1]), float(ratio[i]))

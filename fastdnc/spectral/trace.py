@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lanczos import _apply
+from .lanczos import apply_operator
 
 
 @dataclass
@@ -32,7 +32,7 @@ def hutchinson_trace(op, num_matvecs: int = 100, seed: int = 0) -> TraceEstimate
     """Hutchinson's estimate with ``num_matvecs`` Rademacher probes (one block product)."""
     like = torch.empty(0, dtype=op.dtype, device=op.device)
     z = _rademacher(op.shape[0], num_matvecs, torch.Generator().manual_seed(seed), like)
-    samples = (z * _apply(op, z)).sum(0)
+    samples = (z * apply_operator(op, z)).sum(0)
     se = float(samples.std() / num_matvecs**0.5) if num_matvecs > 1 else float("inf")
     return TraceEstimate(float(samples.mean()), se, num_matvecs)
 
@@ -44,10 +44,10 @@ def hutchpp_trace(op, num_matvecs: int = 99, seed: int = 0) -> TraceEstimate:
     gen = torch.Generator().manual_seed(seed)
     like = torch.empty(0, dtype=op.dtype, device=op.device)
     s = _rademacher(size, m, gen, like)
-    q, _ = torch.linalg.qr(_apply(op, s))
+    q, _ = torch.linalg.qr(apply_operator(op, s))
     g = _rademacher(size, max(num_matvecs - 2 * m, 1), gen, like)
     g = g - q @ (q.T @ g)
-    top = float(torch.trace(q.T @ _apply(op, q)))
-    samples = (g * _apply(op, g)).sum(0)
+    top = float(torch.trace(q.T @ apply_operator(op, q)))
+    samples = (g * apply_operator(op, g)).sum(0)
     se = float(samples.std() / samples.numel() ** 0.5) if samples.numel() > 1 else float("inf")
     return TraceEstimate(top + float(samples.mean()), se, m + q.shape[1] + g.shape[1])

@@ -22,16 +22,32 @@ from .history import History
 from .optimizers import Optimizer
 
 
-def run_config(model: torch.nn.Module, *, lr: float, optimizer: str, momentum: float, nesterov: bool,
-               betas: tuple[float, float], eps: float, batch_size: int | None,
-               schedule: str | Callable[[int], float] | None, schedule_kwargs: dict[str, Any], seed: int) -> dict:
+def run_config(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    optimizer: str,
+    momentum: float,
+    nesterov: bool,
+    betas: tuple[float, float],
+    eps: float,
+    batch_size: int | None,
+    schedule: str | Callable[[int], float] | None,
+    schedule_kwargs: dict[str, Any],
+    seed: int,
+) -> dict:
     """Everything that determines a training run besides its length, as plain data: the
     optimiser and its settings, the schedule, the batch size, the seed, and the model's
     ``checkpoint_config()`` (its class, shapes, activation, loss, decays, dtype) where it has one.
     A checkpoint stores it, and resuming with anything different is refused."""
-    cfg: dict[str, Any] = {"lr": lr, "optimizer": optimizer, "batch_size": batch_size, "seed": seed,
-                           "schedule": schedule if schedule is None or isinstance(schedule, str) else "callable",
-                           "schedule_kwargs": schedule_kwargs}
+    cfg: dict[str, Any] = {
+        "lr": lr,
+        "optimizer": optimizer,
+        "batch_size": batch_size,
+        "seed": seed,
+        "schedule": schedule if schedule is None or isinstance(schedule, str) else "callable",
+        "schedule_kwargs": schedule_kwargs,
+    }
     if optimizer == "sgd":
         cfg.update(momentum=momentum, nesterov=nesterov)
     if optimizer == "adam":
@@ -59,8 +75,15 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return out
 
 
-def write_checkpoint(path: str | os.PathLike, model: torch.nn.Module, opt: Optimizer, sampler_state: torch.Tensor,
-                     history: History, step: int, config: dict) -> None:
+def write_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    opt: Optimizer,
+    sampler_state: torch.Tensor,
+    history: History,
+    step: int,
+    config: dict,
+) -> None:
     """Atomically write everything a bit-for-bit resume needs (tensors and plain data only)."""
     atomic_torch_save(
         path,
@@ -84,13 +107,17 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
     ck = safe_torch_load(path, map_location)
     if not isinstance(ck, dict) or ck.get("format") != "fastdnc-checkpoint-1":
         raise ValueError(f"{path} is not a fastdnc checkpoint (no 'format': 'fastdnc-checkpoint-1' entry)")
-    wrong = [f"{key} (expected {kind.__name__}, found {type(ck.get(key)).__name__})" for key, kind in _SCHEMA.items()
-             if not isinstance(ck.get(key), kind) or isinstance(ck.get(key), bool)]
+    wrong = [
+        f"{key} (expected {kind.__name__}, found {type(ck.get(key)).__name__})"
+        for key, kind in _SCHEMA.items()
+        if not isinstance(ck.get(key), kind) or isinstance(ck.get(key), bool)
+    ]
     if wrong:
         raise ValueError(f"{path} is not a valid fastdnc checkpoint: missing or wrong {', '.join(wrong)}")
     if ck["step"] < 0 or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):
-        raise ValueError(f"{path} is not a valid fastdnc checkpoint: a negative step or a model entry that is not "
-                         "a named tensor")
+        raise ValueError(
+            f"{path} is not a valid fastdnc checkpoint: a negative step or a model entry that is not a named tensor"
+        )
     return ck
 
 
@@ -105,15 +132,18 @@ def _load_model(path: str | os.PathLike, ck: dict, model: torch.nn.Module) -> tu
         raise ValueError(f"checkpoint {path}: {e}") from e
 
 
-def resume_checkpoint(path: str | os.PathLike, model: torch.nn.Module, opt: Optimizer, generator: torch.Generator,
-                      config: dict) -> tuple[int, History]:
+def resume_checkpoint(
+    path: str | os.PathLike, model: torch.nn.Module, opt: Optimizer, generator: torch.Generator, config: dict
+) -> tuple[int, History]:
     """Restore the optimiser, the sampler's generator and the model from ``path``, refusing a
     checkpoint of another configuration; returns its step and history."""
     ck = read_checkpoint(path, getattr(model, "device", "cpu"))
     diffs = config_differences(ck["config"], config)
     if diffs:
-        raise ValueError(f"checkpoint {path} belongs to another configuration ({'; '.join(diffs)}); resume with "
-                         "the same settings, or start afresh with another checkpoint path or resume=False")
+        raise ValueError(
+            f"checkpoint {path} belongs to another configuration ({'; '.join(diffs)}); resume with "
+            "the same settings, or start afresh with another checkpoint path or resume=False"
+        )
     try:  # the optimiser and the sampler first: they are this call's own, the model is the caller's
         opt.load_state_dict(ck["optimizer"])
         generator.set_state(ck["sampler"])

@@ -50,8 +50,9 @@ class _Batch:
         return idx.sort().values.to(device)
 
 
-def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None,
-                    share: float | None = None) -> Gradients:
+def _loss_and_grads(
+    model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None, share: float | None = None
+) -> Gradients:
     """Loss terms and gradients; with ``share`` (n_rank/N) summed over the ranks in one all_reduce."""
     loss, fit, reg, grads = _local_loss_and_grads(model, params, columns)
     if share is None:
@@ -66,14 +67,16 @@ def _loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns:
     return buf[0], None if fit is None else buf[1], None if reg is None else buf[2], out
 
 
-def _local_loss_and_grads(model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None
-                          ) -> Gradients:
+def _local_loss_and_grads(
+    model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None
+) -> Gradients:
     if hasattr(model, "loss_and_gradients"):
         lg = model.loss_and_gradients(columns=columns)
         return lg.loss, lg.fit, lg.reg, lg.gradients
     if columns is not None and not getattr(model, "accepts_columns", False):
-        raise ValueError("batch_size needs a model with loss_and_gradients (DeepUFM, MLPHead) or a loss(columns) "
-                         "(BackboneHead)")
+        raise ValueError(
+            "batch_size needs a model with loss_and_gradients (DeepUFM, MLPHead) or a loss(columns) (BackboneHead)"
+        )
     with torch.enable_grad():
         loss = model.loss() if columns is None else model.loss(columns)
         grads = list(torch.autograd.grad(loss, params))
@@ -127,8 +130,9 @@ class _Run:
             if self.checkpoint is not None:
                 check_regular_file(self.checkpoint, "checkpoint", must_exist=False)
                 if resume and os.path.exists(self.checkpoint):
-                    start, self.history = resume_checkpoint(self.checkpoint, self.model, self.opt,
-                                                            self.sampler.generator, self.config)
+                    start, self.history = resume_checkpoint(
+                        self.checkpoint, self.model, self.opt, self.sampler.generator, self.config
+                    )
                     self.last_good = self.checkpoint
         except (ValueError, OSError) as e:
             if self.share is None:
@@ -195,6 +199,17 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
             bar.update(chunk)
 
 
+def _sharding(
+    n: int, distributed: bool | None, checkpoint: str | os.PathLike | None
+) -> tuple[float | None, str | os.PathLike | None]:
+    """This rank's weight n_rank/N in a data-parallel run (``None`` in a single process) and its own
+    checkpoint path (``<checkpoint>.rank<r>``)."""
+    if not (distributed or (distributed is None and _comm.world_size() > 1)):
+        return None, checkpoint
+    share = n / _comm.global_count(n)
+    return share, None if checkpoint is None else f"{checkpoint}.rank{_comm.rank()}"
+
+
 def train(
     model: torch.nn.Module,
     steps: int,
@@ -256,27 +271,25 @@ def train(
     Raises:
         NonFiniteError: the loss became NaN/Inf; the message names the step.
     """
-    check_training(steps, lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps,
-                   batch_size=batch_size, schedule=schedule, schedule_kwargs=schedule_kwargs,
-                   check_finite_every=check_finite_every, checkpoint_every=checkpoint_every, threads=threads)
+    opt_settings = dict(optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    settings = dict(opt_settings, batch_size=batch_size, schedule=schedule, schedule_kwargs=dict(schedule_kwargs or {}))
+    check_training(steps, lr, **settings, check_finite_every=check_finite_every, checkpoint_every=checkpoint_every,
+                   threads=threads)  # fmt: skip
     if hasattr(model, "check"):
         model.check()
     params = _params_of(model)
-    opt = make_optimizer(optimizer, params, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    opt = make_optimizer(params=params, name=optimizer, **{k: v for k, v in opt_settings.items() if k != "optimizer"})
+    require_memory(
+        _training_bytes(model, params, optimizer),
+        f"training {type(model).__name__}",
+        getattr(model, "device", torch.device("cpu")),
+        instead="a smaller model (width, depth, samples), float32, or mini-batches (batch_size)",
+    )
     n = getattr(model, "num_samples", 0)
-    require_memory(_training_bytes(model, params, optimizer), f"training {type(model).__name__}",
-                   getattr(model, "device", torch.device("cpu")),
-                   instead="a smaller model (width, depth, samples), float32, or mini-batches (batch_size)")
-    share = None
-    if distributed or (distributed is None and _comm.world_size() > 1):
-        share = n / _comm.global_count(n)
-        if checkpoint is not None:
-            checkpoint = f"{checkpoint}.rank{_comm.rank()}"
-    skw = dict(schedule_kwargs or {})
-    config = run_config(model, lr=lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas,
-                        eps=eps, batch_size=batch_size, schedule=schedule, schedule_kwargs=skw, seed=seed)
+    share, checkpoint = _sharding(n, distributed, checkpoint)
     run = _Run(model, params, opt, _Batch(n, batch_size, torch.Generator().manual_seed(seed)), steps, lr, schedule,
-               skw, share, checkpoint, config, collapse, callbacks)
+               settings["schedule_kwargs"], share, checkpoint, run_config(model, lr=lr, seed=seed, **settings),
+               collapse, callbacks)  # fmt: skip
     start = run.resume(resume)
     run.history.start_step, run.history.end_step = start, max(start, steps)
     if start >= steps:  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
@@ -284,22 +297,33 @@ def train(
     if checkpoint is not None:
         remove_stale_temporaries(checkpoint)
     show = progress if progress is not None else steps >= 10_000
-    with tqdm(total=steps, initial=start, disable=not show, desc=label, unit="step", dynamic_ncols=True,
-              mininterval=0.5) as bar:
+    with tqdm(
+        total=steps, initial=start, disable=not show, desc=label, unit="step", dynamic_ncols=True, mininterval=0.5
+    ) as bar:
         with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(model, batch_size), threads)):
-            _loop(run, start, bar, _log_set(log_at, steps), checkpoint_every or max(steps // 20, 1),
-                  check_finite_every)
+            _loop(run, start, bar, _log_set(log_at, steps), checkpoint_every or max(steps // 20, 1), check_finite_every)
         bar.update(steps - bar.n)
     if checkpoint is not None:
         run.save(steps, run.sampler.generator.get_state())
     return run.history
 
 
-def check_training(steps: int, lr: float, *, optimizer: str = "gd", momentum: float = 0.9, nesterov: bool = False,
-                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
-                   schedule: str | Callable[[int], float] | None = None, schedule_kwargs: dict[str, Any] | None = None,
-                   check_finite_every: int = 1, checkpoint_every: int | None = None,
-                   threads: int | None = None) -> None:
+def check_training(
+    steps: int,
+    lr: float,
+    *,
+    optimizer: str = "gd",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    batch_size: int | None = None,
+    schedule: str | Callable[[int], float] | None = None,
+    schedule_kwargs: dict[str, Any] | None = None,
+    check_finite_every: int = 1,
+    checkpoint_every: int | None = None,
+    threads: int | None = None,
+) -> None:
     """Every check of :func:`train`'s settings that needs no model: a ValueError naming the
     setting. The command line runs it before it writes anything."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:

@@ -38,8 +38,11 @@ class Optimizer:
                     raise ValueError(f"the optimizer's step count is {value!r}, not a non-negative int")
                 continue
             shapes = [tuple(p.shape) for p in self.params]
-            if not (isinstance(value, list) and all(isinstance(t, torch.Tensor) for t in value)
-                    and [tuple(t.shape) for t in value] == shapes):
+            if not (
+                isinstance(value, list)
+                and all(isinstance(t, torch.Tensor) for t in value)
+                and [tuple(t.shape) for t in value] == shapes
+            ):
                 raise ValueError(f"the optimizer state {key!r} does not match the parameters' shapes {shapes}")
         self.state = {k: v if k == "t" else [t.to(p) for t, p in zip(v, self.params)] for k, v in sd["state"].items()}
 
@@ -73,7 +76,9 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, params: list[torch.Tensor], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: list[torch.Tensor], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         super().__init__(params)
         self.betas, self.eps = betas, eps
         self.state.update(m=[torch.zeros_like(p) for p in params], v=[torch.zeros_like(p) for p in params])

@@ -27,16 +27,26 @@ def models():
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     xm, ym = torch.randn(24, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (24,), generator=g)
-    cnn = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(12, 3)).double().eval()
+    cnn = (
+        nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 3))
+        .double()
+        .eval()
+    )
     xc, yc = torch.randn(20, 1, 6, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (20,), generator=g)
-    enc = nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), nn.Flatten(),
-                        nn.Linear(32, 3)).double().eval()
+    enc = (
+        nn.Sequential(
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), nn.Flatten(), nn.Linear(32, 3)
+        )
+        .double()
+        .eval()
+    )
     xt, yt = torch.randn(10, 4, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (10,), generator=g)
     split = lambda x, y, k: [(x[:k], y[:k]), (x[k:], y[k:])]  # noqa: E731
-    return [("mlp", mlp, split(xm, ym, 10), {"curvlinops", "pyhessian", "eigenthings"}),
-            ("cnn", cnn, split(xc, yc, 8), {"curvlinops", "pyhessian", "eigenthings"}),
-            ("transformer", enc, split(xt, yt, 4), {"pyhessian", "eigenthings"})]  # curvlinops: flash attention
+    return [
+        ("mlp", mlp, split(xm, ym, 10), {"curvlinops", "pyhessian", "eigenthings"}),
+        ("cnn", cnn, split(xc, yc, 8), {"curvlinops", "pyhessian", "eigenthings"}),
+        ("transformer", enc, split(xt, yt, 4), {"pyhessian", "eigenthings"}),
+    ]  # curvlinops: flash attention
 
 
 MODELS = models()
@@ -51,22 +61,30 @@ def dense_hessian(model, batches):
     with autodiff_friendly_attention():
         loss = sum(x.shape[0] / n * nn.CrossEntropyLoss()(model(x), y) for x, y in batches)
         g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, params, create_graph=True)])
-        rows = [torch.cat([t.reshape(-1) for t in torch.autograd.grad(g[i], params, retain_graph=True,
-                                                                      materialize_grads=True)])
-                for i in range(g.numel())]
+        rows = [
+            torch.cat(
+                [t.reshape(-1) for t in torch.autograd.grad(g[i], params, retain_graph=True, materialize_grads=True)]
+            )
+            for i in range(g.numel())
+        ]
     return torch.stack(rows)
 
 
 @pytest.mark.skipif(not installed("curvlinops"), reason="curvlinops (peers extra) not installed")
-@pytest.mark.parametrize("name, model, batches, peers", [m for m in MODELS if "curvlinops" in m[3]],
-                         ids=[m[0] for m in MODELS if "curvlinops" in m[3]])
+@pytest.mark.parametrize(
+    "name, model, batches, peers",
+    [m for m in MODELS if "curvlinops" in m[3]],
+    ids=[m[0] for m in MODELS if "curvlinops" in m[3]],
+)
 def test_curvlinops_swap(name, model, batches, peers):
     import curvlinops
 
     params = list(model.parameters())
     v = torch.randn(sum(p.numel() for p in params), 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    for ours_cls, theirs_cls in ((c_curvlinops.HessianLinearOperator, curvlinops.HessianLinearOperator),
-                                 (c_curvlinops.GGNLinearOperator, curvlinops.GGNLinearOperator)):
+    for ours_cls, theirs_cls in (
+        (c_curvlinops.HessianLinearOperator, curvlinops.HessianLinearOperator),
+        (c_curvlinops.GGNLinearOperator, curvlinops.GGNLinearOperator),
+    ):
         for loss in (nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="sum")):
             ours, theirs = ours_cls(model, loss, params, batches), theirs_cls(model, loss, params, batches)
             ref = theirs @ v
@@ -130,8 +148,9 @@ def test_hessian_eigenthings_swap(name, model, batches, peers):
 
     from fastdnc.curvature.functional import autodiff_friendly_attention
 
-    vals, vecs = c_eigenthings.compute_hessian_eigenthings(model, batches, nn.CrossEntropyLoss(), num_eigenthings=3,
-                                                           mode="lanczos")
+    vals, vecs = c_eigenthings.compute_hessian_eigenthings(
+        model, batches, nn.CrossEntropyLoss(), num_eigenthings=3, mode="lanczos"
+    )
     assert isinstance(vals, np.ndarray) and vecs.shape == (3, sum(p.numel() for p in model.parameters()))
     assert list(np.abs(vals)) == sorted(np.abs(vals), reverse=True)
     exact = torch.linalg.eigvalsh(dense_hessian(model, batches))
@@ -154,14 +173,23 @@ def test_hessian_eigenthings_swap(name, model, batches, peers):
     with warnings.catch_warnings(), autodiff_friendly_attention():
         warnings.simplefilter("ignore")
         op = he.HessianOperator(model, equal, he.supervised_loss(nn.CrossEntropyLoss()))
-        res = he.lanczos(op, k=3, which="LM", tol=1e-8, seed=0, reorthogonalize=True,
-                         max_iter=min(80, sum(p.numel() for p in model.parameters())))
+        res = he.lanczos(
+            op,
+            k=3,
+            which="LM",
+            tol=1e-8,
+            seed=0,
+            reorthogonalize=True,
+            max_iter=min(80, sum(p.numel() for p in model.parameters())),
+        )
     theirs = sorted(res.eigenvalues.tolist(), key=abs, reverse=True)
     np.testing.assert_allclose(vals, theirs, rtol=1e-6)
 
 
-CLASSIC_EIGENTHINGS = "(model, dataloader, loss, num_eigenthings=10, full_dataset=True, mode='power_iter', " \
-                      "device='cuda', fp16=False, max_possible_gpu_samples=65536, **kwargs)"
+CLASSIC_EIGENTHINGS = (
+    "(model, dataloader, loss, num_eigenthings=10, full_dataset=True, mode='power_iter', "
+    "device='cuda', fp16=False, max_possible_gpu_samples=65536, **kwargs)"
+)
 
 
 def _params(sig: inspect.Signature) -> list[tuple[str, object]]:
@@ -173,8 +201,9 @@ def test_curvlinops_signatures():
     import curvlinops
 
     for name in ("HessianLinearOperator", "GGNLinearOperator"):
-        assert _params(inspect.signature(getattr(c_curvlinops, name))) == \
-            _params(inspect.signature(getattr(curvlinops, name).__init__))
+        assert _params(inspect.signature(getattr(c_curvlinops, name))) == _params(
+            inspect.signature(getattr(curvlinops, name).__init__)
+        )
 
 
 @pytest.mark.skipif(not installed("pyhessian"), reason="pyhessian (peers extra) not installed")
@@ -182,15 +211,16 @@ def test_pyhessian_signatures():
     from pyhessian import hessian as peer
 
     for name in ("__init__", "eigenvalues", "trace", "density"):
-        assert _params(inspect.signature(getattr(c_pyhessian.hessian, name))) == \
-            _params(inspect.signature(getattr(peer, name))), name
+        assert _params(inspect.signature(getattr(c_pyhessian.hessian, name))) == _params(
+            inspect.signature(getattr(peer, name))
+        ), name
 
 
 def test_hessian_eigenthings_classic_signature():
     """The classic function (hessian-eigenthings 0.x); the installed 1.x has replaced it."""
-    assert str(inspect.signature(c_eigenthings.compute_hessian_eigenthings)).startswith("(model") and \
-        _params(inspect.signature(c_eigenthings.compute_hessian_eigenthings)) == \
-        _params(inspect.Signature.from_callable(eval(f"lambda {CLASSIC_EIGENTHINGS[1:-1]}: None")))  # noqa: S307
+    assert str(inspect.signature(c_eigenthings.compute_hessian_eigenthings)).startswith("(model") and _params(
+        inspect.signature(c_eigenthings.compute_hessian_eigenthings)
+    ) == _params(inspect.Signature.from_callable(eval(f"lambda {CLASSIC_EIGENTHINGS[1:-1]}: None")))  # noqa: S307
 
 
 @pytest.mark.skipif(not installed("hessian_eigenthings"), reason="hessian-eigenthings (peers extra) not installed")
@@ -198,7 +228,10 @@ def test_installed_hessian_eigenthings_signature_where_it_has_the_function():
     import hessian_eigenthings as he
 
     if not hasattr(he, "compute_hessian_eigenthings"):
-        pytest.skip(f"the installed hessian-eigenthings {he.__version__} has no compute_hessian_eigenthings "
-                    "(its 1.x API replaced it); the classic signature is checked above")
-    assert _params(inspect.signature(c_eigenthings.compute_hessian_eigenthings)) == \
-        _params(inspect.signature(he.compute_hessian_eigenthings))
+        pytest.skip(
+            f"the installed hessian-eigenthings {he.__version__} has no compute_hessian_eigenthings "
+            "(its 1.x API replaced it); the classic signature is checked above"
+        )
+    assert _params(inspect.signature(c_eigenthings.compute_hessian_eigenthings)) == _params(
+        inspect.signature(he.compute_hessian_eigenthings)
+    )

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastdnc as fd
-from fastdnc.curvature import reference as R
+from fastdnc.curvature import oracles as R
 
 
 def rel(a, b):
@@ -41,9 +41,18 @@ def test_structured_and_rop_paths_agree(inc):
 
 
 @settings(max_examples=30, deadline=None)
-@given(K=st.integers(2, 5), extra=st.integers(0, 8), n=st.integers(1, 5), L=st.integers(1, 5),
-       act=st.sampled_from(["linear", "relu"]), loss=st.sampled_from(["mse", "ce"]), inc=st.booleans(),
-       decay=st.booleans(), ggn=st.booleans(), seed=st.integers(0, 10**6))
+@given(
+    K=st.integers(2, 5),
+    extra=st.integers(0, 8),
+    n=st.integers(1, 5),
+    L=st.integers(1, 5),
+    act=st.sampled_from(["linear", "relu"]),
+    loss=st.sampled_from(["mse", "ce"]),
+    inc=st.booleans(),
+    decay=st.booleans(),
+    ggn=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
 def test_random_shapes(K, extra, n, L, act, loss, inc, decay, ggn, seed):
     m = fd.DeepUFM(K, n, K + extra, L, activation=act, loss=loss, weight_decay=1e-2, seed=seed)
     op = (fd.ggn if ggn else fd.hessian)(m, include_features=inc, decay=decay)

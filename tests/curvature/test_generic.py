@@ -14,8 +14,9 @@ import fastdnc as fd
 
 def mlp(bias=True, act=nn.ReLU):
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 7, bias=bias), act(), nn.Linear(7, 6, bias=bias), act(),
-                         nn.Linear(6, 3, bias=bias)).double()
+    return nn.Sequential(
+        nn.Linear(5, 7, bias=bias), act(), nn.Linear(7, 6, bias=bias), act(), nn.Linear(6, 3, bias=bias)
+    ).double()
 
 
 def cnn():
@@ -25,10 +26,16 @@ def cnn():
 
 def data(kind, loss):
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(23, 5, generator=g, dtype=torch.float64) if kind == "mlp" else \
-        torch.randn(23, 1, 6, 6, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 3, (23,), generator=g) if isinstance(loss, nn.CrossEntropyLoss) else \
-        torch.randn(23, 3, generator=g, dtype=torch.float64)
+    x = (
+        torch.randn(23, 5, generator=g, dtype=torch.float64)
+        if kind == "mlp"
+        else torch.randn(23, 1, 6, 6, generator=g, dtype=torch.float64)
+    )
+    y = (
+        torch.randint(0, 3, (23,), generator=g)
+        if isinstance(loss, nn.CrossEntropyLoss)
+        else torch.randn(23, 3, generator=g, dtype=torch.float64)
+    )
     return x, y, [(x[:10], y[:10]), (x[10:17], y[10:17]), (x[17:], y[17:])]  # unequal batches
 
 
@@ -64,8 +71,13 @@ def dense_ggn(model, loss, x, y):
     return j.T @ h @ j
 
 
-CASES = [("mlp", nn.CrossEntropyLoss()), ("mlp", nn.MSELoss()), ("mlp", nn.MSELoss(reduction="sum")),
-         ("cnn", nn.CrossEntropyLoss()), ("cnn", nn.MSELoss())]
+CASES = [
+    ("mlp", nn.CrossEntropyLoss()),
+    ("mlp", nn.MSELoss()),
+    ("mlp", nn.MSELoss(reduction="sum")),
+    ("cnn", nn.CrossEntropyLoss()),
+    ("cnn", nn.MSELoss()),
+]
 
 
 @pytest.mark.parametrize("kind, loss", CASES, ids=lambda c: c if isinstance(c, str) else type(c).__name__)
@@ -140,10 +152,12 @@ def test_agrees_with_curvlinops(kind):
     model = mlp() if kind == "mlp" else cnn()
     loss = nn.CrossEntropyLoss()
     _, _, batches = data(kind, loss)
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    for ours, theirs in ((fd.HessianOperator(model, loss, batches), HessianLinearOperator),
-                         (fd.GGNOperator(model, loss, batches), GGNLinearOperator)):
+    for ours, theirs in (
+        (fd.HessianOperator(model, loss, batches), HessianLinearOperator),
+        (fd.GGNOperator(model, loss, batches), GGNLinearOperator),
+    ):
         ref = theirs(model, loss, params, batches, check_deterministic=False) @ v
         assert float((ours @ v - ref).norm() / ref.norm()) <= 1e-8
 

@@ -86,8 +86,11 @@ def sequentials(draw):
     model = nn.Sequential(*layers).double()
     n = draw(st.integers(2, 7))
     x = torch.randn(n, d_in, dtype=torch.float64)
-    loss = draw(st.sampled_from([nn.MSELoss(), nn.MSELoss(reduction="sum"), nn.CrossEntropyLoss(),
-                                 nn.CrossEntropyLoss(reduction="sum")]))
+    loss = draw(
+        st.sampled_from(
+            [nn.MSELoss(), nn.MSELoss(reduction="sum"), nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="sum")]
+        )
+    )
     y = torch.randint(0, k, (n,)) if isinstance(loss, nn.CrossEntropyLoss) else torch.randn(n, k, dtype=torch.float64)
     params = list(model.parameters())
     order = draw(st.permutations(range(len(params))))
@@ -121,8 +124,9 @@ def test_weights_first_then_biases(fused, ggn):
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double()
     x, y = torch.randn(9, 4, dtype=torch.float64), torch.randint(0, 3, (9,))
     params = [model[0].weight, model[2].weight, model[0].bias, model[2].bias]
-    op = (fd.GGNOperator if ggn else fd.HessianOperator)(model, nn.CrossEntropyLoss(), (x, y), params=params,
-                                                          fused=fused)
+    op = (fd.GGNOperator if ggn else fd.HessianOperator)(
+        model, nn.CrossEntropyLoss(), (x, y), params=params, fused=fused
+    )
     assert op.fused == (fused is None)
     ref = dense(model, nn.CrossEntropyLoss(), x, y, params, ggn=ggn)
     v = torch.randn(ref.shape[0], 2, dtype=torch.float64)
@@ -136,8 +140,7 @@ def test_an_optimiser_step_between_build_and_use_is_seen(fused, given_params):
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
     x, y = torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
     loss = nn.MSELoss()
-    op = fd.HessianOperator(model, loss, (x, y), params=list(model.parameters()) if given_params else None,
-                            fused=fused)
+    op = fd.HessianOperator(model, loss, (x, y), params=list(model.parameters()) if given_params else None, fused=fused)
     v = torch.randn(op.size, dtype=torch.float64)
     before = op @ v
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -202,8 +205,11 @@ class TwoInputs(nn.Module):
 def test_data_formats():
     torch.manual_seed(4)
     model = TwoInputs().double()
-    u, w, y = (torch.randn(7, 3, dtype=torch.float64), torch.randn(7, 2, dtype=torch.float64),
-               torch.randn(7, 2, dtype=torch.float64))
+    u, w, y = (
+        torch.randn(7, 3, dtype=torch.float64),
+        torch.randn(7, 2, dtype=torch.float64),
+        torch.randn(7, 2, dtype=torch.float64),
+    )
     loss = nn.MSELoss()
     params = list(model.parameters())
     ref = dense(model, loss, None, y, params, call=lambda d: functional_call(model, d, (u, w)))
@@ -221,8 +227,12 @@ def test_data_formats():
     with pytest.warns(UserWarning, match="ignored"):
         op = fd.HessianOperator(model, loss, [((u, w), y, torch.arange(7))])  # (X, y, indices)
     assert rel(op @ v, want) <= 1e-10
-    sizes = fd.HessianOperator(model, loss, [({"u": u[:3], "w": w[:3]}, y[:3]), ({"u": u[3:], "w": w[3:]}, y[3:])],
-                               batch_size_fn=lambda X: X["u"].shape[0])
+    sizes = fd.HessianOperator(
+        model,
+        loss,
+        [({"u": u[:3], "w": w[:3]}, y[:3]), ({"u": u[3:], "w": w[3:]}, y[3:])],
+        batch_size_fn=lambda X: X["u"].shape[0],
+    )
     assert rel(sizes @ v, want) <= 1e-10
 
 
@@ -257,8 +267,9 @@ def test_random_models_are_refused_by_default():
 def dense_batches(model, loss, batches, params, ggn=False, reduction="mean"):
     """The operator's definition: Σ_b (n_b/N) (dense matrix of batch b) for a mean, Σ_b for a sum."""
     n = sum(x.shape[0] for x, _ in batches)
-    return sum((x.shape[0] / n if reduction == "mean" else 1.0) * dense(model, loss, x, y, params, ggn=ggn)
-               for x, y in batches)
+    return sum(
+        (x.shape[0] / n if reduction == "mean" else 1.0) * dense(model, loss, x, y, params, ggn=ggn) for x, y in batches
+    )
 
 
 W3 = torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64)
@@ -339,8 +350,9 @@ class Encoder(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(11, 16)
-        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True), 2,
-                                         enable_nested_tensor=False)
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True), 2, enable_nested_tensor=False
+        )
         self.head = nn.Linear(16, 3)
 
     def forward(self, tokens):
@@ -412,8 +424,9 @@ def layernorm_mlp():
     return model, torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("curvlinops") is None,
-                    reason="curvlinops (peers extra) not installed")
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("curvlinops") is None, reason="curvlinops (peers extra) not installed"
+)
 def test_layernorm_where_curvlinops_differs_finite_differences_referee():
     """Where fastdnc and curvlinops disagree (a LayerNorm model), finite differences of the gradient
     side with fastdnc and double backward; the measured curvlinops error is in docs/drop-in.md

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastdnc as fd
-from fastdnc.curvature import reference as R
+from fastdnc.curvature import oracles as R
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -56,14 +56,21 @@ def test_float32_products_within_twice_torch_error(backend):
 def test_operator_kind_follows_the_model():
     assert isinstance(fd.layer_hessian(fd.DeepUFM(3, 2, 4, 3), 2), fd.KroneckerOperator)
     for act, loss in (("linear", "ce"), ("relu", "mse"), ("relu", "ce")):
-        assert isinstance(fd.layer_hessian(fd.DeepUFM(3, 2, 4, 3, activation=act, loss=loss), 2),
-                          fd.BatchedGaussNewton)
+        assert isinstance(fd.layer_hessian(fd.DeepUFM(3, 2, 4, 3, activation=act, loss=loss), 2), fd.BatchedGaussNewton)
 
 
 @settings(max_examples=40, deadline=None)
-@given(K=st.integers(2, 6), extra=st.integers(0, 14), n=st.integers(1, 6), L=st.integers(1, 5),
-       act=st.sampled_from(["linear", "relu"]), loss=st.sampled_from(["mse", "ce"]),
-       decay=st.booleans(), seed=st.integers(0, 10**6), data=st.data())
+@given(
+    K=st.integers(2, 6),
+    extra=st.integers(0, 14),
+    n=st.integers(1, 6),
+    L=st.integers(1, 5),
+    act=st.sampled_from(["linear", "relu"]),
+    loss=st.sampled_from(["mse", "ce"]),
+    decay=st.booleans(),
+    seed=st.integers(0, 10**6),
+    data=st.data(),
+)
 def test_random_shapes(K, extra, n, L, act, loss, decay, seed, data):
     d = K + extra
     m = fd.DeepUFM(K, n, d, L, activation=act, loss=loss, weight_decay=2e-2, seed=seed)
@@ -147,6 +154,7 @@ def test_relu_prime_at_zero_matches_autograd_at_exact_zeros(delta):
     ws = [w.detach() for w in m.weights]
     h1 = m.features.detach()
     for layer in range(1, 4):
+
         def fit(w):
             ws_ = ws[: layer - 1] + [w] + ws[layer:]
             h = ws_[0] @ h1
@@ -156,8 +164,9 @@ def test_relu_prime_at_zero_matches_autograd_at_exact_zeros(delta):
 
         w = ws[layer - 1].clone().requires_grad_(True)
         (g,) = torch.autograd.grad(fit(w), w, create_graph=True)
-        dense = torch.stack([torch.autograd.grad(g.reshape(-1)[i], w, retain_graph=True)[0].reshape(-1)
-                             for i in range(w.numel())])
+        dense = torch.stack(
+            [torch.autograd.grad(g.reshape(-1)[i], w, retain_graph=True)[0].reshape(-1) for i in range(w.numel())]
+        )
         got = fd.layer_hessian(m, layer, relu_prime_at_zero=delta).to_dense()
         torch.testing.assert_close(got, dense, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="relu_prime_at_zero"):

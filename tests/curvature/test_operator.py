@@ -11,8 +11,11 @@ from fastdnc.curvature.kronecker import Factor, KroneckerOperator
 
 def _operators():
     linear, relu = fd.DeepUFM(3, 2, 5, 3), fd.DeepUFM(3, 2, 5, 3, activation="relu", loss="ce")
-    return {"kronecker": fd.layer_hessian(linear, 2), "gauss-newton": fd.layer_hessian(relu, 2),
-            "full": fd.hessian(relu)}
+    return {
+        "kronecker": fd.layer_hessian(linear, 2),
+        "gauss-newton": fd.layer_hessian(relu, 2),
+        "full": fd.hessian(relu),
+    }
 
 
 @pytest.mark.parametrize("name", ["kronecker", "gauss-newton", "full"])

@@ -43,25 +43,36 @@ def _targets(kind: str, n: int, g: torch.Generator):
 W = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64)
 # (loss, target kind, final layer of the model)
 LOSSES = [
-    (nn.MSELoss(), "real", None), (nn.L1Loss(), "real", None),
-    (nn.HuberLoss(delta=0.7), "real", None), (nn.SmoothL1Loss(beta=0.5), "real", None),
-    (nn.CrossEntropyLoss(), "class", None), (nn.CrossEntropyLoss(weight=W), "class", None),
-    (nn.CrossEntropyLoss(label_smoothing=0.15), "class", None), (nn.CrossEntropyLoss(ignore_index=1), "class", None),
+    (nn.MSELoss(), "real", None),
+    (nn.L1Loss(), "real", None),
+    (nn.HuberLoss(delta=0.7), "real", None),
+    (nn.SmoothL1Loss(beta=0.5), "real", None),
+    (nn.CrossEntropyLoss(), "class", None),
+    (nn.CrossEntropyLoss(weight=W), "class", None),
+    (nn.CrossEntropyLoss(label_smoothing=0.15), "class", None),
+    (nn.CrossEntropyLoss(ignore_index=1), "class", None),
     (nn.CrossEntropyLoss(weight=W, label_smoothing=0.1), "class", None),
     (nn.CrossEntropyLoss(), "prob", None),  # class probabilities as targets
     (nn.NLLLoss(), "class", nn.LogSoftmax(dim=1)),
     (nn.NLLLoss(weight=W, ignore_index=2), "class", nn.LogSoftmax(dim=1)),
     (nn.KLDivLoss(reduction="batchmean"), "prob", nn.LogSoftmax(dim=1)),
     (nn.KLDivLoss(reduction="sum", log_target=True), "logprob", nn.LogSoftmax(dim=1)),
-    (nn.BCELoss(), "unit", nn.Sigmoid()), (nn.BCELoss(weight=W), "unit", nn.Sigmoid()),
-    (nn.BCEWithLogitsLoss(), "unit", None), (nn.BCEWithLogitsLoss(pos_weight=W), "unit", None),
-    (nn.PoissonNLLLoss(), "count", None), (nn.PoissonNLLLoss(log_input=False, full=True), "count", nn.Softplus()),
-    (nn.SoftMarginLoss(), "sign", None), (nn.MultiLabelSoftMarginLoss(weight=W), "unit", None),
+    (nn.BCELoss(), "unit", nn.Sigmoid()),
+    (nn.BCELoss(weight=W), "unit", nn.Sigmoid()),
+    (nn.BCEWithLogitsLoss(), "unit", None),
+    (nn.BCEWithLogitsLoss(pos_weight=W), "unit", None),
+    (nn.PoissonNLLLoss(), "count", None),
+    (nn.PoissonNLLLoss(log_input=False, full=True), "count", nn.Softplus()),
+    (nn.SoftMarginLoss(), "sign", None),
+    (nn.MultiLabelSoftMarginLoss(weight=W), "unit", None),
     (nn.HingeEmbeddingLoss(margin=0.5), "sign", None),
 ]
 # PyTorch has no derivative of these losses' backward: no Hessian can be taken through them
-NOT_TWICE_DIFFERENTIABLE = [(nn.MultiMarginLoss(), "class"), (nn.MultiMarginLoss(p=2, margin=0.5, weight=W), "class"),
-                            (nn.MultiLabelMarginLoss(), "multilabel")]
+NOT_TWICE_DIFFERENTIABLE = [
+    (nn.MultiMarginLoss(), "class"),
+    (nn.MultiMarginLoss(p=2, margin=0.5, weight=W), "class"),
+    (nn.MultiLabelMarginLoss(), "multilabel"),
+]
 
 
 def _case(loss, kind, final, relu):
@@ -70,8 +81,11 @@ def _case(loss, kind, final, relu):
     layers = [nn.Linear(4, 6), nn.ReLU() if relu else nn.Tanh(), nn.Linear(6, K)] + ([final] if final else [])
     model = nn.Sequential(*layers).double()
     x = torch.randn(9, 4, generator=g, dtype=torch.float64)
-    y = torch.log_softmax(torch.randn(9, K, generator=g, dtype=torch.float64), 1) if kind == "logprob" else \
-        _targets(kind, 9, g)
+    y = (
+        torch.log_softmax(torch.randn(9, K, generator=g, dtype=torch.float64), 1)
+        if kind == "logprob"
+        else _targets(kind, 9, g)
+    )
     return model, x, y
 
 
@@ -90,8 +104,12 @@ def _reference(model, loss, batches, params, v):
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "tanh"])
 @pytest.mark.parametrize("loss, kind, final", LOSSES, ids=[repr(c[0]) for c in LOSSES])
 def test_every_loss_against_autograd(loss, kind, final, relu, reduction):
-    loss = type(loss)(**{**{k: getattr(loss, k) for k in _init_args(loss)},
-                         "reduction": reduction if loss.reduction in ("mean", "sum") else loss.reduction})
+    loss = type(loss)(
+        **{
+            **{k: getattr(loss, k) for k in _init_args(loss)},
+            "reduction": reduction if loss.reduction in ("mean", "sum") else loss.reduction,
+        }
+    )
     model, x, y = _case(loss, kind, final, relu)
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]
     params = list(model.parameters())
@@ -115,8 +133,9 @@ def test_losses_pytorch_cannot_differentiate_twice_are_refused_clearly(loss, kin
 def _init_args(loss) -> list[str]:
     import inspect
 
-    names = [p for p in inspect.signature(type(loss).__init__).parameters if p not in ("self", "size_average",
-                                                                                        "reduce")]
+    names = [
+        p for p in inspect.signature(type(loss).__init__).parameters if p not in ("self", "size_average", "reduce")
+    ]
     return [n for n in names if hasattr(loss, n)]
 
 
@@ -167,17 +186,27 @@ def _layers():
     tok = torch.randint(0, 7, (6, 4), generator=g)
     cases = {
         "conv1d": (nn.Sequential(nn.Conv1d(3, 4, 2), nn.Tanh(), nn.Flatten(), nn.Linear(16, K)), seq.transpose(1, 2)),
-        "conv2d+bn-eval+pool": (nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-                                              nn.Flatten(), nn.Linear(12, K)), img),
+        "conv2d+bn-eval+pool": (
+            nn.Sequential(
+                nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, K)
+            ),
+            img,
+        ),
         "layernorm": (nn.Sequential(nn.Linear(8, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, K)), vec),
-        "groupnorm": (nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.SiLU(), nn.Flatten(),
-                                    nn.Linear(64, K)), img),
-        "dropout-p0-and-eval": (nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.0), nn.ELU(), nn.Dropout(0.3).eval(),
-                                              nn.Linear(6, K)), vec),
+        "groupnorm": (
+            nn.Sequential(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.SiLU(), nn.Flatten(), nn.Linear(64, K)),
+            img,
+        ),
+        "dropout-p0-and-eval": (
+            nn.Sequential(nn.Linear(8, 6), nn.Dropout(0.0), nn.ELU(), nn.Dropout(0.3).eval(), nn.Linear(6, K)),
+            vec,
+        ),
         "residual": (nn.Sequential(Residual(8), nn.Linear(8, K)), vec),
         "embedding+tied": (Tied(), tok),
         "multihead-attention": (Attention(), torch.randn(6, 4, 8, generator=g, dtype=torch.float64)),
-        "rnn": (Recurrent(nn.RNN), seq), "gru": (Recurrent(nn.GRU), seq), "lstm": (Recurrent(nn.LSTM), seq),
+        "rnn": (Recurrent(nn.RNN), seq),
+        "gru": (Recurrent(nn.GRU), seq),
+        "lstm": (Recurrent(nn.LSTM), seq),
     }
     return cases
 
@@ -190,7 +219,7 @@ def test_every_common_layer_against_autograd(name):
     k = 7 if name == "embedding+tied" else K
     y = torch.randint(0, k, (x.shape[0],), generator=torch.Generator().manual_seed(23))
     loss = nn.CrossEntropyLoss()
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     if name == "layernorm":  # frozen parameters and a subset: only the first Linear's weight and the norm's bias
         model[0].bias.requires_grad_(False)
         params = [model[1].bias, model[0].weight]

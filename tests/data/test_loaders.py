@@ -37,8 +37,11 @@ def make_cifar(root, per_batch=10):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": [(i + b * per_batch) % 10 for i in range(per_batch)], b"batch_label": b"x"}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [(i + b * per_batch) % 10 for i in range(per_batch)],
+            b"batch_label": b"x",
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     return folder

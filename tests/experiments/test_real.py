@@ -30,15 +30,49 @@ def test_mnist_and_cifar_from_local_files(tmp_path):
     make_cifar(tmp_path / "data", per_batch=8)
     for dataset, extra in (("mnist", []), ("cifar10", ["--model", "cnn"])):
         out = tmp_path / dataset
-        argv = ["reproduce", "--preset", "real", "--dataset", dataset, "--data-dir", str(tmp_path / "data"),
-                "--n-per-class", "3", "--steps", "20", "--width", "6", "--depth", "3", "--out", str(out), "--quiet", *extra]
+        argv = [
+            "reproduce",
+            "--preset",
+            "real",
+            "--dataset",
+            dataset,
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--n-per-class",
+            "3",
+            "--steps",
+            "20",
+            "--width",
+            "6",
+            "--depth",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
         assert main(argv) == 0
         res = json.loads((out / "results.json").read_text())["experiments"][dataset]
         assert res["samples"] == 30 and len(res["analysis"]["layers"]) >= 3
 
 
 def test_missing_files_are_a_clear_error(tmp_path, capsys):
-    assert main(["reproduce", "--preset", "real", "--dataset", "cifar10", "--data-dir", str(tmp_path),
-                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "reproduce",
+                "--preset",
+                "real",
+                "--dataset",
+                "cifar10",
+                "--data-dir",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "cifar-10-batches-py" in err and "data_batch_1" in err and "Traceback" not in err

@@ -16,9 +16,22 @@ SOURCES = sorted(CUDA_DIR.glob("*.cu"))
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_cuda_source_compiles(source, tmp_path):
     proc = subprocess.run(
-        ["nvcc", "-std=c++17", "-O3", "-arch=sm_90", f"-I{CUDA_DIR}", "-Werror", "all-warnings", "-c", str(source),
-         "-o", str(tmp_path / (source.stem + ".o"))],
-        capture_output=True, text=True)
+        [
+            "nvcc",
+            "-std=c++17",
+            "-O3",
+            "-arch=sm_90",
+            f"-I{CUDA_DIR}",
+            "-Werror",
+            "all-warnings",
+            "-c",
+            str(source),
+            "-o",
+            str(tmp_path / (source.stem + ".o")),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

@@ -40,8 +40,12 @@ RSS_LIMIT_MB = 200
 @pytest.fixture
 def isolated():
     def run(code: str, timeout: float = 120) -> dict:
-        proc = subprocess.run([sys.executable, "-c", RUNNER.format(code=textwrap.dedent(code))], capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNNER.format(code=textwrap.dedent(code))],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 

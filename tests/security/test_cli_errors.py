@@ -14,8 +14,13 @@ TRAIN = ["train", "--steps", "30", "--width", "6", "--depth", "2", "--quiet"]
 
 
 def fastdnc(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastdnc", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TQDM_DISABLE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "fastdnc", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -55,10 +60,15 @@ def test_out_read_only(tmp_path):  # pragma: no cover - runs for non-root users
     one_line_error(fastdnc(*TRAIN, "--out", str(ro / "run")), "not writable")
 
 
-@pytest.mark.parametrize("device, needle", [("bogus", "is not a device"), ("cuda:0x", "is not a device"),
-                                            ("meta", "only cpu and cuda"),
-                                            ("cuda", "CUDA is not available" if not torch.cuda.is_available()
-                                             else "")])
+@pytest.mark.parametrize(
+    "device, needle",
+    [
+        ("bogus", "is not a device"),
+        ("cuda:0x", "is not a device"),
+        ("meta", "only cpu and cuda"),
+        ("cuda", "CUDA is not available" if not torch.cuda.is_available() else ""),
+    ],
+)
 def test_bad_devices(tmp_path, device, needle):
     if device == "cuda" and torch.cuda.is_available():
         device, needle = "cuda:99", "CUDA device"
@@ -66,15 +76,18 @@ def test_bad_devices(tmp_path, device, needle):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
-    (["--checkpoint-every", "-3"], "--checkpoint-every must be >= 1"),
-    (["--steps", "-1"], "--steps must be >= 0"),
-    (["--classes", "9", "--width", "4"], "width d=4 must be >= num_classes K=9"),
-    (["--weight-decay", "-1"], "weight_decay must be finite and >= 0"),
-    (["--width", "100000000"], "needs ~"),  # MemoryError with the estimate
-    (["--lr", "1e6", "--checkpoint-every", "1000"], "NaN/Inf"),  # NonFiniteError before any checkpoint
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+        (["--checkpoint-every", "-3"], "--checkpoint-every must be >= 1"),
+        (["--steps", "-1"], "--steps must be >= 0"),
+        (["--classes", "9", "--width", "4"], "width d=4 must be >= num_classes K=9"),
+        (["--weight-decay", "-1"], "weight_decay must be finite and >= 0"),
+        (["--width", "100000000"], "needs ~"),  # MemoryError with the estimate
+        (["--lr", "1e6", "--checkpoint-every", "1000"], "NaN/Inf"),  # NonFiniteError before any checkpoint
+    ],
+)
 def test_bad_training_settings(tmp_path, flags, needle):
     line = one_line_error(fastdnc(*TRAIN, *flags, "--out", str(tmp_path / "r")), needle)
     assert not (tmp_path / "r").exists()  # a failed first command leaves no folder behind
@@ -85,14 +98,18 @@ def test_bad_training_settings(tmp_path, flags, needle):
 
 
 def test_nonfinite_names_only_a_checkpoint_that_exists(tmp_path):
-    line = one_line_error(fastdnc(*TRAIN, "--lr", "1e6", "--checkpoint-every", "1", "--out", str(tmp_path / "r")),
-                          "NaN/Inf", "last good checkpoint is")
+    line = one_line_error(
+        fastdnc(*TRAIN, "--lr", "1e6", "--checkpoint-every", "1", "--out", str(tmp_path / "r")),
+        "NaN/Inf",
+        "last good checkpoint is",
+    )
     assert (tmp_path / line.split("last good checkpoint is ")[1].strip()).exists()
 
 
 def test_memory_error_of_a_huge_sample_count(tmp_path):
-    one_line_error(fastdnc(*TRAIN, "--n-per-class", "10000000000", "--out", str(tmp_path / "r")), "needs ~",
-                   "this machine has")
+    one_line_error(
+        fastdnc(*TRAIN, "--n-per-class", "10000000000", "--out", str(tmp_path / "r")), "needs ~", "this machine has"
+    )
 
 
 def test_bad_checkpoints_and_configs(run):
@@ -117,11 +134,13 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_one_line_for_distributed_and_unexpected_errors():
-    from fastdnc.cli import _one_line
+    from fastdnc.cli import one_line
     from fastdnc.distributed import DistributedError
 
-    assert _one_line(DistributedError("all_reduce failed on rank 0 of 2\n(a peer died)")) == \
-        "all_reduce failed on rank 0 of 2 (a peer died)"
-    assert "rerun with --debug" in _one_line(KeyError("x"))
-    assert _one_line(MemoryError()).startswith("out of memory")
-    assert _one_line(PermissionError(13, "Permission denied", "/x")) == "Permission denied: /x"
+    assert (
+        one_line(DistributedError("all_reduce failed on rank 0 of 2\n(a peer died)"))
+        == "all_reduce failed on rank 0 of 2 (a peer died)"
+    )
+    assert "rerun with --debug" in one_line(KeyError("x"))
+    assert one_line(MemoryError()).startswith("out of memory")
+    assert one_line(PermissionError(13, "Permission denied", "/x")) == "Permission denied: /x"

@@ -42,14 +42,24 @@ def cifar_payloads(sentinel) -> dict[str, bytes]:
         "eval": pickle.dumps({b"data": Payload(eval, f"open({str(sentinel)!r}, 'w')"), b"labels": [0]}),
         "os.system": pickle.dumps({b"data": Payload(os.system, f"touch {sentinel}"), b"labels": [0]}),
         # a genuine-looking array whose declared shape is 10¹² entries (NumPy would check the bytes only later)
-        "huge declared shape": pickle.dumps({b"data": Payload(nd, np.ndarray, (0,), b"b",
-                                                               state=(1, (10**6, 10**6), np.dtype("u1"), False, b"x" * 8)),
-                                             b"labels": [0]}),
+        "huge declared shape": pickle.dumps(
+            {
+                b"data": Payload(
+                    nd, np.ndarray, (0,), b"b", state=(1, (10**6, 10**6), np.dtype("u1"), False, b"x" * 8)
+                ),
+                b"labels": [0],
+            }
+        ),
         # the placeholder itself asked to be 10¹² bytes
         "huge placeholder": pickle.dumps({b"data": Payload(nd, np.ndarray, (10**12,), b"b"), b"labels": [0]}),
-        "object dtype": pickle.dumps({b"data": Payload(nd, np.ndarray, (0,), b"b",
-                                                        state=(1, (1,), np.dtype("O"), False, [Payload(os.system, "true")])),
-                                      b"labels": [0]}),
+        "object dtype": pickle.dumps(
+            {
+                b"data": Payload(
+                    nd, np.ndarray, (0,), b"b", state=(1, (1,), np.dtype("O"), False, [Payload(os.system, "true")])
+                ),
+                b"labels": [0],
+            }
+        ),
     }
 
 
@@ -61,8 +71,9 @@ def _cifar_root(tmp_path, batch: bytes):
     return folder
 
 
-@pytest.mark.parametrize("name", ["bytearray", "eval", "os.system", "huge declared shape", "huge placeholder",
-                                  "object dtype"])
+@pytest.mark.parametrize(
+    "name", ["bytearray", "eval", "os.system", "huge declared shape", "huge placeholder", "object dtype"]
+)
 def test_cifar_payloads_are_refused_without_running_or_allocating(tmp_path, sentinel, isolated, name):
     folder = _cifar_root(tmp_path, cifar_payloads(sentinel)[name])
     res = isolated(f"""
@@ -74,9 +85,16 @@ def test_cifar_payloads_are_refused_without_running_or_allocating(tmp_path, sent
     assert res["rss_growth_mb"] < RSS_LIMIT_MB, res
 
 
-@pytest.mark.parametrize("labels, match", [(["cat", "dog"], "labels must be integers"),
-                                           ([float("nan"), 1.0], "NaN"), ([0.5, 1.0], "whole numbers"),
-                                           ([3, 11], "label 11 is outside 0..9"), ([-1, 2], "outside 0..9")])
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (["cat", "dog"], "labels must be integers"),
+        ([float("nan"), 1.0], "NaN"),
+        ([0.5, 1.0], "whole numbers"),
+        ([3, 11], "label 11 is outside 0..9"),
+        ([-1, 2], "outside 0..9"),
+    ],
+)
 def test_cifar_bad_labels(tmp_path, labels, match):
     from fastdnc.data import DataError, load_dataset
 
@@ -117,8 +135,11 @@ def _mnist_root(tmp_path, images: bytes | None = None, labels: bytes | None = No
     folder.mkdir(parents=True, exist_ok=True)
     sfx = ".gz" if gz else ""
     n = 3
-    images = images if images is not None else bytes([0, 0, 8, 3]) + b"".join(s.to_bytes(4, "big") for s in (n, 28, 28)) \
-        + bytes(n * 784)
+    images = (
+        images
+        if images is not None
+        else bytes([0, 0, 8, 3]) + b"".join(s.to_bytes(4, "big") for s in (n, 28, 28)) + bytes(n * 784)
+    )
     labels = labels if labels is not None else bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes([0, 1, 2])
     (folder / f"train-images-idx3-ubyte{sfx}").write_bytes(gzip.compress(images) if gz else images)
     (folder / f"train-labels-idx1-ubyte{sfx}").write_bytes(gzip.compress(labels) if gz else labels)
@@ -138,11 +159,14 @@ def test_gzip_bomb_stops_at_the_declared_size(tmp_path, gzip_bomb, isolated):
     assert res["rss_growth_mb"] < RSS_LIMIT_MB, res
 
 
-@pytest.mark.parametrize("dims, match", [
-    ((2**32 - 1, 2**32 - 1, 2**32 - 1), r"dimension 1 must be 28"),  # overflowing product, wrong image size
-    ((4_000_000_000, 28, 28), r"more than the 47040000 entries"),  # too many images for MNIST
-    ((5, 28, 29), r"dimension 2 must be 28"),
-])
+@pytest.mark.parametrize(
+    "dims, match",
+    [
+        ((2**32 - 1, 2**32 - 1, 2**32 - 1), r"dimension 1 must be 28"),  # overflowing product, wrong image size
+        ((4_000_000_000, 28, 28), r"more than the 47040000 entries"),  # too many images for MNIST
+        ((5, 28, 29), r"dimension 2 must be 28"),
+    ],
+)
 def test_idx_headers_are_checked_before_the_body(tmp_path, isolated, dims, match):
     head = bytes([0, 0, 8, 3]) + b"".join(s.to_bytes(4, "big") for s in dims)
     _mnist_root(tmp_path, images=head + bytes(100), gz=True)
@@ -166,12 +190,15 @@ def test_generic_idx_reader_bounds_the_product_of_the_dimensions(tmp_path, isola
     assert res["rss_growth_mb"] < RSS_LIMIT_MB
 
 
-@pytest.mark.parametrize("values, code, match", [
-    (np.array([0.0, np.nan, 2.0], ">f4"), 0x0D, "NaN"),
-    (np.array([0.0, 1.5, 2.0], ">f8"), 0x0E, "whole numbers"),
-    (np.array([0, 12, 2], ">u1"), 0x08, "label 12 is outside 0..9"),
-    (np.array([0, -3, 2], ">i2"), 0x0B, "label -3 is outside 0..9"),
-])
+@pytest.mark.parametrize(
+    "values, code, match",
+    [
+        (np.array([0.0, np.nan, 2.0], ">f4"), 0x0D, "NaN"),
+        (np.array([0.0, 1.5, 2.0], ">f8"), 0x0E, "whole numbers"),
+        (np.array([0, 12, 2], ">u1"), 0x08, "label 12 is outside 0..9"),
+        (np.array([0, -3, 2], ">i2"), 0x0B, "label -3 is outside 0..9"),
+    ],
+)
 def test_idx_bad_labels(tmp_path, values, code, match):
     from fastdnc.data import DataError, load_dataset
 
@@ -193,19 +220,29 @@ def test_fifos_are_refused_without_blocking(tmp_path, isolated, which):
         call = f'fastdnc.data.load_dataset("cifar10", {str(tmp_path)!r})'
     else:
         target = tmp_path / "run.ckpt"
-        call = f'fastdnc.load_checkpoint({str(target)!r}, fastdnc.DeepUFM(3, 2, 4, 2))'
+        call = f"fastdnc.load_checkpoint({str(target)!r}, fastdnc.DeepUFM(3, 2, 4, 2))"
     target.unlink(missing_ok=True)
     os.mkfifo(target)
-    res = isolated(f"""
+    res = isolated(
+        f"""
         def run():
             {call}
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert res["kind"] in ("DataError", "ValueError") and "FIFO" in res["error"] and str(target) in res["error"], res
 
 
 def _evil_checkpoint(path, sentinel, legacy: bool = False) -> None:
-    obj = {"format": "fastdnc-checkpoint-1", "step": 1, "model": Payload(os.system, f"touch {sentinel}"),
-           "optimizer": {}, "sampler": torch.zeros(1), "history": {}, "config": {}}
+    obj = {
+        "format": "fastdnc-checkpoint-1",
+        "step": 1,
+        "model": Payload(os.system, f"touch {sentinel}"),
+        "optimizer": {},
+        "sampler": torch.zeros(1),
+        "history": {},
+        "config": {},
+    }
     torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
 
 
@@ -228,15 +265,35 @@ def test_malicious_checkpoint_through_every_command(tmp_path, sentinel):
     import sys
 
     run = tmp_path / "run"
-    assert subprocess.run([sys.executable, "-m", "fastdnc", "train", "--steps", "20", "--width", "6", "--depth", "2",
-                           "--out", str(run), "--quiet"]).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fastdnc",
+                "train",
+                "--steps",
+                "20",
+                "--width",
+                "6",
+                "--depth",
+                "2",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        ).returncode
+        == 0
+    )
     _evil_checkpoint(run / "checkpoint.pt", sentinel)
     real = tmp_path / "real"
     real.mkdir()
     _evil_checkpoint(real / "real_digits_mlp.ckpt", sentinel)
-    commands = [["train", "--steps", "40", "--width", "6", "--depth", "2", "--out", str(run)],
-                ["spectrum", "--run", str(run)],
-                ["reproduce", "--preset", "real", "--dataset", "digits", "--steps", "50", "--out", str(real)]]
+    commands = [
+        ["train", "--steps", "40", "--width", "6", "--depth", "2", "--out", str(run)],
+        ["spectrum", "--run", str(run)],
+        ["reproduce", "--preset", "real", "--dataset", "digits", "--steps", "50", "--out", str(real)],
+    ]
     for args in commands:
         proc = subprocess.run([sys.executable, "-m", "fastdnc", *args], capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0, args
@@ -245,15 +302,38 @@ def test_malicious_checkpoint_through_every_command(tmp_path, sentinel):
         assert "something other than data" in lines[0] and ("checkpoint.pt" in lines[0] or ".ckpt" in lines[0]), lines
 
 
-@pytest.mark.parametrize("content, match", [
-    ({"a": 1}, "is not a fastdnc checkpoint"),
-    ({"format": "fastdnc-checkpoint-1", "step": 3}, r"missing or wrong model \(expected dict, found NoneType\)"),
-    ({"format": "fastdnc-checkpoint-1", "step": "3", "model": {}, "optimizer": {}, "sampler": torch.zeros(1),
-      "history": {}, "config": {}}, r"step \(expected int, found str\)"),
-    ({"format": "fastdnc-checkpoint-1", "step": 3, "model": {"w": 1.0}, "optimizer": {}, "sampler": torch.zeros(1),
-      "history": {}, "config": {}}, "not a named tensor"),
-    ([1, 2, 3], "is not a fastdnc checkpoint"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"a": 1}, "is not a fastdnc checkpoint"),
+        ({"format": "fastdnc-checkpoint-1", "step": 3}, r"missing or wrong model \(expected dict, found NoneType\)"),
+        (
+            {
+                "format": "fastdnc-checkpoint-1",
+                "step": "3",
+                "model": {},
+                "optimizer": {},
+                "sampler": torch.zeros(1),
+                "history": {},
+                "config": {},
+            },
+            r"step \(expected int, found str\)",
+        ),
+        (
+            {
+                "format": "fastdnc-checkpoint-1",
+                "step": 3,
+                "model": {"w": 1.0},
+                "optimizer": {},
+                "sampler": torch.zeros(1),
+                "history": {},
+                "config": {},
+            },
+            "not a named tensor",
+        ),
+        ([1, 2, 3], "is not a fastdnc checkpoint"),
+    ],
+)
 def test_foreign_checkpoints_get_a_clear_error(tmp_path, content, match):
     import fastdnc as fd
 

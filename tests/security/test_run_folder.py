@@ -16,8 +16,9 @@ TRAIN = ["train", "--steps", "40", "--width", "6", "--depth", "2", "--quiet"]
 
 def snapshot(folder) -> dict:
     """Every file below ``folder`` with its bytes and modification time."""
-    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -27,19 +28,22 @@ def run(tmp_path):
     return out
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--width", "8"], "width: 6 → 8"),
-    (["--activation", "relu", "--loss", "ce"], "activation: 'linear' → 'relu'; loss: 'mse' → 'ce'"),
-    (["--weight-decay", "1e-2"], "weight_decay: [0.005] → [0.01]"),
-    (["--feature-decay", "1e-3"], "feature_decay: None → 0.001"),
-    (["--schedule", "cosine"], "schedule: 'constant' → 'cosine'"),
-    (["--dtype", "float32"], "dtype: 'float64' → 'float32'"),
-    (["--seed", "3"], "seed: 0 → 3"),
-    (["--optimizer", "adam"], "optimizer: 'gd' → 'adam'"),
-    (["--lr", "0.05"], "lr: 0.1 → 0.05"),
-    (["--device", "bogus"], "is not a device"),
-    (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--width", "8"], "width: 6 → 8"),
+        (["--activation", "relu", "--loss", "ce"], "activation: 'linear' → 'relu'; loss: 'mse' → 'ce'"),
+        (["--weight-decay", "1e-2"], "weight_decay: [0.005] → [0.01]"),
+        (["--feature-decay", "1e-3"], "feature_decay: None → 0.001"),
+        (["--schedule", "cosine"], "schedule: 'constant' → 'cosine'"),
+        (["--dtype", "float32"], "dtype: 'float64' → 'float32'"),
+        (["--seed", "3"], "seed: 0 → 3"),
+        (["--optimizer", "adam"], "optimizer: 'gd' → 'adam'"),
+        (["--lr", "0.05"], "lr: 0.1 → 0.05"),
+        (["--device", "bogus"], "is not a device"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+    ],
+)
 def test_a_rejected_command_leaves_the_run_folder_unchanged(run, capsys, flags, needle):
     before = snapshot(run)
     assert main([*TRAIN, "--steps", "80", *flags, "--out", str(run)]) == 2
@@ -50,12 +54,15 @@ def test_a_rejected_command_leaves_the_run_folder_unchanged(run, capsys, flags, 
     assert snapshot(run) == before
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["--lr", "-1"], "lr must be a finite positive number"),
-    (["--threads", "0"], "threads must be an int >= 1"),
-    (["--optimizer", "sgd", "--momentum", "1.5"], "momentum must be in [0, 1)"),
-    (["--batch-size", "4"], "batch_size needs optimizer='sgd' or 'adam'"),
-])
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--lr", "-1"], "lr must be a finite positive number"),
+        (["--threads", "0"], "threads must be an int >= 1"),
+        (["--optimizer", "sgd", "--momentum", "1.5"], "momentum must be in [0, 1)"),
+        (["--batch-size", "4"], "batch_size needs optimizer='sgd' or 'adam'"),
+    ],
+)
 def test_no_resume_with_bad_settings_leaves_the_run_unchanged(run, capsys, flags, needle):
     """--no-resume skips the configuration check; the settings are still checked before any write."""
     before = snapshot(run)
@@ -114,10 +121,15 @@ def test_checkpoints_written_before_the_hardening_still_load(tmp_path):
     model = fd.DeepUFM(3, 2, 4, 2, seed=0)
     fd.train(model, 10, 0.1, progress=False)
     opt = {"name": "gd", "state": {"t": 10}}
-    old = {"format": "fastdnc-checkpoint-1", "step": 10, "model": model.state_dict(), "optimizer": opt,
-           "sampler": torch.Generator().manual_seed(0).get_state(),
-           "history": {"step": [0, 10], "loss": [1.0, 0.5]},
-           "config": {"steps": 10, "lr": 0.1, "optimizer": "gd", "batch_size": None, "seed": 0}}
+    old = {
+        "format": "fastdnc-checkpoint-1",
+        "step": 10,
+        "model": model.state_dict(),
+        "optimizer": opt,
+        "sampler": torch.Generator().manual_seed(0).get_state(),
+        "history": {"step": [0, 10], "loss": [1.0, 0.5]},
+        "config": {"steps": 10, "lr": 0.1, "optimizer": "gd", "batch_size": None, "seed": 0},
+    }
     torch.save(old, tmp_path / "old.ckpt")
     fresh = fd.DeepUFM(3, 2, 4, 2, seed=5)
     step, hist = fd.load_checkpoint(tmp_path / "old.ckpt", fresh)
@@ -136,10 +148,31 @@ def test_every_checkpoint_the_package_writes_loads_safely(tmp_path):
 
     for optimizer, extra in (("gd", {}), ("sgd", {"batch_size": 3, "nesterov": True}), ("adam", {})):
         ck = tmp_path / f"{optimizer}.ckpt"
-        fd.train(fd.DeepUFM(3, 2, 4, 2), 10, 0.05, optimizer=optimizer, callbacks=[cb], checkpoint=ck,
-                 checkpoint_every=3, schedule="step", schedule_kwargs={"milestones": (0.5,)}, progress=False, **extra)
+        fd.train(
+            fd.DeepUFM(3, 2, 4, 2),
+            10,
+            0.05,
+            optimizer=optimizer,
+            callbacks=[cb],
+            checkpoint=ck,
+            checkpoint_every=3,
+            schedule="step",
+            schedule_kwargs={"milestones": (0.5,)},
+            progress=False,
+            **extra,
+        )
         step, hist = fd.load_checkpoint(ck, fd.DeepUFM(3, 2, 4, 2))
         assert step == 10 and hist["np"][-1] == 10.0 and hist["t"][-1] == [1.0, 2.0] and hist["s"][0] == "text"
-        again = fd.train(fd.DeepUFM(3, 2, 4, 2), 15, 0.05, optimizer=optimizer, callbacks=[cb], checkpoint=ck,
-                         schedule="step", schedule_kwargs={"milestones": (0.5,)}, progress=False, **extra)
+        again = fd.train(
+            fd.DeepUFM(3, 2, 4, 2),
+            15,
+            0.05,
+            optimizer=optimizer,
+            callbacks=[cb],
+            checkpoint=ck,
+            schedule="step",
+            schedule_kwargs={"milestones": (0.5,)},
+            progress=False,
+            **extra,
+        )
         assert again.start_step == 10

@@ -7,7 +7,7 @@ import torch
 from conftest import build
 
 import fastdnc as fd
-from fastdnc.curvature import reference as R
+from fastdnc.curvature import oracles as R
 
 
 def _flat_grad(m, include_features, decay=True):
@@ -64,8 +64,9 @@ def test_hvps_and_blocks_agree_with_the_dense_hessian(model_case):
         a, b = offsets[f"W_{l}"]
         torch.testing.assert_close(R.dense_layer_hessian(m, l), H_fit[a:b, a:b], rtol=1e-12, atol=1e-14)
         lam = m.weight_decay[l - 1]
-        torch.testing.assert_close(R.dense_layer_hessian(m, l, decay=True),
-                                   H_fit[a:b, a:b] + lam * torch.eye(b - a), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            R.dense_layer_hessian(m, l, decay=True), H_fit[a:b, a:b] + lam * torch.eye(b - a), rtol=1e-12, atol=1e-14
+        )
     if inc:
         a, b = offsets["H_1"]
         torch.testing.assert_close(R.dense_feature_hessian(m), H_fit[a:b, a:b], rtol=1e-12, atol=1e-14)
@@ -95,3 +96,13 @@ def test_oracle_input_errors():
         R.hvp_jvp_grad(m, torch.zeros(28, dtype=torch.float32))
     with pytest.raises(ValueError, match="layer must be in 1..2"):
         R.dense_layer_hessian(m, 3)
+
+
+def test_the_old_module_name_is_a_deprecated_alias():
+    import importlib
+    import sys
+
+    sys.modules.pop("fastdnc.curvature.reference", None)
+    with pytest.warns(DeprecationWarning, match="renamed fastdnc.curvature.oracles"):
+        old = importlib.import_module("fastdnc.curvature.reference")
+    assert old.dense_hessian is R.dense_hessian

@@ -1,0 +1,172 @@
+"""The argument parser of ``fastdnc``: one sub-parser per command, with the shared model and
+training argument groups."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from . import commands
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (deep UFM)")
+    g.add_argument("--classes", type=int, default=4, help="K, number of classes (default 4)")
+    g.add_argument("--n-per-class", type=int, default=5, help="n, samples per class (default 5)")
+    g.add_argument("--width", type=int, default=12, help="d, width (default 12)")
+    g.add_argument("--depth", type=int, default=4, help="L, number of weight matrices (default 4)")
+    g.add_argument("--activation", choices=["linear", "relu"], default="linear")
+    g.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        nargs="+",
+        default=[5e-3],
+        help="λ_W: one value, or L values λ_1..λ_L (default 5e-3)",
+    )
+    g.add_argument("--feature-decay", type=float, default=None, help="λ_H (default: the weight decay)")
+    g.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=20_000)
+    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--optimizer", choices=["gd", "sgd", "adam"], default="gd")
+    g.add_argument("--momentum", type=float, default=0.9, help="for sgd")
+    g.add_argument("--batch-size", type=int, default=None, help="mini-batch size for sgd/adam (default: full)")
+    g.add_argument("--schedule", choices=["constant", "cosine", "linear", "step", "exponential"], default="constant")
+    g.add_argument("--checkpoint-every", type=int, default=None)
+    g.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoint.pt exists")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: one for small models, which would only wait for each other on a "
+        "busy machine, else torch's setting)",
+    )
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastdnc",
+        description="Curvature, spectra and deep neural collapse of deep unconstrained feature models.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastdnc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for add in (_add_reproduce, _add_train, _add_spectrum, _add_bench):
+        add(sub)
+    return parser
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="run a preset of the paper's experiments and write a report",
+        description="Train the preset's models and write PNG figures, report.md and results.json. "
+        "Reruns resume from the checkpoints in OUT.",
+    )
+    p.add_argument(
+        "--preset",
+        choices=["quick", "paper", "real"],
+        default="quick",
+        help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, about 16 minutes; real: a "
+        "network on real data (--dataset), analysed layer by layer",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["digits", "mnist1d", "mnist", "cifar10"],
+        default="digits",
+        help="real preset: digits and mnist1d need no files; mnist and cifar10 read --data-dir",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="ROOT with MNIST/raw/ or cifar-10-batches-py/ (torchvision's layout); never downloads",
+    )
+    p.add_argument("--n-per-class", type=int, default=None, help="real preset: class-balanced subsample")
+    p.add_argument(
+        "--model",
+        choices=["mlp", "cnn", "resnet20"],
+        default=None,
+        help="real preset: network (default: mlp, cnn for cifar10)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="real preset: training steps (default per data set)")
+    p.add_argument("--width", type=int, default=None, help="real preset: head width d (default 64)")
+    p.add_argument("--depth", type=int, default=None, help="real preset: head layers L (default 4; 3 for cifar10)")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="real preset under torchrun: data-parallel training and sharded analysis (gloo)",
+    )
+    p.add_argument("--out", default="fastdnc-results", help="output folder (default fastdnc-results)")
+    p.add_argument(
+        "--doc",
+        default=None,
+        help="also write this markdown page (e.g. docs/theory-vs-measurement.md), figures beside it",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _add_debug(p)
+    p.set_defaults(func=commands.cmd_reproduce)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a deep UFM and write its history and checkpoint",
+        description="Train a deep UFM; writes OUT/checkpoint.pt (resumable), OUT/history.json "
+        "and OUT/metrics.json (final per-layer collapse metrics).",
+    )
+    _add_model_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", default="fastdnc-train", help="output folder (default fastdnc-train)")
+    p.add_argument("--quiet", action="store_true")
+    _add_debug(p)
+    p.set_defaults(func=commands.cmd_train)
+
+
+def _add_spectrum(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "spectrum",
+        help="layer and full-Hessian spectra of a trained run",
+        description="Load RUN/checkpoint.pt (written by 'fastdnc train') and write RUN/spectrum.json "
+        "and RUN/spectrum.png: every layer Hessian's spectrum (exact from the Kronecker "
+        "factors, from the assembled Gauss-Newton block, or by Lanczos), outlier counts "
+        "against K², and the top of the full Hessian with the gradient's overlap.",
+    )
+    p.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        required=True,
+        help="folder of a 'fastdnc train' run (spell it --run-dir under torchrun, which claims --run)",
+    )
+    p.add_argument("-k", type=int, default=40, help="eigenpairs of the full Hessian (default 40)")
+    p.add_argument("--features", action="store_true", help="include H_1 in the full Hessian")
+    p.add_argument("--max-dense", type=int, default=5000, help="largest layer block assembled explicitly")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="under torchrun: shard the samples over the ranks (gloo); rank 0 writes the results",
+    )
+    p.add_argument("--quiet", action="store_true")
+    _add_debug(p)
+    p.set_defaults(func=commands.cmd_spectrum)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="run every benchmark side by side and write docs/benchmarks.md",
+        description="Run benchmarks/run_all.py (about 10 minutes on 2 cores; the peers extra adds the "
+        "curvlinops, BackPACK, PyHessian and hessian-eigenthings columns).",
+    )
+    p.add_argument("--out", default="docs/benchmarks.md")
+    _add_debug(p)
+    p.set_defaults(func=commands.cmd_bench)

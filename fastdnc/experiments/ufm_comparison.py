@@ -1,0 +1,241 @@
+"""The theory-versus-measurement rows of a trained UFM (theory.md §3): the loss, every layer
+Hessian's outliers, rank, eigenvector fidelity f, gradient coefficients κ and overlap, Papyan's
+split, the weights' singular values and balancedness, and the top of the full Hessian.
+
+A row is ``{"quantity", "predicted", "measured", "error", "note"}``; ``error`` is relative (or
+``None`` for a count)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import theory
+from ..alignment import balancedness, eigenvector_fidelity, gradient_coefficients
+from ..curvature import oracles
+from ..curvature.full import hessian
+from ..curvature.layer import layer_hessian
+from ..curvature.papyan import papyan_split
+from ..models import DeepUFM
+from ..spectral import gradient_overlap, lanczos, outliers
+
+if TYPE_CHECKING:
+    from .ufm import UFMConfig
+
+DENSE_LIMIT = 4096  # full-Hessian spectra are exact (dense) up to this many parameters, else Lanczos
+
+
+def row(quantity: str, predicted, measured, error: float | None, note: str = "") -> dict:
+    return {"quantity": quantity, "theory": predicted, "measured": measured, "error": error, "note": note}
+
+
+def spectrum_rows(levels: list[theory.SpectrumLevel], ev: torch.Tensor, what: str) -> list[dict]:
+    """Measured eigenvalues assigned to predicted levels in sorted order (levels by value)."""
+    rows, i = [], 0
+    for lv in sorted(levels, key=lambda x: -x.value):
+        block = ev[i : i + lv.multiplicity]
+        i += lv.multiplicity
+        if block.numel() == 0:
+            break
+        zero = lv.value == 0
+        err = float((block - lv.value).abs().max()) / (float(ev.abs().max()) if zero else abs(lv.value))
+        rows.append(
+            row(
+                f"{what}: {lv.origin} (×{lv.multiplicity})",
+                lv.value,
+                f"{float(block.min()):.6g} … {float(block.max()):.6g}",
+                err,
+                "error relative to λ_max" if zero else "",
+            )
+        )
+    return rows
+
+
+def full_spectrum(model: DeepUFM, include_features: bool, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending; all of them when dense, else the top ``count``) and the
+    eigenvectors of the top ``count``, from one decomposition."""
+    H = hessian(model, include_features=include_features)
+    if H.size <= DENSE_LIMIT:
+        vals, vecs = H.eigh()
+        return vals.flip(0), vecs.flip(1)[:, :count]
+    res = lanczos(H, k=min(count, H.size), which="LA")
+    return res.eigenvalues, res.eigenvectors
+
+
+def loss_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, ce_point) -> list[dict]:
+    """The final loss against the closed form (MSE) or the CE DNC critical point, and the logit scale."""
+    k, rows = cfg.num_classes, []
+    linear_mse = cfg.activation == "linear" and cfg.loss == "mse"
+    final_loss = float(model.loss())
+    if cfg.loss == "mse":
+        note = ""
+        if not linear_mse:
+            note = "the best DNC point's loss (Thm 8); " + (
+                "training went below it: not a DNC point"
+                if final_loss < opt.optimal_loss * (1 - 1e-9)
+                else "training is above it"
+            )
+        rows.append(
+            row(
+                "loss" if linear_mse else "loss at the disjoint-support DNC point (§3.7)",
+                opt.optimal_loss,
+                final_loss,
+                abs(final_loss - opt.optimal_loss) / opt.optimal_loss,
+                note,
+            )
+        )
+    if ce_point is not None:
+        z = model.output().detach()
+        zbar = (z @ model.targets.T) / cfg.n_per_class  # class means of the logits (K × K)
+        alpha = float(zbar.diagonal().mean() - (zbar.sum() - zbar.diagonal().sum()) / (k * (k - 1)))
+        rows.append(
+            row(
+                "loss at the CE DNC critical point (§3.6)",
+                ce_point.loss,
+                final_loss,
+                abs(final_loss - ce_point.loss) / ce_point.loss,
+                "training found a lower loss: the DNC point is not the minimiser here"
+                if final_loss < ce_point.loss * (1 - 1e-6)
+                else "",
+            )
+        )
+        rows.append(
+            row("logit scale α (Z = αS⊗1ᵀ)", ce_point.alpha, alpha, abs(alpha - ce_point.alpha) / ce_point.alpha)
+        )
+    return rows
+
+
+def _layer_measurements(model: DeepUFM, l: int) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The spectrum of W_l's Hessian (descending), its outliers, rank, f, κ and gradient overlap."""
+    k = model.num_classes
+    H = layer_hessian(model, l)
+    vals, vecs = torch.linalg.eigh(H.to_dense())
+    ev, vecs = vals.flip(0), vecs.flip(1)
+    f = eigenvector_fidelity(model, l, H)
+    kappa = gradient_coefficients(model, l)
+    out_l = outliers(ev, max_count=k * k)
+    info = {
+        "top": ev[: k * k].tolist(),
+        "outlier_count": out_l.count,
+        "gap_ratio": out_l.gap_ratio,
+        "f": f.tolist(),
+        "kappa": kappa.tolist(),
+        "overlap_top_k2": gradient_overlap(oracles.layer_fit_gradient(model, l), vecs[:, : k * k]),
+        "rank": int((ev.abs() > 1e-8 * ev.abs().max()).sum()),
+    }
+    return info, ev, f, kappa
+
+
+def layer_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, ce_point) -> tuple[list[dict], list[dict]]:
+    """Per layer: the K² outliers, rank, f_cc', κ and gradient overlap against theory.md §3.1–3.7."""
+    k, rows, layers = cfg.num_classes, [], []
+    linear_mse = cfg.activation == "linear" and cfg.loss == "mse"
+    eye = torch.eye(k, dtype=torch.bool)
+    for l in range(1, cfg.depth + 1):
+        info, ev, f, kappa = _layer_measurements(model, l)
+        layers.append(info)
+        tag = f"W_{l}"
+        if linear_mse:
+            ell = opt.layer_outliers[l - 1]
+            rows.append(
+                row(
+                    f"{tag}: K² outliers ℓ_l (§3.1)",
+                    ell,
+                    f"{min(info['top']):.8g} … {max(info['top']):.8g}",
+                    max(abs(x - ell) for x in info["top"]) / ell,
+                )
+            )
+            rows.append(row(f"{tag}: rank of the fit Hessian", k * k, info["rank"], None, "numerical, rtol 1e-8"))
+        if ce_point is not None and cfg.activation == "linear":
+            rows += spectrum_rows(ce_point.layer_spectrum(l), ev, f"{tag} CE levels (§3.6)")
+        if cfg.activation == "relu":
+            rows.append(
+                row(
+                    f"{tag}: outliers separated from the bulk",
+                    "K² (l = L), K (l < L, δ = 0)",
+                    info["outlier_count"],
+                    None,
+                    f"gap ratio {info['gap_ratio']:.3g}",
+                )
+            )
+        if cfg.loss == "mse":
+            fmin = float(f.min() if linear_mse else f[eye].min())
+            rows.append(row(f"{tag}: f_cc' (min over the {'K²' if linear_mse else 'K'} pairs)", 1.0, fmin, 1 - fmin))
+            rows.append(
+                row(
+                    f"{tag}: κ_cc (mean) / max κ_cc' (§3.3)",
+                    f"{1 / k:.6g} / 0",
+                    f"{float(kappa[eye].mean()):.6g} / {float(kappa[~eye].max()):.3g}",
+                    max(abs(float(kappa[eye].mean()) - 1 / k) * k, float(kappa[~eye].max())),
+                )
+            )
+            rows.append(
+                row(
+                    f"{tag}: Gur-Ari overlap of g̃ with the top K²",
+                    1.0,
+                    info["overlap_top_k2"],
+                    1 - info["overlap_top_k2"],
+                )
+            )
+    if linear_mse:
+        rows += _papyan_rows(model)
+    return rows, layers
+
+
+def _papyan_rows(model: DeepUFM) -> list[dict]:
+    """The ranks of Papyan's class / cross-class / within-class split of every layer (§3.2)."""
+    k, rows = model.num_classes, []
+    for l in range(1, model.depth + 1):
+        ranks = papyan_split(model, l).ranks(rtol=1e-6)
+        rows.append(
+            row(
+                f"W_{l}: Papyan ranks class / cross / within (§3.2)",
+                f"{k} / {k * (k - 1)} / 0",
+                f"{ranks['class']} / {ranks['cross']} / {ranks['within']}",
+                None,
+                "rtol 1e-6",
+            )
+        )
+    return rows
+
+
+def weight_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, report) -> tuple[list[dict], list, list[float]]:
+    """Top-K singular values of every W_l (§3.4) and the balancedness of linear models."""
+    k, rows = cfg.num_classes, []
+    svs = [r["singular_values"] for r in report.weights]
+    if cfg.loss == "mse":
+        for l, (sv, s) in enumerate(zip(svs, opt.singular_values), start=1):
+            rows.append(
+                row(
+                    f"W_{l}: top-K singular values s_l (§3.4)",
+                    s,
+                    f"{min(sv[:k]):.8g} … {max(sv[:k]):.8g}",
+                    max(abs(x - s) for x in sv[:k]) / s,
+                )
+            )
+    bal = balancedness(model)
+    if cfg.activation == "linear":
+        rows.append(
+            row("balancedness λ_lW_lᵀW_l = λ_{l−1}W_{l−1}W_{l−1}ᵀ (max rel. residual)", 0.0, max(bal), max(bal))
+        )
+    return rows, svs, bal
+
+
+def full_hessian_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum) -> tuple[list[dict], dict]:
+    """The top of the full Hessian (with and without H_1) against §3.5, and the gradient's overlap."""
+    rows: list[dict] = []
+    full: dict = {}
+    if cfg.activation != "linear" or cfg.loss != "mse":
+        return rows, full
+    k = cfg.num_classes
+    for inc in (False, True):
+        levels = theory.full_hessian_spectrum(opt, cfg.width, inc)
+        ev, vecs = full_spectrum(model, inc, k * k + 8)
+        what = "full Hessian" + (" with H_1" if inc else "")
+        rows += spectrum_rows(levels, ev, what)
+        ov = gradient_overlap(oracles.fit_gradient(model, inc), vecs[:, : k * k])
+        rows.append(row(f"{what}: overlap of the fit gradient with the top K²", 1.0, ov, 1 - ov))
+        full["with_H1" if inc else "weights"] = {"eigenvalues": ev.tolist(), "levels": [asdict(x) for x in levels]}
+    return rows, full
