@@ -1,28 +1,45 @@
 # Set-up and main jobs. Everything lives in a virtual environment (.venv) made here.
 # torch is pinned to 2.13.0 in the same pip command as the package: that is the CPU build on this
 # machine kind's disk, and pinning it stops pip from ever pulling a multi-GB CUDA build.
+# The install is a stamp: it reruns (and rebuilds the C++ extension) only when pyproject.toml,
+# setup.py or the C++ sources change.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 OUT    ?= results/quick
+STAMP  := $(VENV)/.fastdnc-installed
+PDOC   := $(BIN)/python -W error::UserWarning -W error::RuntimeWarning -m pdoc --docformat restructuredtext --math
 
-.PHONY: install reproduce test bench clean
+.PHONY: install reproduce lint docs test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,triton,peers,data]"
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.hpp)
+	$(BIN)/python -m pip install --quiet "$(TORCH)" -e ".[test,dev,triton,peers,data]"
+	touch $(STAMP)
+
+install: $(STAMP)
 
 reproduce: install
 	$(BIN)/fastdnc reproduce --preset quick --out $(OUT)
 
-test: install
+# ruff (lint and format) and mypy, configured in pyproject.toml
+lint: install
+	$(BIN)/ruff check fastdnc tests benchmarks
+	$(BIN)/ruff format --check fastdnc tests benchmarks
+	$(BIN)/mypy
+
+# the API reference from the docstrings (docs/api/, not committed); any pdoc warning fails
+docs: install
+	$(PDOC) -o docs/api fastdnc '!fastdnc.curvature.reference'
+
+test: lint docs
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info fastdnc/_C*.so
+	rm -rf $(VENV) build *.egg-info fastdnc/_C*.so docs/api

@@ -235,8 +235,10 @@ def streaming_feature_metrics(
         raise ValueError("streaming_feature_metrics: the batches were empty")
     reduce(sums, "reducing class sums")
     reduce(counts, "reducing class counts")
+    if counts is None or sums is None:
+        raise ValueError("streaming_feature_metrics: the batches were empty")
     if bool((counts == 0).any()):
-        raise ValueError(f"class(es) {torch.nonzero(counts == 0).flatten().tolist()} have no samples")
+        raise ValueError(f"class(es) {torch.nonzero(torch.eq(counts, 0)).flatten().tolist()} have no samples")
     means = sums / counts
     scatter = torch.zeros(means.shape[0], means.shape[0], dtype=torch.float64, device=means.device)
     tallies = torch.zeros(4, dtype=torch.float64, device=means.device)  # ncc hits, ncc total, negatives, entries

@@ -63,7 +63,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     write of ``path`` left behind; returns what was removed. Call it when a new run takes over
     ``path`` (one writer per file is the package's rule)."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     prefix = _temporary_prefix(path)

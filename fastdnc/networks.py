@@ -94,6 +94,10 @@ class BackboneHead(nn.Module):
 
     accepts_columns = True
 
+    images: torch.Tensor  # buffers (registered in __init__)
+    labels: torch.Tensor
+    targets: torch.Tensor
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -196,7 +200,7 @@ class BackboneHead(nn.Module):
         )
         for dst, src in zip(head.weights, self.weights):
             dst.copy_(src)
-        if self.biases is not None:
+        if self.biases is not None and head.biases is not None:
             for dst, src in zip(head.biases, self.biases):
                 dst.copy_(src)
         return head

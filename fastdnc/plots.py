@@ -118,8 +118,8 @@ def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], sp
     import numpy as np
 
     fig, axes = _panel_grid(len(spectra), width=4.8)
-    for ax, ev, label in zip(axes, spectra, labels):
-        ev = np.sort(np.asarray(ev))[::-1]
+    for ax, spectrum, label in zip(axes, spectra, labels):
+        ev = np.sort(np.asarray(spectrum))[::-1]
         top, bulk = ev[:spikes], ev[spikes:]
         floor = 1e-12 * float(np.abs(ev).max()) if ev.size else 0.0  # below: numerical zeros
         pos = np.abs(bulk[np.abs(bulk) > floor]) if bulk.size else np.array([])
@@ -149,8 +149,8 @@ def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[fl
     import numpy as np
 
     fig, axes = _panel_grid(len(panels), width=5.6, height=4.0)
-    for ax, (label, ev, levels) in zip(axes, panels):
-        ev = np.sort(np.asarray(ev))[::-1]
+    for ax, (label, spectrum, levels) in zip(axes, panels):
+        ev = np.sort(np.asarray(spectrum))[::-1]
         ax.plot(np.arange(1, ev.size + 1), ev, ".", ms=3, color="C0", label="measured")
         for i, (value, mult) in enumerate(sorted(levels, key=lambda x: -x[0])):
             ax.axhline(value, color=f"C{(i % 8) + 1}", ls="--", lw=0.9, label=f"theory {value:.4g} (×{mult})")

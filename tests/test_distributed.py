@@ -206,7 +206,9 @@ def test_a_dead_rank_fails_the_others_with_a_clear_error(tmp_path):
     assert results[1] is None
     err = results[0]["error"]
     assert err is not None and "rank 0 of 2" in err and "peer process died" in err
-    assert results[0]["seconds"] < 60
+    # the survivor hears of the death from the connection, not from the group's timeout (the launch
+    # itself is bounded by `timeout`; how long it takes is a benchmark's business, not a test's)
+    assert "timed out" not in err.lower() and "timeout" not in err.split(":", 1)[-1].lower()
 
 
 def test_mismatched_per_rank_checkpoints_fail_every_rank_clearly(tmp_path):

@@ -185,9 +185,8 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
 
         D.init()
         model = D.shard_model(model)
-        layer_hessian = D.sharded_layer_hessian  # noqa: F811 - the sharded versions, same signatures
-        hessian = D.sharded_hessian  # noqa: F811
-        fit_gradient = D.sharded_fit_gradient  # noqa: F811
+        # the sharded versions, same signatures
+        layer_hessian, hessian, fit_gradient = D.sharded_layer_hessian, D.sharded_hessian, D.sharded_fit_gradient  # type: ignore[assignment]
         a.quiet = a.quiet or D.rank() > 0
     full = hessian(model, include_features=a.features, decay=False)  # first: bad options fail before any work
     k2 = model.num_classes**2

@@ -92,7 +92,9 @@ def _size(x: Any, index: int, batch_size_fn: Callable[[Any], int] | None) -> int
             f"batch {index}: cannot tell its size from the inputs (leading dimensions "
             f"{sorted(map(str, sizes))}); pass batch_size_fn=lambda X: ... (as for curvlinops)"
         )
-    return int(sizes.pop())
+    size = sizes.pop()
+    assert size is not None
+    return int(size)
 
 
 def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -> list[Batch]:

@@ -41,7 +41,7 @@ def substituted(model: nn.Module, params: dict[str, torch.Tensor]) -> Iterator[N
             for attr, p in mod._parameters.items():
                 if p is not None and id(p) in swap:
                     saved.append((mod, attr, p))
-                    mod._parameters[attr] = swap[id(p)]
+                    mod._parameters[attr] = swap[id(p)]  # type: ignore[assignment]  # a tensor stands in
         yield
     finally:
         for mod, attr, p in reversed(saved):

@@ -156,7 +156,7 @@ class BatchedGaussNewton(CurvatureOperator):
         ref = inputs if inputs is not None else (upstream[0][0] if upstream else probs)
         if ref is None:
             raise ValueError("give inputs, upstream or probs: the block's dtype and device come from them")
-        super().__init__(p * q, ref.dtype, ref.device, block_shapes=[(p, q)])
+        super().__init__(p * q, ref.dtype, ref.device, block_shapes=[torch.Size((p, q))])
         self.inputs, self.upstream, self.probs = inputs, upstream, probs
         self.num_outputs, self.p, self.q, self.n = num_outputs, p, q, num_samples
         self.scale = 1.0 / num_samples if scale is None else float(scale)

@@ -113,7 +113,7 @@ class HessianOperator(ModuleOperator):
         f = lambda p: self._loss(p, b)  # noqa: E731
         if self.mode != "reverse-over-reverse":
             return jvp(grad(f), (params,), (v,))[1]
-        _, pull = vjp(grad(f), params)
+        _, pull = vjp(grad(f), params)  # type: ignore[misc]  # a pair without has_aux
         return pull(v)[0]
 
 
@@ -144,9 +144,13 @@ class GGNOperator(ModuleOperator):
         def out(p):
             return self._output(p, b)
 
-        z, jv = jvp(out, (params,), (v,))
+        z, jv = jvp(out, (params,), (v,))  # type: ignore[misc]  # a pair without has_aux
+
         # the loss Hessian at the output is symmetric: reverse-over-reverse needs no forward-mode
         # derivative of the loss (Huber, smooth L1, … have none in PyTorch)
-        hz = vjp(grad(lambda zz: self._apply_loss(zz, b.target)), z)[1](jv)[0]
-        _, pull = vjp(out, params)
+        def loss_at(zz: torch.Tensor) -> torch.Tensor:
+            return self._apply_loss(zz, b.target)
+
+        hz = vjp(grad(loss_at), z)[1](jv)[0]
+        _, pull = vjp(out, params)  # type: ignore[misc]  # a pair without has_aux
         return pull(hz)[0]

@@ -194,7 +194,7 @@ class KroneckerOperator(CurvatureOperator):
         o, i = self.output_factor, self.input_factor
         if o.dtype != i.dtype or o.device != i.device:
             raise TypeError(f"factors must share dtype and device, got {o.dtype}/{o.device} and {i.dtype}/{i.device}")
-        super().__init__(o.n * i.n, o.dtype, o.device, block_shapes=[(o.n, i.n)])
+        super().__init__(o.n * i.n, o.dtype, o.device, block_shapes=[torch.Size((o.n, i.n))])
         self.scale, self.shift, self.backend = float(scale), float(shift), dispatch.check_backend(backend)
         self.p, self.q = o.n, i.n
 

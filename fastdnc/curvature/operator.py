@@ -296,6 +296,8 @@ class LowRankOperator(CurvatureOperator):
 class SumOperator(CurvatureOperator):
     """Σ_j op_j."""
 
+    ops: list[CurvatureOperator]
+
     def __init__(self, ops: Sequence[CurvatureOperator]) -> None:
         flat: list[CurvatureOperator] = []
         for op in ops:
@@ -312,7 +314,7 @@ class SumOperator(CurvatureOperator):
         return out
 
     def diagonal(self) -> torch.Tensor:
-        return sum(op.diagonal() for op in self.ops)
+        return torch.stack([op.diagonal() for op in self.ops]).sum(dim=0)
 
     def adjoint(self) -> CurvatureOperator:
         return self if self.symmetric else SumOperator([op.adjoint() for op in self.ops])
@@ -373,14 +375,16 @@ class AdjointOperator(CurvatureOperator):
 
 
 def split_flat(
-    v: torch.Tensor, shapes: Sequence[torch.Size | tuple[int, ...]], *, vectors_first: bool = False
+    v: torch.Tensor, shapes: Sequence[torch.Size | tuple[int, ...]] | None, *, vectors_first: bool = False
 ) -> list[torch.Tensor]:
     """Cut a flat vector (P,) or a block of vectors (P, k) into parameter blocks: the one
     implementation of the package's layout (the row-major vec of each block, concatenated).
 
     Returns views of shape ``s`` (or ``(*s, k)``); with ``vectors_first``, blocks of shape
     ``(k, *s)`` taken from one transposing copy, so that batched GEMMs read contiguous operands.
+    ``shapes=None`` (an operator without parameter blocks) is one flat block.
     """
+    shapes = [(v.shape[0],)] if shapes is None else shapes
     sizes = [math.prod(s) for s in shapes]
     if v.shape[0] != sum(sizes):
         raise ValueError(f"a flat tensor of {sum(sizes)} rows splits into these blocks, got {v.shape[0]}")

@@ -132,7 +132,7 @@ def hvp_jvp_grad(
 def fit_gradient(model: LayeredModel, include_features: bool = False) -> torch.Tensor:
     """Flat gradient of the **fit term** :math:`\\tilde g` (no decay) by autograd."""
     f, theta = flat_loss(model, include_features, decay=False)
-    _, g = vjp(f, theta)
+    _, g = vjp(f, theta)  # type: ignore[misc]  # torch.func.vjp without has_aux returns a pair
     return g(torch.ones((), dtype=theta.dtype, device=theta.device))[0]
 
 

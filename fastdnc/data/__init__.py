@@ -52,8 +52,8 @@ def load_dataset(
     loaders = {
         "digits": lambda: load_digits(split, seed),
         "mnist1d": lambda: load_mnist1d(split, seed),
-        "mnist": lambda: load_mnist(Path(data_dir), split),
-        "cifar10": lambda: load_cifar10(Path(data_dir), split),
+        "mnist": lambda: load_mnist(Path(str(data_dir)), split),
+        "cifar10": lambda: load_cifar10(Path(str(data_dir)), split),
     }
     data = loaders[name]()
     if n_per_class is not None:

@@ -36,7 +36,7 @@ _INTEGER_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "<i8", "<i4",
 try:  # NumPy ≥ 2 moved the module; pickles name either
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
 except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
+    from numpy.core.multiarray import _reconstruct as _np_reconstruct  # type: ignore[no-redef]
 
 
 class _CheckedArray(np.ndarray):

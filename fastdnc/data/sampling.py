@@ -77,12 +77,12 @@ def balanced_subsample(data: Dataset, n_per_class: int, seed: int = 0) -> Datase
             f"(class {int(counts.argmin())}); n_per_class={n_per_class} is too many"
         )
     gen = torch.Generator().manual_seed(seed)
-    keep = []
+    keep: list[torch.Tensor] = []
     for c in range(data.num_classes):
         idx = torch.nonzero(data.labels == c).flatten()
         keep.append(idx[torch.randperm(idx.numel(), generator=gen)[:n_per_class]].sort().values)
-    keep = torch.cat(keep)
-    return Dataset(data.name, data.inputs[keep], data.labels[keep], data.num_classes)
+    rows = torch.cat(keep)
+    return Dataset(data.name, data.inputs[rows], data.labels[rows], data.num_classes)
 
 
 def standardize(data: Dataset, eps: float = 1e-8) -> Dataset:

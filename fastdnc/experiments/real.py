@@ -73,6 +73,7 @@ def build(cfg: RealConfig, distributed: bool = False):
     data = load_dataset(cfg.dataset, cfg.data_dir, n_per_class=cfg.n_per_class, seed=cfg.seed, dtype=torch.float32)
     idx = D.shard_indices(data.num_samples) if distributed else slice(None)
     torch.manual_seed(cfg.seed)
+    model: MLPHead | BackboneHead
     if cfg.model == "mlp":
         model = MLPHead(
             data.flat()[:, idx].contiguous(),

@@ -69,6 +69,26 @@ DOC_INTRO = """Where measurement and theory agree, and where they do not (every 
 """
 
 
+AGREEMENT_TOL = 1e-3  # a row agrees with the theory when its relative error is at most this
+
+
+def summary(results: dict) -> list[str]:
+    """The page's summary, computed from its tables: per experiment the rows compared, how many agree
+    within :data:`AGREEMENT_TOL`, and every row beyond it with its note (why it is expected, if known)."""
+    lines = ["## Summary (computed from the tables below)", ""]
+    beyond = []
+    for name, res in results["experiments"].items():
+        rows = [r for r in res["table"] if r["error"] is not None]
+        bad = [r for r in rows if not r["error"] <= AGREEMENT_TOL]
+        lines.append(f"* `{name}`: {len(rows) - len(bad)} of {len(rows)} compared rows within {AGREEMENT_TOL:g}.")
+        beyond += [(name, r) for r in bad]
+    if beyond:
+        lines += ["", f"Rows beyond {AGREEMENT_TOL:g} (error, then the row's note):", ""]
+        lines += [f"* `{name}` {r['quantity']}: {r['error']:.3g}" + (f" ({r['note']})" if r["note"] else " (no note)")
+                  for name, r in beyond]  # fmt: skip
+    return [*lines, ""]
+
+
 def write_doc(results: dict, out: Path, doc: Path) -> None:
     """The theory-versus-measurement page: the intro above and every experiment's table, with its
     figures copied to ``<doc stem>_figures/`` beside the page."""
@@ -89,6 +109,7 @@ def write_doc(results: dict, out: Path, doc: Path) -> None:
         f"resumed sessions), this session {results['wall_seconds']:.0f} s."
         + ("" if results["preset"] == "paper" else " The `paper` preset was not run for this page."),
         "",
+        *summary(results),
         DOC_INTRO,
         *sections,
     ]

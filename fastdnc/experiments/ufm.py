@@ -84,7 +84,7 @@ def run(cfg: UFMConfig, out: Path, progress: bool = True, label: str | None = No
     )
     steps = log_steps(cfg.steps)
     snaps = sorted({steps[round(i * (len(steps) - 1) / max(cfg.snapshots - 1, 1))] for i in range(cfg.snapshots)})
-    cb = dnc_callback(range(1, cfg.depth + 1), [cfg.layer], snaps)
+    cb = dnc_callback(range(1, cfg.depth + 1), [cfg.layer or 1], snaps)  # set by __post_init__
     history = train(
         model,
         cfg.steps,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 try:
-    from .. import _cuda  # type: ignore[attr-defined]
+    from .. import _cuda
 except ImportError as e:  # the usual case on CPU-only machines
     _cuda = None
     _REASON: str | None = f"the CUDA extension fastdnc._cuda is not built ({e})"

@@ -98,7 +98,7 @@ class LayeredModel(nn.Module):
     @property
     def features(self) -> torch.Tensor:
         """:math:`H_1` (d_1 × N): a parameter (UFM) or a fixed buffer (MLP head)."""
-        return self._features
+        return self._features  # type: ignore[return-value]  # a Parameter or a buffer
 
     @property
     def num_samples(self) -> int:
@@ -237,9 +237,9 @@ class LayeredModel(nn.Module):
 
     def tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Weights and biases as plain lists (``ParameterList.__getitem__`` is slow on hot paths)."""
-        ws = list(self.weights._parameters.values())
-        bs = None if self.biases is None else list(self.biases._parameters.values())
-        return ws, bs
+        ws = [p for p in self.weights._parameters.values() if p is not None]
+        bs = None if self.biases is None else [p for p in self.biases._parameters.values() if p is not None]
+        return list(ws), None if bs is None else list(bs)
 
     @torch.no_grad()
     def loss_and_gradients(self, decay: bool = True, columns: torch.Tensor | None = None) -> LossAndGradients:

@@ -103,7 +103,7 @@ def _log_set(log_at: Iterable[int] | int | None, steps: int) -> set[int]:
 class _Run:
     """One call of :func:`train`: the model, its optimiser and sampler, and the logging state."""
 
-    model: torch.nn.Module
+    model: Any  # a layered model, or any module with a loss() method
     params: list[torch.Tensor]
     opt: Optimizer
     sampler: _Batch
@@ -148,7 +148,7 @@ class _Run:
     def record(self, step: int, grads: Gradients) -> float:
         loss, fit, reg, g = grads
         values: dict[str, Any] = {"loss": float(loss), "lr": self.lr_at(min(step, self.steps - 1))}
-        if fit is not None:
+        if fit is not None and reg is not None:
             values.update(fit_loss=float(fit), reg_loss=float(reg))
         values["grad_norm"] = math.sqrt(sum(float(t.square().sum()) for t in g))
         values["wall_time"] = time.perf_counter() - self.clock0
@@ -186,7 +186,7 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
         grads = _loss_and_grads(run.model, run.params, columns, run.share)
         if step % check_finite_every == 0 or step == run.steps or saving:
             run.check_finite(step, grads[0])
-        if saving:
+        if sampler_state is not None:  # saving
             run.save(step, sampler_state)
         if step in logged and step not in run.history.steps[-1:]:
             # log full-batch values, not the mini-batch's (whose gradients still take the step)
@@ -271,8 +271,10 @@ def train(
     Raises:
         NonFiniteError: the loss became NaN/Inf; the message names the step.
     """
-    opt_settings = dict(optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
-    settings = dict(opt_settings, batch_size=batch_size, schedule=schedule, schedule_kwargs=dict(schedule_kwargs or {}))
+    opt_settings: dict[str, Any] = dict(optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    settings: dict[str, Any] = dict(
+        opt_settings, batch_size=batch_size, schedule=schedule, schedule_kwargs=dict(schedule_kwargs or {})
+    )
     check_training(steps, lr, **settings, check_finite_every=check_finite_every, checkpoint_every=checkpoint_every,
                    threads=threads)  # fmt: skip
     if hasattr(model, "check"):
@@ -340,7 +342,7 @@ def check_training(
     threads_for(1.0, threads)
 
 
-def _largest_gemm_flops(model: torch.nn.Module, batch_size: int | None) -> float:
+def _largest_gemm_flops(model: Any, batch_size: int | None) -> float:
     """2·m·n·k of the largest GEMM of a training step of a layered model (a weight times the layer
     input over the batch); infinite (keep the caller's threads) for any other module."""
     if not hasattr(model, "loss_and_gradients"):
@@ -349,7 +351,7 @@ def _largest_gemm_flops(model: torch.nn.Module, batch_size: int | None) -> float
     return max(2.0 * w.shape[0] * w.shape[1] * n for w in model.weights)
 
 
-def _training_bytes(model: torch.nn.Module, params: list[torch.Tensor], optimizer: str) -> int:
+def _training_bytes(model: Any, params: list[torch.Tensor], optimizer: str) -> int:
     """Memory that training adds to the model: gradients, one temporary per parameter, the
     optimiser's state and, for layered models, the forward and backward states (about four
     (width × N) matrices per layer)."""
