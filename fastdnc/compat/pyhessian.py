@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..curvature.generic import HessianOperator
-from ..curvature.operator import split_flat
+from ..curvature.layout import split_flat
 from ..spectral.density import tridiagonal_quadrature
 from ..spectral.lanczos import lanczos
 from ..spectral.trace import hutchpp_trace

@@ -11,7 +11,8 @@ from .generic import (
 )
 from .kronecker import Factor, KroneckerEigenvectors, KroneckerOperator, KroneckerSum
 from .layer import feature_hessian, layer_hessian
-from .operator import CurvatureOperator, DenseOperator, LowRankOperator
+from .low_rank import LowRankOperator
+from .operator import CurvatureOperator, DenseOperator
 from .papyan import PapyanSplit, papyan_split
 
 __all__ = [

@@ -54,8 +54,10 @@ from collections.abc import Callable
 import torch
 
 from ..models import LayeredModel
-from .operator import CurvatureOperator, describe, split_flat
-from .output_losses import OutputLoss, softmax_hessian_product
+from .gram import SampleGram, layered_blocks
+from .layout import split_flat
+from .operator import CurvatureOperator, describe
+from .output_losses import OutputLoss, identity_root, softmax_hessian_product, softmax_hessian_root
 
 
 def _times(x: torch.Tensor, w: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,9 +87,34 @@ class _ModelOperator(CurvatureOperator):
         lam = {f"W_{l}": model.weight_decay[l - 1] for l in range(1, model.depth + 1)}
         lam["H_1"] = model.feature_decay
         self.lams = [lam.get(n, 0.0) if decay else 0.0 for n in self.names]
+        self.num_samples, self.num_outputs = model.num_samples, model.num_classes
 
     def _add_decay(self, out: list[torch.Tensor], vs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [o + lam * v if lam else o for o, v, lam in zip(out, vs, self.lams)]
+
+    def _gram_parts(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list | None, torch.Tensor, bool] | None:
+        """(weights, layer inputs, masks, output root, has bias) of a GGN; ``None`` for a Hessian."""
+        return None
+
+    def gram_size(self) -> int | None:
+        """N·K' when this is a GGN whose decay is one shift for every block (else no Gram route)."""
+        if not getattr(self, "ggn", False) or len(set(self.lams)) > 1:
+            return None
+        k = self.output_loss.output.shape[0] if getattr(self, "output_loss", None) is not None else self.num_outputs
+        return self.num_samples * k
+
+    def gram_obstacle(self) -> str:
+        if not getattr(self, "ggn", False):
+            return "a Hessian (its residual term is not a Gram); the GGN has one"
+        return "the decay differs between blocks (biases are not decayed): G + diag(λ) is not a Gram plus one shift"
+
+    def sample_gram(self, group: bool = True) -> SampleGram | None:
+        parts = self._gram_parts() if self.gram_size() is not None else None
+        if parts is None:
+            return None
+        weights, inputs, masks, root, bias = parts
+        blocks = layered_blocks(weights, inputs, masks, root, bias, self.include_features)
+        return SampleGram(blocks, 1.0, self.lams[0], group)
 
 
 class LayeredHessian(_ModelOperator):
@@ -130,6 +157,15 @@ class LayeredHessian(_ModelOperator):
                     g = g * self.masks[l]
                 grads[l - 1] = g
             self.grads = grads
+
+    def _gram_parts(self):
+        if self.output_loss is not None:
+            root = self.output_loss.hessian_root()
+        elif self.ce:
+            root = softmax_hessian_root(self.probs) / self.n**0.5
+        else:
+            root = identity_root(self.grads[-1]) / self.n**0.5
+        return self.weights, self.inputs, self.masks, root, self.has_bias
 
     def _output_hessian(self, zdot: torch.Tensor) -> torch.Tensor:
         if self.output_loss is not None:
@@ -224,6 +260,12 @@ class LinearMSEHessian(_ModelOperator):
                 mb.append(mb[-1] @ w.T)
             self.mb = mb
             self.h1, self.r, self.n = h1, r, n
+
+    def _gram_parts(self):
+        inputs = [self.h1]
+        for w in self.weights[:-1]:
+            inputs.append(w @ inputs[-1])
+        return self.weights, inputs, None, identity_root(self.r) / self.n**0.5, False
 
     def reduce_sample_statistics(self, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> None:
         """Replace every statistic a product reads from the samples, :math:`S = H_1H_1^\top/N`

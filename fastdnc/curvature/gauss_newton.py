@@ -29,8 +29,9 @@ import torch
 from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_GN_ASSEMBLY
 from ..kernels import dispatch
 from ..models import LayeredModel
+from .gram import GramBlock, SampleGram
 from .operator import CurvatureOperator, describe
-from .output_losses import softmax_hessian_product
+from .output_losses import identity_root, softmax_hessian_product, softmax_hessian_root
 
 Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -76,12 +77,10 @@ def gn_jacobian_roots(
     :math:`J_i^\top\Lambda_iJ_i = B_iB_i^\top`. Computed by pulling the K columns of
     :math:`L_i` back through ``upstream`` (masks included); ``like`` gives dtype and device.
     """
-    eye = torch.eye(num_outputs, dtype=like.dtype, device=like.device)
     if probs is None:
-        u = eye[:, :, None].expand(num_outputs, num_outputs, n)
+        u = identity_root(torch.empty(num_outputs, n, dtype=like.dtype, device=like.device))
     else:
-        s = probs.sqrt()
-        u = eye[:, :, None] * s[None, :, :] - probs[None, :, :] * s[:, None, :]  # [c, out, i]
+        u = softmax_hessian_root(probs)  # [c, out, i]
     for w, d in reversed(upstream):
         u = w.T @ u
         if d is not None:
@@ -232,11 +231,24 @@ class BatchedGaussNewton(CurvatureOperator):
             out.diagonal().add_(self.shift)
         return out
 
-    def eigh(self):
+    def gram_size(self) -> int:
+        return self.n * self.num_outputs
+
+    def sample_gram(self, group: bool = True) -> SampleGram:
+        r""":math:`c\,(RR^\top)\circ(X^\top X\otimes\mathbf 1)` (:mod:`fastdnc.curvature.gram`)."""
+        return SampleGram([GramBlock(self.roots(), self.inputs)], self.scale, self.shift, group)
+
+    def eigh(self, method: str = "auto"):
+        gram = self._gram_route(method)
+        if gram is not None:
+            return gram.eigh()
         self._require_dense("eigh", PEAK_GN_ASSEMBLY + PEAK_EIGH - 1, "vectors")
         return torch.linalg.eigh(self.to_dense())
 
-    def eigvalsh(self) -> torch.Tensor:
+    def eigvalsh(self, method: str = "auto") -> torch.Tensor:
+        gram = self._gram_route(method)
+        if gram is not None:
+            return gram.eigh(vectors=False)[0]
         self._require_dense("eigvalsh", PEAK_GN_ASSEMBLY + PEAK_EIGVALSH - 1, "values")
         return torch.linalg.eigvalsh(self.to_dense())
 

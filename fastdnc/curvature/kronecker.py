@@ -257,16 +257,19 @@ class KroneckerOperator(CurvatureOperator):
             lo, li = self.output_factor.eigvalsh(), self.input_factor.eigvalsh()
         return self.scale * torch.outer(lo, li) + self.shift
 
-    def eigh(self) -> tuple[torch.Tensor, KroneckerEigenvectors]:
+    def eigh(self, method: str = "auto") -> tuple[torch.Tensor, KroneckerEigenvectors]:
         """All P eigenvalues (ascending), exact from the factors, and lazy eigenvectors.
 
-        Costs two factor eigendecompositions (p³ + q³) and a sort of P numbers.
+        Costs two factor eigendecompositions (p³ + q³) and a sort of P numbers; ``method`` is
+        accepted for the common signature (the factor route is always the exact and cheap one).
         """
+        self._gram_route(method)
         vals, order = torch.sort(self._grid().reshape(-1))
         return vals, KroneckerEigenvectors(self.output_factor.eigh()[1], self.input_factor.eigh()[1], order)
 
-    def eigvalsh(self) -> torch.Tensor:
+    def eigvalsh(self, method: str = "auto") -> torch.Tensor:
         """All P eigenvalues, ascending, without eigenvectors (r × r problems for Gram roots)."""
+        self._gram_route(method)
         return torch.sort(self._grid(vectors=False).reshape(-1)).values
 
     def solve(self, v: torch.Tensor, damping: float = 0.0) -> torch.Tensor:

@@ -17,7 +17,9 @@ from .batches import Batch, declared_reduction, detect_reduction, read_batches
 from .functional import autodiff_friendly_attention, frozen, substituted
 from .fused import FusedSequential
 from .fused import obstacle as fused_obstacle
-from .operator import CurvatureOperator, split_flat
+from .gram import SampleGram
+from .layout import split_flat
+from .operator import CurvatureOperator
 
 MODES = ("auto", "linearize", "forward-over-reverse", "reverse-over-reverse")
 
@@ -291,11 +293,34 @@ class ModuleOperator(CurvatureOperator):
     def _state_key(self) -> tuple:
         return tuple((id(p), p._version, p.data_ptr()) for p in self._live_objects())
 
-    def _fused_matmat(self, v: torch.Tensor) -> torch.Tensor:
+    def _current_fused(self) -> FusedSequential:
         key = self._state_key()
         if self._fused is None or key != self._fused_key:  # an optimiser step, a load_state_dict, a new Parameter
             self._fused, self._fused_key = FusedSequential(self), key
-        return self._fused.matmat(v)
+        return self._fused
+
+    def _fused_matmat(self, v: torch.Tensor) -> torch.Tensor:
+        return self._current_fused().matmat(v)
+
+    def gram_size(self) -> int | None:
+        """The fused GGN of an ``nn.Sequential`` has a sample-space Gram (N·K'); other paths do not."""
+        return self._current_fused().operator.gram_size() if self.fused and self.is_ggn else None
+
+    def gram_obstacle(self) -> str:
+        if not self.is_ggn:
+            return "a Hessian (its residual term is not a Gram); GGNOperator has one"
+        if not self.fused:
+            return f"only the fused path has one, and it does not apply: {self.fused_reason}"
+        return self._current_fused().operator.gram_obstacle()
+
+    def sample_gram(self, group: bool = True) -> SampleGram | None:
+        if self.gram_size() is None:
+            return None
+        fused = self._current_fused()
+        gram = fused.operator.sample_gram(group)
+        if gram is not None:
+            gram.order = fused.order  # eigenvectors in the order of ``params``
+        return gram
 
     # ------------------------------------------------------------------ checks
     def _check_loss_deterministic(self) -> None:

@@ -19,13 +19,17 @@ tensor([ 9., 12.], dtype=torch.float64)
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from .layout import split_flat
+
+if TYPE_CHECKING:
+    from .gram import SampleGram
 
 from .._memory import PEAK_EIGH, PEAK_EIGVALSH, peak_to_dense, require_dense
 
@@ -179,19 +183,55 @@ class CurvatureOperator(ABC):
         """The trace (0-d tensor)."""
         return self.diagonal().sum()
 
-    def eigh(self) -> tuple[torch.Tensor, Any]:
-        """All eigenvalues (ascending) and eigenvectors. Dense fallback (refused with an estimate
-        when it cannot fit in memory; a warning with the time above a few thousand unknowns);
-        structured operators override it with exact methods."""
+    def sample_gram(self, group: bool = True) -> SampleGram | None:
+        """The sample-space Gram of a Gauss–Newton operator (:mod:`fastdnc.curvature.gram`), or
+        ``None`` for an operator that is not one; ``group`` merges bitwise-identical samples."""
+        return None
+
+    def gram_size(self) -> int | None:
+        """M = N·K', the size of :meth:`sample_gram` before grouping (``None``: no Gram route)."""
+        return None
+
+    def gram_obstacle(self) -> str:
+        """Why :meth:`sample_gram` is ``None`` (for the error of ``method="gram"``)."""
+        return "only Gauss–Newton operators have one"
+
+    def _gram_route(self, method: str) -> SampleGram | None:
+        """The Gram to use for ``eigh``/``eigvalsh``: ``"gram"`` requires it, ``"auto"`` takes it when
+        M < P after grouping identical samples (fewer flops and less memory than the P × P route),
+        ``"dense"`` never does."""
+        if method not in ("auto", "dense", "gram"):
+            raise ValueError(f"method must be 'auto', 'dense' or 'gram', got {method!r}")
+        m = None if method == "dense" else self.gram_size()
+        if method == "gram" and m is None:
+            raise ValueError(f"{type(self).__name__} has no sample-space Gram: {self.gram_obstacle()}")
+        if m is None:
+            return None
+        if method == "gram" or m < self.size:
+            return self.sample_gram()
+        gram = self.sample_gram()  # identical samples may shrink it below P (a collapsed model)
+        return gram if gram is not None and gram.dim < self.size else None
+
+    def eigh(self, method: str = "auto") -> tuple[torch.Tensor, Any]:
+        """All eigenvalues (ascending) and eigenvectors: from the sample-space Gram for Gauss–Newton
+        operators (``method``, see :meth:`_gram_route`; lazy eigenvectors), else a dense fallback
+        (refused with an estimate when it cannot fit in memory; a warning with the time above a few
+        thousand unknowns); structured operators override it with exact methods."""
         if not self.symmetric:
             raise ValueError("eigh needs a symmetric operator")
+        gram = self._gram_route(method)
+        if gram is not None:
+            return gram.eigh()
         self._require_dense("eigh", max(PEAK_EIGH, peak_to_dense(self.size, 1024)), "vectors")
         return torch.linalg.eigh(self.to_dense())
 
-    def eigvalsh(self) -> torch.Tensor:
-        """All eigenvalues, ascending (dense fallback as for :meth:`eigh`, without vectors)."""
+    def eigvalsh(self, method: str = "auto") -> torch.Tensor:
+        """All eigenvalues, ascending (the routes of :meth:`eigh`, without vectors)."""
         if not self.symmetric:
             raise ValueError("eigvalsh needs a symmetric operator")
+        gram = self._gram_route(method)
+        if gram is not None:
+            return gram.eigh(vectors=False)[0]
         self._require_dense("eigvalsh", max(PEAK_EIGVALSH, peak_to_dense(self.size, 1024)), "values")
         return torch.linalg.eigvalsh(self.to_dense())
 
@@ -245,52 +285,6 @@ class DenseOperator(CurvatureOperator):
 
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
         return self.matrix.clone()
-
-
-class LowRankOperator(CurvatureOperator):
-    r""":math:`C\,\mathrm{diag}(w)\,C^\top` for explicit columns C (P × m) and non-negative weights w (m,).
-
-    Products cost O(P·m); ``nonzero_eigh`` and ``rank`` are exact through the thin SVD of
-    :math:`C\,\mathrm{diag}(\sqrt w)`, never a P × P matrix.
-    """
-
-    def __init__(
-        self,
-        columns: torch.Tensor,
-        weights: torch.Tensor | float = 1.0,
-        block_shapes: Sequence[torch.Size] | None = None,
-    ) -> None:
-        if columns.ndim != 2:
-            raise ValueError(f"columns must be (P, m), got shape {tuple(columns.shape)}")
-        super().__init__(columns.shape[0], columns.dtype, columns.device, block_shapes)
-        w = torch.as_tensor(weights, dtype=columns.dtype, device=columns.device).expand(columns.shape[1])
-        if bool((w < 0).any()):
-            raise ValueError("LowRankOperator needs non-negative weights")
-        self.root = columns * w.sqrt()
-
-    def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        return self.root @ (self.root.T @ v)
-
-    def _svd(self) -> tuple[torch.Tensor, torch.Tensor]:
-        u, sv, _ = torch.linalg.svd(self.root, full_matrices=False)
-        return u, sv
-
-    def nonzero_eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""The m leading eigenpairs (ascending): the squared singular values of
-        :math:`C\,\mathrm{diag}(\sqrt w)` and its left singular vectors. All others are 0."""
-        u, sv = self._svd()
-        return sv.square().flip(0), u.flip(1)
-
-    def rank(self, rtol: float = 1e-10) -> int:
-        """Eigenvalues above ``rtol`` times the largest (and above 0)."""
-        sv = self._svd()[1].square()
-        return int((sv > rtol * float(sv.max())).sum()) if sv.numel() and float(sv.max()) > 0 else 0
-
-    def diagonal(self) -> torch.Tensor:
-        return self.root.square().sum(1)
-
-    def cache_info(self) -> dict[str, str]:
-        return {"root C·diag(√w)": describe(self.root)}
 
 
 class SumOperator(CurvatureOperator):
@@ -372,26 +366,6 @@ class AdjointOperator(CurvatureOperator):
 
     def adjoint(self) -> CurvatureOperator:
         return self.op
-
-
-def split_flat(
-    v: torch.Tensor, shapes: Sequence[torch.Size | tuple[int, ...]] | None, *, vectors_first: bool = False
-) -> list[torch.Tensor]:
-    """Cut a flat vector (P,) or a block of vectors (P, k) into parameter blocks: the one
-    implementation of the package's layout (the row-major vec of each block, concatenated).
-
-    Returns views of shape ``s`` (or ``(*s, k)``); with ``vectors_first``, blocks of shape
-    ``(k, *s)`` taken from one transposing copy, so that batched GEMMs read contiguous operands.
-    ``shapes=None`` (an operator without parameter blocks) is one flat block.
-    """
-    shapes = [(v.shape[0],)] if shapes is None else shapes
-    sizes = [math.prod(s) for s in shapes]
-    if v.shape[0] != sum(sizes):
-        raise ValueError(f"a flat tensor of {sum(sizes)} rows splits into these blocks, got {v.shape[0]}")
-    if vectors_first:
-        vt = v.reshape(v.shape[0], -1).T.contiguous()
-        return [b.view(-1, *s) for b, s in zip(vt.split(sizes, dim=1), shapes)]
-    return [b.reshape(*s, *v.shape[1:]) for b, s in zip(v.split(sizes), shapes)]
 
 
 def describe(t: torch.Tensor) -> str:

@@ -16,7 +16,7 @@ from torch.func import hessian as _func_hessian
 from torch.func import jvp, vjp
 
 from ..models import LayeredModel
-from .operator import split_flat
+from .layout import split_flat
 
 __all__ = [
     "block_loss",

@@ -40,6 +40,11 @@ class OutputLoss(ABC):
     def hessian_product(self, zdot: torch.Tensor) -> torch.Tensor:
         """(∂²ℓ/∂Z²) Ż for Ż of shape (…, K, N)."""
 
+    @abstractmethod
+    def hessian_root(self) -> torch.Tensor:
+        """:math:`L` as (K', K, N), column c of sample i's :math:`L_i` with
+        :math:`L_iL_i^\top = s_i\nabla^2\varphi_i` (the sample-space Gram's output factor)."""
+
 
 class SquaredError(OutputLoss):
     def __init__(self, output: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> None:
@@ -51,6 +56,24 @@ class SquaredError(OutputLoss):
 
     def hessian_product(self, zdot: torch.Tensor) -> torch.Tensor:
         return self.weights * zdot
+
+    def hessian_root(self) -> torch.Tensor:
+        return identity_root(self.output) * self.weights.sqrt()
+
+
+def identity_root(output: torch.Tensor) -> torch.Tensor:
+    """The root of Λ_i = I for every column of ``output`` (K × N), as (K, K, N)."""
+    k, n = output.shape
+    return torch.eye(k, dtype=output.dtype, device=output.device)[:, :, None].expand(k, k, n)
+
+
+def softmax_hessian_root(probs: torch.Tensor) -> torch.Tensor:
+    r""":math:`L_i = \operatorname{diag}(\sqrt{p_i}) - p_i\sqrt{p_i}^\top` as (K, K, N) [column c,
+    output, sample], so that :math:`L_iL_i^\top = \operatorname{diag}(p_i) - p_ip_i^\top` (as
+    :math:`\sum_c p_c = 1`)."""
+    s = probs.sqrt()
+    eye = torch.eye(probs.shape[0], dtype=probs.dtype, device=probs.device)
+    return eye[:, :, None] * s[None, :, :] - probs[None, :, :] * s[:, None, :]
 
 
 def softmax_hessian_product(probs: torch.Tensor, zdot: torch.Tensor) -> torch.Tensor:
@@ -71,6 +94,9 @@ class SoftmaxCrossEntropy(OutputLoss):
     def hessian_product(self, zdot: torch.Tensor) -> torch.Tensor:
         return self.weights * softmax_hessian_product(self.probs, zdot)
 
+    def hessian_root(self) -> torch.Tensor:
+        return softmax_hessian_root(self.probs) * self.weights.sqrt()
+
 
 class SigmoidBinaryCrossEntropy(OutputLoss):
     def __init__(self, output: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> None:
@@ -83,3 +109,6 @@ class SigmoidBinaryCrossEntropy(OutputLoss):
 
     def hessian_product(self, zdot: torch.Tensor) -> torch.Tensor:
         return self.weights * (self.sig * (1 - self.sig)) * zdot
+
+    def hessian_root(self) -> torch.Tensor:
+        return identity_root(self.output) * (self.weights * self.sig * (1 - self.sig)).sqrt()

@@ -28,7 +28,8 @@ import torch
 from ..models import LayeredModel
 from .gauss_newton import gn_jacobian_roots, output_probabilities, upstream_of
 from .layer import layer_hessian
-from .operator import CurvatureOperator, LowRankOperator
+from .low_rank import LowRankOperator
+from .operator import CurvatureOperator
 
 
 @dataclass

@@ -41,6 +41,8 @@ AUTO_RULES = {
     # the torch reference packs both symmetric factors: a quarter of the flops of the slab kernels
     # (cpp, triton, cuda), measured 7× faster than cpp on CPU (docs/benchmarks.md); GPU unmeasured
     "gn_assemble": {"cpu": "torch", "cuda": "torch"},
+    # one GEMM (MKL/cuBLAS) and a broadcast multiply: no custom kernel yet
+    "sample_gram": {"cpu": "torch", "cuda": "torch"},
 }
 
 
@@ -86,6 +88,7 @@ KERNELS: dict[str, dict[str, Callable]] = {
         "triton": _lazy("triton_kernels", "gn_assemble"),
         "cuda": _lazy("cuda", "gn_assemble"),
     },
+    "sample_gram": {"torch": reference.sample_gram},
 }
 
 
@@ -177,3 +180,10 @@ def gn_sample_core(roots: torch.Tensor, u: torch.Tensor, backend: str = "auto") 
 def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, backend: str = "auto") -> torch.Tensor:
     """Streamed explicit Gauss–Newton block (see :func:`.reference.gn_assemble`)."""
     return _resolve("gn_assemble", backend, inputs.device, inputs.dtype)(inputs, roots, scale)
+
+
+def sample_gram(
+    roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor, backend: str = "auto"
+) -> torch.Tensor:
+    """Accumulate a block's sample-space Gram into ``out`` (see :func:`.reference.sample_gram`)."""
+    return _resolve("sample_gram", backend, roots.device, roots.dtype)(roots, input_gram, scale, out)

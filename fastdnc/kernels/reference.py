@@ -78,3 +78,24 @@ def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """
     w = torch.einsum("ica,jia->jic", roots, u)
     return torch.einsum("ica,jic->jia", roots, w)
+
+
+def sample_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+    r"""Accumulate one block's sample-space Gram: :math:`\mathrm{out} \mathrel{+}= c\,(RR^\top)
+    \circ (G \otimes \mathbf 1_{K\times K})`, in place.
+
+    With :math:`\Phi` the (pq × NK) matrix whose column (i, k) is :math:`B_i e_k \otimes x_i`, this
+    is :math:`c\,\Phi^\top\Phi`: entry [(i, k), (j, l)] is :math:`c\,(B_i^\top B_j)_{kl}\,x_i^\top x_j`.
+
+    Args:
+        roots: R as (N, K, p), sample i's :math:`B_i^\top` (see
+            :func:`fastdnc.curvature.gauss_newton.gn_jacobian_roots`).
+        input_gram: G = XᵀX (N × N), the inputs' Gram (I for the features, all ones for a bias).
+        scale: c.
+        out: (N·K, N·K), accumulated into and returned.
+    """
+    n, k, _ = roots.shape
+    flat = roots.reshape(n * k, -1)
+    block = flat @ flat.T
+    block.view(n, k, n, k).mul_(input_gram[:, None, :, None])
+    return out.add_(block, alpha=scale)

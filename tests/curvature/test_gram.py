@@ -1,0 +1,119 @@
+"""The sample-space Gram route (:mod:`fastdnc.curvature.gram`) against dense autograd GGNs in
+float64: eigenvalues to 1e-10 relative, mapped-back eigenvectors by their residuals, for layer
+blocks, full GGNs of UFMs and MLP heads, fused GGNOperators, MSE and CE, with and without the
+grouping of identical samples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import fastdnc as fd
+from fastdnc import theory
+from fastdnc.curvature import oracles as R
+
+TOL = 1e-10
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def check_gram_route(op, dense: torch.Tensor, top: int = 3) -> None:
+    """Eigenvalues equal to the dense ones; the top eigenvectors orthonormal with tiny residuals."""
+    expected = torch.linalg.eigvalsh(dense)
+    assert _rel(op.eigvalsh(method="gram"), expected) <= TOL
+    values, vecs = op.eigh(method="gram")
+    assert values.shape == (op.size,) and _rel(values, expected) <= TOL
+    k = min(top, vecs.rank)
+    v, lam = vecs.top(k), values.flip(0)[:k]
+    assert float((dense @ v - v * lam).norm()) <= TOL * float(expected.abs().max()) * k
+    assert float((v.T @ v - torch.eye(k, dtype=v.dtype)).abs().max()) <= 1e-9
+    assert torch.allclose(vecs[:, [op.size - 1]], v[:, :1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    k=st.integers(2, 4),
+    n=st.integers(1, 4),
+    width=st.integers(2, 7),
+    depth=st.integers(2, 4),
+    activation=st.sampled_from(["linear", "relu"]),
+    loss=st.sampled_from(["mse", "ce"]),
+    seed=st.integers(0, 1000),
+)
+def test_layer_blocks_and_full_ggns_of_random_ufms(k, n, width, depth, activation, loss, seed):
+    m = fd.DeepUFM(k, n, max(width, k), depth, activation=activation, loss=loss, seed=seed)
+    for layer in range(1, depth + 1):
+        op = fd.layer_hessian(m, layer, decay=True)
+        if op.gram_size() is not None:  # the Gauss–Newton blocks (linear MSE is Kronecker)
+            check_gram_route(op, R.dense_layer_hessian(m, layer, decay=True))
+    for features in (False, True):
+        op = fd.ggn(m, include_features=features, decay=True)
+        check_gram_route(op, R.dense_ggn(m, include_features=features, decay=True))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_mlp_heads_with_and_without_bias(bias, loss):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 11, generator=g, dtype=torch.float64)
+    head = fd.MLPHead(x, torch.arange(11) % 3, 4, 3, loss=loss, bias=bias, seed=1)
+    op = fd.ggn(head, decay=False)
+    check_gram_route(op, R.dense_ggn(head, decay=False))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [nn.CrossEntropyLoss(), nn.CrossEntropyLoss(label_smoothing=0.2), nn.MSELoss(reduction="sum"), nn.BCEWithLogitsLoss()],
+    ids=["ce", "smoothed", "mse-sum", "bce"],
+)
+def test_fused_ggn_operators_with_reordered_params(loss):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (7,)) if isinstance(loss, nn.CrossEntropyLoss) else torch.rand(7, 3, dtype=torch.float64)
+    op = fd.GGNOperator(model, loss, [(x[:4], y[:4]), (x[4:], y[4:])], params=list(model.parameters())[::-1])
+    assert op.fused
+    check_gram_route(op, op.to_dense())
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu"])
+def test_identical_samples_are_grouped_exactly(activation):
+    m = theory.optimum_model(4, 30, 16, 3, 5e-3, activation=activation)
+    for op in (fd.ggn(m, decay=True), fd.layer_hessian(m, 2) if activation == "relu" else fd.ggn(m, decay=False)):
+        gram, plain = op.sample_gram(), op.sample_gram(group=False)
+        assert plain.dim == 4 * 30 * 4 and gram.dim == 16 and gram.multiplicity.tolist() == [30] * 4
+        check_gram_route(op, op.to_dense())
+
+
+def test_grouping_never_merges_samples_that_differ():
+    m = fd.DeepUFM(3, 4, 5, 3, activation="relu", seed=0)
+    assert fd.ggn(m).sample_gram().multiplicity is None
+
+
+def test_auto_takes_the_cheaper_route_and_refusals_name_the_reason():
+    m = theory.optimum_model(4, 30, 16, 3, 5e-3, activation="relu")
+    op = fd.layer_hessian(m, 2)  # P = 256 < N·K = 480, but 16 after grouping
+    assert op.gram_size() == 480 and op._gram_route("auto") is not None
+    fresh = fd.layer_hessian(fd.DeepUFM(4, 30, 16, 3, activation="relu", seed=0), 2)
+    assert fresh._gram_route("auto") is None and fresh._gram_route("gram") is not None
+    head = fd.MLPHead(torch.randn(5, 9, dtype=torch.float64), torch.arange(9) % 3, 4, 3, bias=True)
+    with pytest.raises(ValueError, match="decay differs between blocks"):
+        fd.ggn(head, decay=True).eigvalsh(method="gram")
+    with pytest.raises(ValueError, match="residual term"):
+        fd.hessian(m).eigh(method="gram")
+    with pytest.raises(ValueError, match="method must be"):
+        op.eigh(method="fast")
+
+
+def test_null_space_eigenvectors_are_refused():
+    m = fd.DeepUFM(3, 2, 6, 3, activation="relu", seed=0)
+    op = fd.ggn(m, decay=False)
+    _, vecs = op.eigh(method="gram")
+    assert vecs.rank < op.size
+    with pytest.raises(ValueError, match="null space"):
+        vecs.columns([0])
