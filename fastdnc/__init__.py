@@ -29,6 +29,7 @@ from .spectral import (
     outliers,
     spectral_density,
     subspace_overlap,
+    top_eigenpairs,
 )
 from .train import History, NonFiniteError, load_checkpoint, train
 
@@ -60,6 +61,7 @@ __all__ = [
     "hutchinson_trace",
     "hutchpp_trace",
     "lanczos",
+    "top_eigenpairs",
     "outliers",
     "spectral",
     "spectral_density",

@@ -1,8 +1,9 @@
-"""Spectral toolkit: Lanczos, SLQ density, trace estimators, outliers and overlaps."""
+"""Spectral toolkit: Lanczos (cold or warm-started), SLQ density, trace estimators, outliers and overlaps."""
 
 from .density import SpectralDensity, spectral_density
 from .lanczos import LanczosResult, lanczos
 from .overlap import Outliers, gradient_overlap, outliers, subspace_overlap
+from .top import top_eigenpairs
 from .trace import TraceEstimate, hutchinson_trace, hutchpp_trace
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "outliers",
     "spectral_density",
     "subspace_overlap",
+    "top_eigenpairs",
 ]

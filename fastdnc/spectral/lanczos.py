@@ -76,46 +76,36 @@ def _orthonormal(v: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, tor
     return qv[:, keep], r[keep]
 
 
-def _random_block(q: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    """Up to ``count`` orthonormal random directions orthogonal to the columns of q."""
+def _random_block(q: torch.Tensor, count: int, gen: torch.Generator, pool: torch.Tensor | None = None) -> torch.Tensor:
+    """Up to ``count`` orthonormal random directions orthogonal to the columns of q: random
+    combinations of the warm-start ``pool`` while it has directions the basis lacks, else random."""
     count = min(count, q.shape[0] - q.shape[1])
     if count <= 0:
         return q.new_empty(q.shape[0], 0)
+    if pool is not None:
+        mix = torch.randn(pool.shape[1], count, generator=gen, dtype=q.dtype).to(q.device)
+        fill = pool @ mix
+        rest = _project_out(fill, q)[0]
+        # a pool direction that the basis already holds leaves only rounding noise: random instead
+        found = _orthonormal(rest, float(torch.linalg.vector_norm(fill, dim=0).max()) * 1e-6)[0]
+        if found.shape[1] == count:
+            return found
     fill = torch.randn(q.shape[0], count, generator=gen, dtype=q.dtype).to(q.device)
     return _orthonormal(_project_out(fill, q)[0])[0]
 
 
-def _check_start(v0: torch.Tensor, size: int) -> torch.Tensor:
+def _check_start(v0, size: int, name: str = "v0") -> torch.Tensor:
     """``v0`` as a (P, b) block, or a ValueError: wrong type or shape, NaN/Inf, a zero column."""
     if not isinstance(v0, torch.Tensor):
-        raise ValueError(f"v0 must be a torch.Tensor of shape ({size},) or ({size}, b), got {type(v0).__name__}")
+        raise ValueError(f"{name} must be a torch.Tensor of shape ({size},) or ({size}, b), got {type(v0).__name__}")
     block = v0[:, None] if v0.ndim == 1 else v0
     if block.ndim != 2 or block.shape[0] != size or block.shape[1] == 0:
-        raise ValueError(f"v0 must have shape ({size},) or ({size}, b) with b >= 1, got {tuple(v0.shape)}")
+        raise ValueError(f"{name} must have shape ({size},) or ({size}, b) with b >= 1, got {tuple(v0.shape)}")
     if not bool(torch.isfinite(block).all()):
-        raise ValueError("v0 holds NaN or Inf entries")
+        raise ValueError(f"{name} holds NaN or Inf entries")
     if bool((torch.linalg.vector_norm(block, dim=0) == 0).any()):
-        raise ValueError("v0 has a zero column: a start vector must be non-zero")
+        raise ValueError(f"{name} has a zero column: a start vector must be non-zero")
     return block
-
-
-def _symmetry_probe(op, size: int, dtype: torch.dtype, device: torch.device, seed: int) -> int:
-    """Raise ValueError if ``op`` is visibly non-symmetric (see ``check_symmetric``); returns the
-    number of operator columns it applied (2)."""
-    gen = torch.Generator().manual_seed(seed + 0x5EED)
-    uv = torch.randn(size, 2, generator=gen, dtype=dtype).to(device)
-    a = apply_operator(op, uv)
-    cross = float(uv[:, 0] @ a[:, 1] - uv[:, 1] @ a[:, 0])
-    norms = torch.linalg.vector_norm(uv, dim=0)
-    gain = float((torch.linalg.vector_norm(a, dim=0) / norms).max())
-    bound = (1e-8 if dtype == torch.float64 else 1e-3) * float(norms.prod()) * gain
-    if not math.isfinite(cross) or abs(cross) > bound:
-        raise ValueError(
-            f"the operator is not symmetric: uᵀ(Hv) − vᵀ(Hu) = {cross:.3g} for random u, v (allowed "
-            f"{bound:.3g}); Lanczos needs a symmetric operator (pass check_symmetric=False to skip this "
-            "probe)"
-        )
-    return 2
 
 
 def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
@@ -143,6 +133,7 @@ def lanczos(
     max_matvecs: int | None = None,
     max_basis: int | None = None,
     seed: int = 0,
+    start=None,
     v0: torch.Tensor | None = None,
     check_symmetric: bool = True,
 ) -> LanczosResult:
@@ -152,25 +143,29 @@ def lanczos(
         op: a :class:`~fastdnc.curvature.operator.CurvatureOperator` or a symmetric tensor.
         k: number of eigenpairs. which: ``"LA"`` largest, ``"SA"`` smallest, ``"LM"`` largest in
             magnitude, ``"BE"`` both ends (⌈k/2⌉ largest and ⌊k/2⌋ smallest).
-        block_size: vectors per step (default min(k, 4)). Krylov spaces of b vectors hold at most
-            b copies of an exactly repeated eigenvalue, so each convergence is confirmed by a probe
-            with a fresh random block orthogonal to the basis; the result is returned only when the
-            probe leaves the wanted eigenvalues unchanged.
+        block_size: vectors per step. Default: adaptive, 1 for k = 1 and 2 otherwise, widened when
+            the converged Ritz values show a cluster as large as the block (a Krylov space of b
+            vectors holds at most b copies of an exactly repeated eigenvalue). Only then is the
+            convergence confirmed by a probe: a fresh random block orthogonal to the basis, and
+            the result is returned when the probe leaves the wanted eigenvalues unchanged. A
+            fixed ``block_size`` keeps its width and probes every convergence it cannot rule out.
         tol: residual tolerance relative to the spectral scale (default 1e-10 in float64, 1e-5 in
             float32). max_matvecs: budget of operator columns (default 50·k + 2000, at most
             50·P). max_basis: basis size that triggers a thick restart (default max(4k, 3b + k, 60),
             ≤ P); memory is P · max_basis numbers.
-        seed, v0: random start (a torch.Generator seed) or an explicit (P,) / (P, b) start
-            (finite, no zero column).
-        check_symmetric: first apply the operator to two random vectors u, v and refuse it when
-            :math:`|u^\\top(\\mathcal Hv) - v^\\top(\\mathcal Hu)|` exceeds 1e-8 (1e-3 in float32)
-            times :math:`\\|u\\|\\|v\\|\\max(\\|\\mathcal Hu\\|/\\|u\\|, \\|\\mathcal Hv\\|/\\|v\\|)`:
-            Lanczos on a non-symmetric operator returns confident wrong values. The probe costs
-            two operator columns (counted in ``num_matvecs``); ``False`` skips it.
+        seed: the torch.Generator seed of the random start and the probes.
+        start: a warm start: a (P,) / (P, m) tensor (finite, no zero column), or an operator
+            with exact eigenpairs (e.g. the GGN of the same model, whose ``eigh`` is exact
+            through its sample-space Gram), whose top k + 2 eigenvectors are the first block.
+        v0: the former name of a tensor ``start`` (kept for compatibility).
+        check_symmetric: refuse an operator whose projection :math:`Q^\top\\mathcal HQ` on the
+            first two Krylov vectors is not symmetric to 1e-8 (1e-3 in float32) of its largest
+            entry: Lanczos on a non-symmetric operator returns confident wrong values. The check
+            reads coefficients the iteration computes anyway (no extra product); ``False`` skips it.
 
     Raises:
-        ValueError: a bad argument (``k``, ``tol``, ``block_size``, ``v0``, …) or a non-symmetric
-            operator.
+        ValueError: a bad argument (``k``, ``tol``, ``block_size``, ``start``, …) or a
+            non-symmetric operator.
 
     >>> import torch
     >>> a = torch.diag(torch.arange(1.0, 101.0, dtype=torch.float64))
@@ -178,24 +173,31 @@ def lanczos(
     [100.0, 99.0, 98.0]
     """
     size, tol = _check_arguments(op, k, which, block_size, tol, max_matvecs, max_basis)
-    dtype, device = op.dtype, op.device
-    b = min(block_size or min(k, 4), size)
+    if start is not None and v0 is not None:
+        raise ValueError("give start or v0, not both")
+    b = min(block_size or (1 if k == 1 else 2), size)
     max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
     max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
     gen = torch.Generator().manual_seed(seed)
-    probes = _symmetry_probe(op, size, dtype, device, seed) if check_symmetric and size > 1 else 0
-    if v0 is None:
-        start = torch.randn(size, b, generator=gen, dtype=dtype).to(device)
-    else:
-        start = _check_start(v0, size).to(dtype=dtype, device=device)
-    basis = _Basis(_orthonormal(start, float(torch.linalg.vector_norm(start, dim=0).max()))[0], max_basis, b)
-    matvecs, iterations = probes, 0
-    confirmed: torch.Tensor | None = None  # wanted Ritz values at the last convergence
+    first = _start_block(op, start, v0, size, b, k, gen)
+    # a warm start wider than the block: the block is random combinations of it, and refills and
+    # probes draw from it too, so the Krylov space stays in the start's span while that helps
+    pool = first if first.shape[1] > b and block_size is None else None
+    if pool is not None:
+        first = pool @ torch.randn(pool.shape[1], b, generator=gen, dtype=pool.dtype).to(pool.device)
+    basis = _Basis(_orthonormal(first, float(torch.linalg.vector_norm(first, dim=0).max()))[0], max_basis, b)
+    matvecs, iterations, unchecked = 0, 0, check_symmetric and size > 1
+    confirmed: torch.Tensor | None = None  # wanted Ritz values at the last probed convergence
+    probe_at: int | None = None  # the iteration of the last probe
+    first_done = 0  # the iteration of the first convergence
     while True:
         hv = apply_operator(op, basis.pending())
         matvecs += hv.shape[1]
         iterations += 1
         basis.extend(hv, b)
+        if unchecked and basis.ma >= 2:
+            _check_projection_symmetric(basis.c[: basis.ma, : basis.ma])
+            unchecked = False
         theta, s = basis.ritz()
         idx = _select(theta, k, which)
         sk = s[:, idx]
@@ -204,14 +206,23 @@ def lanczos(
         done = bool((res <= tol * scale).all()) and idx.numel() == k
         wanted = torch.sort(theta[idx]).values
         stable = confirmed is not None and bool(((wanted - confirmed).abs() <= 10 * tol * scale).all())
-        if done:
-            confirmed = wanted
-        # the pending block holds at least b vectors: random directions refill lost rank, and after a
-        # convergence a random probe block reveals any copy of a repeated eigenvalue that the Krylov
-        # space could not contain
-        basis.append(_random_block(basis.q[:, : basis.mt], b if done else b - basis.num_pending, gen))
+        cluster = _open_cluster(theta, idx, max(1e-6, 100 * tol) * scale) if done else 0
+        first_done = first_done or (iterations if done else 0)
+        # a probe has had its chance once the Krylov space it starts has grown for about half the
+        # iterations of the first convergence (a missed copy converges like a fresh start)
+        matured = probe_at is not None and iterations - probe_at >= 3
+        finished = done and ((probe_at is None and cluster < b) or (stable and matured))
+        if done and not finished and not (stable and not matured):
+            # a cluster as large as the block: probe, and widen an adaptive block
+            confirmed, probe_at = wanted, iterations
+            b = min(size, max(b, min(cluster + 1, 2 * b))) if block_size is None else b
+        # the pending block holds at least b vectors: random directions refill lost rank, and a probe
+        # reveals any copy of a repeated eigenvalue that the Krylov space could not contain
+        if not finished:
+            fresh = done and probe_at == iterations
+            basis.append(_random_block(basis.q[:, : basis.mt], b if fresh else b - basis.num_pending, gen, pool))
         exhausted = basis.num_pending == 0
-        if (done and stable) or exhausted or matvecs >= max_matvecs:
+        if finished or exhausted or matvecs >= max_matvecs:
             order = torch.argsort(theta[idx], descending=True)
             return LanczosResult(
                 theta[idx][order], basis.applied() @ sk[:, order], res[order], done or exhausted, matvecs, iterations
@@ -219,6 +230,55 @@ def lanczos(
         nkeep = max(min(max_basis // 2, max_basis - 2 * b), k)
         if basis.mt + basis.num_pending > max_basis and nkeep < basis.ma:
             basis.restart(theta, s, _select(theta, nkeep, which))
+
+
+def _open_cluster(theta: torch.Tensor, idx: torch.Tensor, gap: float) -> int:
+    """The size of the largest run of wanted Ritz values (neighbours within ``gap``) that no unwanted
+    Ritz value joins. Only such a run can hide a copy that would change the wanted values: a run
+    that an unwanted value joins already has a copy to spare."""
+    wanted = torch.sort(theta[idx]).values
+    if wanted.numel() == 0:
+        return 0
+    keep = torch.ones(theta.numel(), dtype=torch.bool, device=theta.device)
+    keep[idx] = False
+    others = theta[keep]
+    edges = [-1, *torch.nonzero(wanted.diff() > gap).flatten().tolist(), wanted.numel() - 1]
+    sizes = [0]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        run = wanted[lo + 1 : hi + 1]
+        joined = bool(((others >= run[0] - gap) & (others <= run[-1] + gap)).any())
+        sizes.append(0 if joined else run.numel())
+    return max(sizes)
+
+
+def _check_projection_symmetric(t: torch.Tensor) -> None:
+    """Refuse a non-symmetric operator from :math:`T = Q^\top\\mathcal HQ` (symmetric iff the
+    operator is, on the Krylov space; full reorthogonalisation computes both triangles)."""
+    asym = float((t - t.T).abs().max())
+    bound = (1e-8 if t.dtype == torch.float64 else 1e-3) * float(t.abs().max())
+    if not math.isfinite(asym) or asym > bound:
+        raise ValueError(
+            f"the operator is not symmetric: its projection on the Krylov space differs from its transpose by "
+            f"{asym:.3g} (allowed {bound:.3g}); Lanczos needs a symmetric operator (pass check_symmetric=False "
+            "to skip this check)"
+        )
+
+
+def _start_block(op, start, v0, size: int, b: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """The first block: random, a given tensor (``start`` or ``v0``), or the top k + 2
+    eigenvectors of an operator with exact eigenpairs."""
+    dtype, device = op.dtype, op.device
+    if start is None and v0 is None:
+        return torch.randn(size, b, generator=gen, dtype=dtype).to(device)
+    if start is None or isinstance(start, torch.Tensor):
+        name = "v0" if start is None else "start"
+        return _check_start(v0 if start is None else start, size, name).to(dtype=dtype, device=device)
+    if not hasattr(start, "eigh") or tuple(getattr(start, "shape", ())) != (size, size):
+        raise ValueError(f"start must be a tensor of shape ({size},) or ({size}, m), or a {size} × {size} operator")
+    values, vectors = start.eigh()
+    m = min(k + 2, size, getattr(vectors, "rank", size))
+    block = vectors.top(m) if hasattr(vectors, "top") else vectors[:, torch.argsort(values, descending=True)[:m]]
+    return _check_start(block.to(dtype=dtype, device=device), size, "start")
 
 
 def _check_arguments(
@@ -271,10 +331,13 @@ class _Basis:
         self.ma = self.mt
         rest, coef = _project_out(hv, self.applied())
         nxt, r = _orthonormal(rest, float(torch.linalg.vector_norm(hv, dim=0).max()))
-        if self.ma + 2 * nxt.shape[1] + b > self.q.shape[1]:
-            grow = self.ma + 2 * nxt.shape[1] + 2 * b
-            self.q = torch.cat([self.q[:, : self.ma], self.q.new_empty(self.q.shape[0], grow - self.ma)], dim=1)
-            self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
+        drift = self.applied().T @ nxt
+        if nxt.numel() and float(drift.abs().max()) > torch.finfo(nxt.dtype).eps ** 0.5:
+            # severe cancellation (a nearly invariant basis, a rank-deficient operator): one more
+            # pass, folded into the coefficients so that H Q_a = Q C stays exact
+            nxt, r2 = _orthonormal(nxt - self.applied() @ drift)
+            coef, r = coef + drift @ r, r2 @ r
+        self._reserve(self.ma + 2 * nxt.shape[1] + b, self.ma)
         self.mt = self.ma + nxt.shape[1]
         self.q[:, self.ma : self.mt] = nxt
         self.c[: self.ma, self.ma - hv.shape[1] : self.ma] = coef
@@ -289,7 +352,15 @@ class _Basis:
         """:math:`\\|\\mathcal Hx - \theta x\\| = \\|C_p s\\|` for the Ritz vectors :math:`x = Q_a s`."""
         return torch.linalg.vector_norm(self.c[self.ma : self.mt, : self.ma] @ sk, dim=0)
 
+    def _reserve(self, columns: int, keep: int) -> None:
+        """Room for ``columns`` basis vectors (the first ``keep`` are kept when it grows)."""
+        if columns > self.q.shape[1]:
+            grow = columns + columns // 4
+            self.q = torch.cat([self.q[:, :keep], self.q.new_empty(self.q.shape[0], grow - keep)], dim=1)
+            self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
+
     def append(self, block: torch.Tensor) -> None:
+        self._reserve(self.mt + block.shape[1], self.mt)
         self.q[:, self.mt : self.mt + block.shape[1]] = block
         self.mt += block.shape[1]
 

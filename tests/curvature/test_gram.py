@@ -68,7 +68,12 @@ def test_mlp_heads_with_and_without_bias(bias, loss):
 
 @pytest.mark.parametrize(
     "loss",
-    [nn.CrossEntropyLoss(), nn.CrossEntropyLoss(label_smoothing=0.2), nn.MSELoss(reduction="sum"), nn.BCEWithLogitsLoss()],
+    [
+        nn.CrossEntropyLoss(),
+        nn.CrossEntropyLoss(label_smoothing=0.2),
+        nn.MSELoss(reduction="sum"),
+        nn.BCEWithLogitsLoss(),
+    ],
     ids=["ce", "smoothed", "mse-sum", "bce"],
 )
 def test_fused_ggn_operators_with_reordered_params(loss):

@@ -1,0 +1,165 @@
+"""The spectrum engine side by side (issue 14): the sample-space Gram route against Lanczos on the
+GGN operator and SciPy's ARPACK (``eigsh`` on ``op.to_scipy()``), and warm-started Hessian Lanczos
+against a cold start and ``eigsh``. Float64, one run; times as ratios, products as counts.
+
+Run: ``python benchmarks/bench_spectrum.py [--quick]`` (run_all.py calls it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import scipy.sparse.linalg as sla
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import md_table  # noqa: E402
+
+import fastdnc as fd  # noqa: E402
+
+METRICS: dict[str, float] = {}
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def _eigsh(op: fd.CurvatureOperator, k: int, tol: float) -> tuple[torch.Tensor, int, float]:
+    """Top-k eigenvalues by ARPACK on the operator's products, with the number of products."""
+    lin, count = op.to_scipy(), [0]
+
+    def mv(x):
+        count[0] += 1 if x.ndim == 1 else x.shape[1]
+        return lin.matvec(x) if x.ndim == 1 else lin.matmat(x)
+
+    wrapped = sla.LinearOperator(lin.shape, matvec=mv, matmat=mv, dtype=lin.dtype)
+    vals, t = _timed(lambda: sla.eigsh(wrapped, k=k, which="LA", tol=tol, return_eigenvectors=False))
+    return torch.sort(torch.as_tensor(vals), descending=True).values, count[0], t
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def ggn_rows(n: int, width: int) -> list[list[str]]:
+    m = fd.DeepUFM(10, n, width, 4, activation="relu", seed=0)
+    G = fd.ggn(m, decay=False)
+    shape = f"ReLU UFM (10, {n}, {width}, 4), P = {G.size}, N·K = {G.gram_size()}"
+    lz, t_lz = _timed(lambda: fd.lanczos(G, k=20, tol=1e-8))
+    every, t_all = _timed(lambda: G.eigvalsh(method="gram"))
+    top, t_top = _timed(lambda: fd.top_eigenpairs(G, 20, tol=1e-8))
+    ref, n_eigsh, t_eigsh = _eigsh(G, 20, 1e-8)
+    err_all = _rel(every.flip(0)[:20], lz.eigenvalues)
+    METRICS.update(all_vs_lanczos=t_all / t_lz, top_vs_lanczos=t_lz / t_top, top_vs_eigsh=t_eigsh / t_top)
+    return [
+        [shape, "fd.lanczos top 20 (GGN operator)", f"{t_lz:.2f} s", "1.00×", str(lz.num_matvecs), "—"],
+        [shape, "scipy eigsh top 20 (to_scipy)", f"{t_eigsh:.2f} s", f"{t_eigsh / t_lz:.2f}×", str(n_eigsh),
+         f"{_rel(ref, lz.eigenvalues):.1e}"],
+        [shape, f"Gram route: all {G.size} eigenvalues", f"{t_all:.2f} s", f"{t_all / t_lz:.2f}×", "0",
+         f"{err_all:.1e}"],
+        [shape, "Gram route: top 20 eigenpairs (fd.top_eigenpairs: Lanczos on the Gram)", f"{t_top:.2f} s",
+         f"{t_top / t_lz:.2f}×", "0", f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}"],
+    ]  # fmt: skip
+
+
+def collapsed_rows(n: int, width: int) -> list[list[str]]:
+    """A ReLU UFM placed exactly at its DNC point: identical samples, grouped exactly by the Gram."""
+    m = fd.theory.optimum_model(10, n, width, 4, 5e-3, activation="relu")
+    G = fd.ggn(m, decay=False)
+    shape = f"collapsed ReLU UFM (10, {n}, {width}, 4) at the DNC point, P = {G.size}"
+    lz, t_lz = _timed(lambda: fd.lanczos(G, k=20, tol=1e-8))
+    top, t_top = _timed(lambda: fd.top_eigenpairs(G, 20, tol=1e-8))
+    gram = G.sample_gram()
+    METRICS["collapsed_top_vs_lanczos"] = t_lz / t_top
+    return [
+        [shape, "fd.lanczos top 20 (GGN operator)", f"{t_lz:.2f} s", "1.00×", str(lz.num_matvecs), "—"],
+        [shape, f"Gram route, {gram.num_samples} samples grouped into {gram.dim // 10} (exact)", f"{t_top:.3f} s",
+         f"{t_top / t_lz:.3f}×", "0", f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}"],
+    ]  # fmt: skip
+
+
+# the ReLU models of the quick preset (fastdnc.experiments.reproduce), at their last step
+QUICK_RELU = [("relu_mse", 4, 5, 32, 4, "mse", 0.1), ("relu_ce", 4, 5, 32, 3, "ce", 0.5)]
+
+
+def hessian_rows(steps: int) -> list[list[str]]:
+    rows = []
+    for name, k, n, width, depth, loss, lr in QUICK_RELU:
+        m = fd.DeepUFM(k, n, width, depth, activation="relu", loss=loss, weight_decay=5e-3, seed=0)
+        fd.train(m, steps, lr, progress=False)
+        H = fd.hessian(m, decay=True)
+        shape = f"quick preset {name} after {steps} steps, P = {H.size}, top K² = {k * k}"
+        cold, t_cold = _timed(lambda: fd.lanczos(H, k=k * k, tol=1e-8))
+        warm, t_warm = _timed(lambda: fd.top_eigenpairs(m, k * k, tol=1e-8))
+        ref, n_eigsh, t_eigsh = _eigsh(H, k * k, 1e-8)
+        METRICS[f"{name}/warm_products"] = warm.num_matvecs / cold.num_matvecs
+        METRICS[f"{name}/cold_vs_eigsh"] = cold.num_matvecs / n_eigsh
+        rows += [
+            [shape, "fd.lanczos, cold", f"{t_cold:.2f} s", "1.00×", str(cold.num_matvecs), "—"],
+            [shape, "scipy eigsh (to_scipy)", f"{t_eigsh:.2f} s", f"{t_eigsh / t_cold:.2f}×", str(n_eigsh),
+             f"{_rel(ref, cold.eigenvalues):.1e}"],
+            [shape, "fd.top_eigenpairs (warm: the GGN's exact top k + 2)", f"{t_warm:.2f} s",
+             f"{t_warm / t_cold:.2f}×", str(warm.num_matvecs), f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}"],
+        ]  # fmt: skip
+    return rows
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def run(quick: bool = False, n: int | None = None) -> str:
+    n, width = (20, 64) if quick else (n or 100, 256)
+    rows = ggn_rows(n, width) + collapsed_rows(n, width) + hessian_rows(2000 if quick else 20_000)
+    table = md_table(["problem", "method", "time", "time / fd.lanczos", "products", "top-20 rel. diff."], rows)
+    g = METRICS
+    goals = [
+        ["all non-zero GGN eigenvalues vs top-20 fd.lanczos (time)", "≤ 3×", f"{g['all_vs_lanczos']:.2f}×",
+         _status(g["all_vs_lanczos"] <= 3)],
+        ["top-20 GGN eigenpairs: speed-up over fd.lanczos", "≥ 10×", f"{g['top_vs_lanczos']:.2f}×",
+         _status(g["top_vs_lanczos"] >= 10)],
+        ["top-20 GGN eigenpairs: speed-up over eigsh", "≥ 15×", f"{g['top_vs_eigsh']:.2f}×",
+         _status(g["top_vs_eigsh"] >= 15)],
+        ["collapsed UFM, top-20 GGN eigenpairs: speed-up over fd.lanczos", "(no goal)",
+         f"{g['collapsed_top_vs_lanczos']:.0f}×", "—"],
+    ]  # fmt: skip
+    for name, *_ in QUICK_RELU:
+        goals.append([f"{name}: top K², warm / cold products", "≤ 0.2", f"{g[name + '/warm_products']:.2f}",
+                      _status(g[name + "/warm_products"] <= 0.2)])  # fmt: skip
+        goals.append([f"{name}: top K², cold fd.lanczos / eigsh products", "≤ 1", f"{g[name + '/cold_vs_eigsh']:.2f}",
+                      _status(g[name + "/cold_vs_eigsh"] <= 1)])  # fmt: skip
+    return (
+        table
+        + "\n\nTargets of the spectrum engine measured here (the others are named in the issue's note):\n\n"
+        + md_table(["target", "goal", "measured", "status"], goals)
+    )
+
+
+PAGE = """# Spectrum engine (`benchmarks/bench_spectrum.py`)
+
+Regenerate with `{command}`. Float64, 2 CPU threads, one run: times are
+comparable within the page only. "products" counts operator columns (the Gram route needs none).
+
+{body}
+"""
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=int, default=None, help="samples per class of the GGN problem (default 100)")
+    ap.add_argument("--out", default=None, help="write the page here (e.g. docs/spectrum.md)")
+    a = ap.parse_args()
+    body = run(a.quick, a.n)
+    if a.out:
+        from fastdnc.io import atomic_write_text
+
+        command = (
+            "python benchmarks/bench_spectrum.py" + (" --quick" if a.quick else "") + (f" --n {a.n}" if a.n else "")
+        )
+        atomic_write_text(a.out, PAGE.format(command=command + f" --out {a.out}", body=body))
+    print(body)
