@@ -148,6 +148,8 @@ class SampleGram:
     def vectors(self, sigma: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """:math:`\\sqrt c\\,\\Phi u/\\sqrt\\sigma` for the Gram eigenpairs (σ, u): (P × m), unit columns."""
         m = u.shape[1]
+        if m == 0:
+            return u.new_zeros(self.size, 0)
         coords = u.T.reshape(m, self.blocks[0].roots.shape[0], -1)
         out = torch.cat([b.columns(coords) for b in self.blocks], dim=1)
         out = (out * (self.scale**0.5 / sigma.sqrt())[:, None]).T

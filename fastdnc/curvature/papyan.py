@@ -32,25 +32,51 @@ from .low_rank import LowRankOperator
 from .operator import CurvatureOperator
 
 
+def _center_by_class(m: torch.Tensor, labels: torch.Tensor, axis: int) -> torch.Tensor:
+    """Subtract from ``m`` (…, N, …) the mean over the samples of each class along ``axis``."""
+    k = int(labels.max()) + 1
+    moved = m.movedim(axis, 0)
+    sums = torch.zeros(k, *moved.shape[1:], dtype=m.dtype, device=m.device).index_add_(0, labels, moved)
+    counts = torch.bincount(labels, minlength=k).to(m.dtype).clamp_min(1)
+    means = sums / counts.view(-1, *([1] * (moved.dim() - 1)))
+    return (moved - means[labels]).movedim(0, axis)
+
+
 @dataclass
 class PapyanSplit:
-    """``total`` (the fit Hessian of W_l) = ``class_`` + ``cross`` + ``within``."""
+    """``total`` (the fit Hessian of W_l) = ``class_`` + ``cross`` + ``within``; ``labels`` are the
+    samples' classes (for the within-class term in sample space)."""
 
     total: CurvatureOperator
     class_: LowRankOperator
     cross: LowRankOperator
     within: CurvatureOperator
+    labels: torch.Tensor | None = None
+
+    def within_eigenvalues(self) -> torch.Tensor:
+        r"""The non-trivial eigenvalues of the within-class term. With a sample-space Gram
+        :math:`\mathcal K = c\,\Phi^\top\Phi` (a Gauss–Newton block), within :math:`= c\,\Delta\Delta^\top`
+        with :math:`\Delta = \Phi(I - A)` (A: the within-class averaging of the samples, per output),
+        so its non-zero eigenvalues are those of :math:`(I - A)\mathcal K(I - A)`, an (N·K')² problem
+        instead of P²; otherwise the dense fallback of :meth:`~CurvatureOperator.eigvalsh`."""
+        gram = self.total.sample_gram(group=False) if self.total.gram_size() is not None else None
+        if gram is None or self.labels is None:
+            return self.within.eigvalsh()
+        n = gram.num_samples
+        m = gram.matrix().view(n, gram.dim // n, n, gram.dim // n)
+        centered = _center_by_class(_center_by_class(m, self.labels, 0), self.labels, 2)
+        return torch.linalg.eigvalsh(centered.reshape(gram.dim, gram.dim))
 
     def ranks(self, rtol: float = 1e-10) -> dict[str, int]:
-        """Numerical ranks (eigenvalues above ``rtol`` × the largest eigenvalue of ``total``).
-        The within-class rank needs a dense eigendecomposition (operators up to 8192 × 8192)."""
+        """Numerical ranks (eigenvalues above ``rtol`` × the largest eigenvalue of ``total``); the
+        total and the within-class term through the sample-space Gram where the block has one."""
         total = self.total.eigvalsh()
         tol = rtol * max(float(total[-1]), torch.finfo(self.total.dtype).tiny)
         out = {
             name: int((op.nonzero_eigh()[0] > tol).sum())
             for name, op in (("class", self.class_), ("cross", self.cross))
         }
-        out["within"] = int((self.within.eigvalsh().abs() > tol).sum())
+        out["within"] = int((self.within_eigenvalues().abs() > tol).sum())
         out["total"] = int((total.abs() > tol).sum())
         return out
 
@@ -83,4 +109,4 @@ def papyan_split(model: LayeredModel, layer: int) -> PapyanSplit:
     cross_cols = (vcj - vc[:, None]).reshape(k * kp, size).T
     cross = LowRankOperator(cross_cols, (counts / n).repeat_interleave(kp), total.block_shapes)
     within = total - class_ - cross
-    return PapyanSplit(total, class_, cross, within)
+    return PapyanSplit(total, class_, cross, within, model.labels)
