@@ -18,6 +18,7 @@ import bench_full  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_layer  # noqa: E402
 import bench_real  # noqa: E402
+import bench_spectrum  # noqa: E402
 import bench_train  # noqa: E402
 import bench_zoo  # noqa: E402
 
@@ -31,6 +32,8 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     dist_table = bench_distributed.run()
     atomic_write_text(Path(a.out).parent / "distributed.md", bench_distributed.page(dist_table))
+    spectrum = bench_spectrum.PAGE.format(command="make bench", body=bench_spectrum.run())
+    atomic_write_text(Path(a.out).parent / "spectrum.md", spectrum)
     text = f"""# Benchmarks
 
 Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`).

@@ -275,9 +275,13 @@ def _start_block(op, start, v0, size: int, b: int, k: int, gen: torch.Generator)
         return _check_start(v0 if start is None else start, size, name).to(dtype=dtype, device=device)
     if not hasattr(start, "eigh") or tuple(getattr(start, "shape", ())) != (size, size):
         raise ValueError(f"start must be a tensor of shape ({size},) or ({size}, m), or a {size} × {size} operator")
-    values, vectors = start.eigh()
-    m = min(k + 2, size, getattr(vectors, "rank", size))
-    block = vectors.top(m) if hasattr(vectors, "top") else vectors[:, torch.argsort(values, descending=True)[:m]]
+    gram = start._gram_route("auto") if isinstance(start, CurvatureOperator) and start.symmetric else None
+    if gram is not None:  # the top of a Gauss-Newton operator: Lanczos on its sample-space Gram
+        block = gram.top(min(k + 2, gram.dim, size)).eigenvectors
+    else:
+        values, vectors = start.eigh()
+        m = min(k + 2, size, getattr(vectors, "rank", size))
+        block = vectors.top(m) if hasattr(vectors, "top") else vectors[:, torch.argsort(values, descending=True)[:m]]
     return _check_start(block.to(dtype=dtype, device=device), size, "start")
 
 
