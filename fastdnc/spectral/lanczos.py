@@ -70,10 +70,14 @@ def _project_out(v: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def _orthonormal(v: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q R = v with the columns that are null at ``scale`` (rounding noise) dropped: (Q (P × r), R (r × b))."""
+    """An orthonormal Q (P × r) and R (r × b) with v ≈ Q R, dropping only the directions whose
+    singular values are rounding noise at ``scale``: rank-revealing (QR, then the SVD of the small
+    R), so that a dropped direction never carries a part of another column, which a plain QR's
+    small diagonal entry does not guarantee."""
     qv, r = torch.linalg.qr(v)
-    keep = r.diagonal().abs() > torch.finfo(v.dtype).eps ** 0.75 * max(scale, torch.finfo(v.dtype).tiny)
-    return qv[:, keep], r[keep]
+    u, sv, vh = torch.linalg.svd(r)
+    keep = sv > torch.finfo(v.dtype).eps ** 0.75 * max(scale, torch.finfo(v.dtype).tiny)
+    return qv @ u[:, keep], sv[keep, None] * vh[keep]
 
 
 def _random_block(q: torch.Tensor, count: int, gen: torch.Generator, pool: torch.Tensor | None = None) -> torch.Tensor:

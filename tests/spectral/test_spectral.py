@@ -187,3 +187,17 @@ def test_a_well_separated_spectrum_needs_no_probe():
     assert plain.num_matvecs < fixed.num_matvecs
     deg = fd.lanczos(with_spectrum([10.0] * 5 + torch.linspace(1, 9, 295).tolist()), k=6)
     assert torch.allclose(deg.eigenvalues[:5], torch.full((5,), 10.0, dtype=torch.float64), atol=1e-9)
+
+
+def test_reported_residuals_are_true_on_a_rank_deficient_degenerate_operator():
+    """The collapsed ReLU UFM's GGN (rank 100 of P = 12928, 10-fold eigenvalues): a plain QR used to
+    drop a direction that carried part of another column, and the reported residuals (1e-10) hid
+    true ones of 1e-5. The returned pairs must satisfy ‖Gv − λv‖ ≤ tol · scale for real."""
+    m = fd.theory.optimum_model(10, 20, 64, 4, 5e-3, activation="relu")
+    g = fd.ggn(m, decay=False)
+    res = fd.lanczos(g, k=20, tol=1e-8)
+    v = res.eigenvectors
+    true = (g @ v - v * res.eigenvalues).norm(dim=0)
+    assert res.converged and float(true.max()) <= 1e-8 * float(res.eigenvalues.abs().max())
+    exact = g.eigvalsh(method="gram").flip(0)[:20]
+    torch.testing.assert_close(res.eigenvalues, exact, rtol=0, atol=1e-12)
