@@ -44,7 +44,8 @@ WHICH = ("LA", "SA", "LM", "BE")
 class LanczosResult:
     """``eigenvalues`` (k,) in descending order with ``eigenvectors`` (P × k) as columns,
     ``residuals`` (k,) the Ritz residual norms, ``converged`` whether all are within tolerance,
-    ``num_matvecs`` the operator columns applied and ``iterations`` the block steps taken."""
+    ``num_matvecs`` the operator columns applied, ``iterations`` the block steps taken and
+    ``low_precision_matvecs`` the columns applied to a ``low_precision`` operator."""
 
     eigenvalues: torch.Tensor
     eigenvectors: torch.Tensor
@@ -52,6 +53,7 @@ class LanczosResult:
     converged: bool
     num_matvecs: int
     iterations: int
+    low_precision_matvecs: int = 0
 
 
 def apply_operator(op, v: torch.Tensor) -> torch.Tensor:
@@ -140,6 +142,7 @@ def lanczos(
     start=None,
     v0: torch.Tensor | None = None,
     check_symmetric: bool = True,
+    low_precision=None,
 ) -> LanczosResult:
     """The k extreme eigenpairs of a symmetric operator (see the module docstring).
 
@@ -162,6 +165,14 @@ def lanczos(
             with exact eigenpairs (e.g. the GGN of the same model, whose ``eigh`` is exact
             through its sample-space Gram), whose top k + 2 eigenvectors are the first block.
         v0: the former name of a tensor ``start`` (kept for compatibility).
+        low_precision: the same matrix in a lower precision (e.g. the operator of a float32 copy of
+            the model): the Krylov products run on it while the basis and its orthogonalisation
+            stay in ``op``'s precision; then one Rayleigh–Ritz step with ``op`` on the k + 2 best
+            Ritz vectors (k + 2 products) refines them, and where the residuals still exceed
+            ``tol`` a Lanczos on ``op`` warm-started from them finishes (its products counted in
+            ``num_matvecs``). The low-precision run stops at 1e-5 (float32 products cannot
+            resolve more); ill-conditioned clusters (gaps near that level) are left to the warm
+            finish, so the result meets ``tol`` in ``op``'s precision either way.
         check_symmetric: refuse an operator whose projection :math:`Q^\top\\mathcal HQ` on the
             first two Krylov vectors is not symmetric to 1e-8 (1e-3 in float32) of its largest
             entry: Lanczos on a non-symmetric operator returns confident wrong values. The check
@@ -177,6 +188,12 @@ def lanczos(
     [100.0, 99.0, 98.0]
     """
     size, tol = _check_arguments(op, k, which, block_size, tol, max_matvecs, max_basis)
+    if low_precision is not None:
+        if tuple(getattr(low_precision, "shape", ())) != (size, size):
+            raise ValueError(f"low_precision must be a {size} × {size} operator of the same matrix")
+        options = dict(block_size=block_size, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
+                       check_symmetric=check_symmetric)  # fmt: skip
+        return _mixed(op, low_precision, k, which, tol, max(tol, 1e-5), start=start, v0=v0, **options)
     if start is not None and v0 is not None:
         raise ValueError("give start or v0, not both")
     b = min(block_size or (1 if k == 1 else 2), size)
@@ -200,7 +217,7 @@ def lanczos(
         iterations += 1
         basis.extend(hv, b)
         if unchecked and basis.ma >= 2:
-            _check_projection_symmetric(basis.c[: basis.ma, : basis.ma])
+            _check_projection_symmetric(basis.c[: basis.ma, : basis.ma], getattr(op, "product_dtype", op.dtype))
             unchecked = False
         theta, s = basis.ritz()
         idx = _select(theta, k, which)
@@ -255,11 +272,11 @@ def _open_cluster(theta: torch.Tensor, idx: torch.Tensor, gap: float) -> int:
     return max(sizes)
 
 
-def _check_projection_symmetric(t: torch.Tensor) -> None:
+def _check_projection_symmetric(t: torch.Tensor, product_dtype: torch.dtype) -> None:
     """Refuse a non-symmetric operator from :math:`T = Q^\top\\mathcal HQ` (symmetric iff the
     operator is, on the Krylov space; full reorthogonalisation computes both triangles)."""
     asym = float((t - t.T).abs().max())
-    bound = (1e-8 if t.dtype == torch.float64 else 1e-3) * float(t.abs().max())
+    bound = (1e-8 if product_dtype == torch.float64 else 1e-3) * float(t.abs().max())
     if not math.isfinite(asym) or asym > bound:
         raise ValueError(
             f"the operator is not symmetric: its projection on the Krylov space differs from its transpose by "
@@ -383,3 +400,46 @@ class _Basis:
         self.c[:nk, :nk] = torch.diag(theta[keep])
         self.c[nk : nk + pw, :nk] = cp
         self.ma, self.mt = nk, nk + pw
+
+
+class _InPrecision:
+    """An operator of ``dtype`` whose products run on ``low`` (e.g. the same matrix built in
+    float32): vectors are cast down for the product and its result cast back up."""
+
+    def __init__(self, low, dtype: torch.dtype) -> None:
+        self.low, self.dtype, self.device, self.product_dtype = low, dtype, low.device, low.dtype
+        self.shape = tuple(low.shape)
+        self.symmetric = getattr(low, "symmetric", True)
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return apply_operator(self.low, v.to(self.low.dtype)).to(self.dtype)
+
+
+def _rayleigh_ritz(op, vectors: torch.Tensor, k: int, which: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ritz pairs of ``op`` on span(``vectors``) in ``op``'s precision (one block of products):
+    the wanted k (descending), their vectors and residual norms :math:`\\|\\mathcal Hy - \\theta y\\|`."""
+    q = torch.linalg.qr(vectors.to(op.dtype))[0]
+    hq = apply_operator(op, q)
+    t = q.T @ hq
+    theta, s = torch.linalg.eigh(0.5 * (t + t.T))
+    idx = _select(theta, k, which)
+    order = idx[torch.argsort(theta[idx], descending=True)]
+    y, hy = q @ s[:, order], hq @ s[:, order]
+    return theta[order], y, torch.linalg.vector_norm(hy - y * theta[order], dim=0)
+
+
+def _mixed(op, low, k: int, which: str, tol: float, low_tol: float, start=None, v0=None, **options) -> LanczosResult:
+    """Lanczos with ``low``'s products (the basis and its orthogonalisation in ``op``'s precision),
+    a Rayleigh–Ritz refinement with ``op`` on the k + 2 best Ritz vectors, and, only where its
+    residuals still exceed ``tol``, a float64 Lanczos warm-started from them."""
+    coarse = lanczos(_InPrecision(low, op.dtype), min(k + 2, op.shape[0]), which, tol=low_tol, start=start, v0=v0,
+                     **options)  # fmt: skip
+    values, vectors, residuals = _rayleigh_ritz(op, coarse.eigenvectors, k, which)
+    spent = coarse.eigenvectors.shape[1]
+    scale = float(values.abs().max()) or 1.0
+    if bool((residuals <= tol * scale).all()):
+        return LanczosResult(values, vectors, residuals, True, spent, coarse.iterations + 1, coarse.num_matvecs)
+    polished = lanczos(op, k, which, tol=tol, start=vectors, **options)
+    polished.num_matvecs += spent
+    polished.low_precision_matvecs = coarse.num_matvecs
+    return polished

@@ -201,3 +201,24 @@ def test_reported_residuals_are_true_on_a_rank_deficient_degenerate_operator():
     assert res.converged and float(true.max()) <= 1e-8 * float(res.eigenvalues.abs().max())
     exact = g.eigvalsh(method="gram").flip(0)[:20]
     torch.testing.assert_close(res.eigenvalues, exact, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tol", [1e-8, 1e-4])
+def test_mixed_precision_lanczos_meets_the_float64_tolerance(tol):
+    """Products in float32 (an operator of a float32 copy), a float64 basis, a float64
+    Rayleigh–Ritz step and, where needed, a warm float64 finish: true float64 residuals ≤ tol."""
+    import copy
+
+    m = fd.DeepUFM(4, 5, 12, 4, activation="relu", seed=0)
+    fd.train(m, 3000, 0.1, progress=False)
+    h = fd.hessian(m, decay=True)
+    h32 = fd.hessian(copy.deepcopy(m).to(torch.float32), decay=True)
+    res = fd.lanczos(h, k=8, tol=tol, low_precision=h32)
+    v = res.eigenvectors
+    assert res.converged and res.low_precision_matvecs > 0 and v.dtype == torch.float64
+    scale = float(res.eigenvalues.abs().max())
+    assert float((h @ v - v * res.eigenvalues).norm(dim=0).max()) <= tol * scale
+    ref = torch.linalg.eigvalsh(h.to_dense()).flip(0)[:8]
+    assert float((res.eigenvalues - ref).abs().max()) <= 10 * tol * scale
+    with pytest.raises(ValueError, match="low_precision must be"):
+        fd.lanczos(h, k=3, low_precision=torch.eye(3))
