@@ -88,7 +88,7 @@ KERNELS: dict[str, dict[str, Callable]] = {
         "triton": _lazy("triton_kernels", "gn_assemble"),
         "cuda": _lazy("cuda", "gn_assemble"),
     },
-    "sample_gram": {"torch": reference.sample_gram},
+    "sample_gram": {"torch": reference.sample_gram, "triton": _lazy("triton_kernels", "sample_gram")},
 }
 
 

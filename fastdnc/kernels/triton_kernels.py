@@ -11,6 +11,9 @@ on small shapes, against the torch reference). Matrix products use ``tl.dot`` wi
 * :func:`gn_assemble`: the fused Gauss–Newton block assembly. Each program owns a tile of one row
   slab; the operand :math:`S_a[i, (a', b')] = (B_iB_i^\\top)_{aa'}x_{ib'}` is generated on the fly
   from the roots and the inputs inside the k-loop, so it never exists in memory.
+* :func:`sample_gram`: the sample-space Gram :math:`c\\,(RR^\\top)\\circ(G\\otimes\\mathbf 1)`
+  accumulated in place, one triangle of tiles computed (each off-diagonal tile also writes its
+  transpose), with 64-bit offsets.
 """
 
 from __future__ import annotations
@@ -185,4 +188,45 @@ def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torc
     bm, bn, bk = _tile(q), 64, 32
     grid = (p, triton.cdiv(q, bm), triton.cdiv(size, bn))
     _gn_assemble[grid](inputs, roots, out, q, n, kk, p, float(scale), BM=bm, BN=bn, BK=bk)
+    return out
+
+
+@triton.jit
+def _sample_gram(r_ptr, g_ptr, o_ptr, M, P, N, KK, scale, BM: tl.constexpr, BP: tl.constexpr):
+    """One (BM × BM) tile of out += c (R Rᵀ) ∘ (G ⊗ 1): tiles with j ≥ i only, and the tile (i, j)
+    also writes its transpose to (j, i), so that one triangle of R Rᵀ is computed (64-bit offsets)."""
+    ti = tl.program_id(0)
+    tj = tl.program_id(1)
+    if tj < ti:
+        return
+    rm = (ti * BM + tl.arange(0, BM)).to(tl.int64)
+    rn = (tj * BM + tl.arange(0, BM)).to(tl.int64)
+    acc_t = tl.float64 if o_ptr.dtype.element_ty == tl.float64 else tl.float32
+    acc = tl.zeros((BM, BM), dtype=acc_t)
+    for p0 in range(0, P, BP):
+        rp = (p0 + tl.arange(0, BP)).to(tl.int64)
+        a = tl.load(r_ptr + rm[:, None] * P + rp[None, :], mask=(rm[:, None] < M) & (rp[None, :] < P), other=0.0)
+        b = tl.load(r_ptr + rn[:, None] * P + rp[None, :], mask=(rn[:, None] < M) & (rp[None, :] < P), other=0.0)
+        acc += tl.dot(a, tl.trans(b), input_precision="ieee")
+    inside = (rm[:, None] < M) & (rn[None, :] < M)
+    g = tl.load(g_ptr + (rm // KK)[:, None] * N + (rn // KK)[None, :], mask=inside, other=0.0)
+    tile = acc * g * scale
+    here = o_ptr + rm[:, None] * M + rn[None, :]
+    tl.store(here, tl.load(here, mask=inside, other=0.0) + tile.to(o_ptr.dtype.element_ty), mask=inside)
+    if tj > ti:
+        there = o_ptr + rn[None, :] * M + rm[:, None]
+        tl.store(there, tl.load(there, mask=inside, other=0.0) + tile.to(o_ptr.dtype.element_ty), mask=inside)
+
+
+def sample_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+    """Triton sample-space Gram accumulation, one triangle (see :func:`.reference.sample_gram`)."""
+    n, kk, p = roots.shape
+    m = n * kk
+    flat = roots.reshape(m, p).contiguous()
+    g = input_gram.contiguous()
+    if not out.is_contiguous():
+        raise ValueError("sample_gram accumulates into a contiguous out")
+    bm, bp = _tile(m), _tile(p)
+    grid = (triton.cdiv(m, bm), triton.cdiv(m, bm))
+    _sample_gram[grid](flat, g, out, m, p, n, kk, float(scale), BM=bm, BP=bp)
     return out
