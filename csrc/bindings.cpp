@@ -74,6 +74,22 @@ void gn_assemble(carray<T> x, carray<T> xt, carray<T> roots, carray<T> out, doub
   fastdnc::gn_assemble<T>(xx, xtt, r, o, q, n, kk, p, static_cast<T>(scale), chunk);
 }
 
+template <typename T>
+void sample_gram(carray<T> roots, carray<T> gram, carray<T> out, double scale) {
+  require(roots.ndim() == 3, "roots must have shape (N, K, p)");
+  const int64_t n = roots.shape(0), kk = roots.shape(1), p = roots.shape(2);
+  require(gram.ndim() == 2 && gram.shape(0) == n && gram.shape(1) == n,
+          "input_gram must have shape (N, N) with N=" + std::to_string(n));
+  require(out.ndim() == 2 && out.shape(0) == n * kk && out.shape(1) == n * kk,
+          "out must have shape (N*K, N*K) with N*K=" + std::to_string(n * kk));
+  require(out.writeable(), "out must be writeable");
+  const T* r = roots.data();
+  const T* g = gram.data();
+  T* o = out.mutable_data();
+  py::gil_scoped_release release;
+  fastdnc::sample_gram<T>(r, g, o, n, kk, p, static_cast<T>(scale));
+}
+
 int max_threads() {
 #ifdef FASTDNC_OPENMP
   return omp_get_max_threads();
@@ -103,6 +119,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("scale"), py::arg("chunk"));
   m.def("gn_assemble_f64", &gn_assemble<double>, adoc, py::arg("x"), py::arg("xt"), py::arg("roots"), py::arg("out"),
         py::arg("scale"), py::arg("chunk"));
+  const char* sdoc = "Sample-space Gram out += scale * (R R^T) o (G (x) 1), R = roots (N, K, p) as (N*K, p), in place";
+  m.def("sample_gram_f32", &sample_gram<float>, sdoc, py::arg("roots"), py::arg("input_gram"), py::arg("out"),
+        py::arg("scale"));
+  m.def("sample_gram_f64", &sample_gram<double>, sdoc, py::arg("roots"), py::arg("input_gram"), py::arg("out"),
+        py::arg("scale"));
   m.def("max_threads", &max_threads, "OpenMP threads the kernels use (1 without OpenMP).");
 #ifdef FASTDNC_OPENMP
   m.attr("has_openmp") = true;

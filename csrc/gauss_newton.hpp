@@ -96,4 +96,27 @@ void gn_assemble(const T* x, const T* xt, const T* roots, T* out, int64_t q, int
   }
 }
 
+// Sample-space Gram, accumulated: out[r, c] += scale · (R_r · R_c) · G[r / K, c / K] for the M = N·K
+// rows r of roots (N, K, p) seen as an (M × p) matrix R, and G the (N × N) Gram of the inputs. One
+// triangle (c >= r) is computed and mirrored: each pair (r, c) belongs to the thread of row r, so
+// no two threads write the same entry. Cost: M²p flops (half of a full R Rᵀ).
+template <typename T>
+FASTDNC_CLONES void sample_gram(const T* roots, const T* gram, T* out, int64_t n, int64_t kk, int64_t p, T scale) {
+  const int64_t m = n * kk;
+#pragma omp parallel for schedule(dynamic, 8)
+  for (int64_t r = 0; r < m; ++r) {
+    const T* rr = roots + r * p;
+    const T* grow = gram + (r / kk) * n;
+    for (int64_t c = r; c < m; ++c) {
+      const T* rc = roots + c * p;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t a = 0; a < p; ++a) s += rr[a] * rc[a];
+      const T v = scale * s * grow[c / kk];
+      out[r * m + c] += v;
+      if (c != r) out[c * m + r] += v;
+    }
+  }
+}
+
 }  // namespace fastdnc

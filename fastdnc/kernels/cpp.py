@@ -52,3 +52,13 @@ def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torc
     chunk = max(1, min(n, 64, (1 << 22) // max(size, 1)))  # thread buffer ≤ 4M elements
     fn(_np(inputs), _np(inputs.T), _np(roots), out.numpy(), float(scale), chunk)
     return out
+
+
+def sample_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+    """C++ sample-space Gram accumulation, one triangle (see :func:`.reference.sample_gram`); ``out``
+    must be contiguous (it is written in place through a NumPy view)."""
+    if not out.is_contiguous():
+        raise ValueError("sample_gram accumulates into a contiguous out")
+    fn = _C.sample_gram_f64 if roots.dtype == torch.float64 else _C.sample_gram_f32
+    fn(_np(roots), _np(input_gram), out.detach().numpy(), float(scale))
+    return out

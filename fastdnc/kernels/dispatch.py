@@ -41,7 +41,8 @@ AUTO_RULES = {
     # the torch reference packs both symmetric factors: a quarter of the flops of the slab kernels
     # (cpp, triton, cuda), measured 7× faster than cpp on CPU (docs/benchmarks.md); GPU unmeasured
     "gn_assemble": {"cpu": "torch", "cuda": "torch"},
-    # one GEMM (MKL/cuBLAS) and a broadcast multiply: no custom kernel yet
+    # one GEMM (MKL/cuBLAS) and a broadcast multiply; the one-triangle cpp and triton kernels are
+    # tested against it and left to a measured rule (benchmarks/bench_kernels.py)
     "sample_gram": {"cpu": "torch", "cuda": "torch"},
 }
 
@@ -88,7 +89,11 @@ KERNELS: dict[str, dict[str, Callable]] = {
         "triton": _lazy("triton_kernels", "gn_assemble"),
         "cuda": _lazy("cuda", "gn_assemble"),
     },
-    "sample_gram": {"torch": reference.sample_gram, "triton": _lazy("triton_kernels", "sample_gram")},
+    "sample_gram": {
+        "torch": reference.sample_gram,
+        "cpp": cpp.sample_gram,
+        "triton": _lazy("triton_kernels", "sample_gram"),
+    },
 }
 
 

@@ -47,3 +47,17 @@ def test_sample_gram_float32_error_is_at_most_twice_torchs(backend):
     ours = (dispatch.sample_gram(*args, start.float(), backend=backend).double() - expected).abs().max()
     torchs = (ref.sample_gram(*args, start.float()).double() - expected).abs().max()
     assert ours <= 2 * torchs + 8 * torch.finfo(torch.float32).eps * float(expected.abs().max())
+
+
+def test_the_cpp_binding_refuses_mismatched_shapes():
+    from fastdnc.kernels import cpp
+
+    if not cpp.available():
+        pytest.skip(f"the C++ extension is not built: {cpp.IMPORT_ERROR}")
+    roots, gram, start = operands(7, 3, 5)
+    with pytest.raises(ValueError, match="input_gram must have shape"):
+        cpp._C.sample_gram_f64(roots.numpy(), gram[:6, :6].contiguous().numpy(), start.numpy(), 1.0)
+    with pytest.raises(ValueError, match="out must have shape"):
+        cpp._C.sample_gram_f64(roots.numpy(), gram.numpy(), start[:20, :20].contiguous().numpy(), 1.0)
+    with pytest.raises(ValueError, match="contiguous out"):
+        cpp.sample_gram(roots, gram, 1.0, start.T)

@@ -222,3 +222,23 @@ def test_mixed_precision_lanczos_meets_the_float64_tolerance(tol):
     assert float((res.eigenvalues - ref).abs().max()) <= 10 * tol * scale
     with pytest.raises(ValueError, match="low_precision must be"):
         fd.lanczos(h, k=3, low_precision=torch.eye(3))
+
+
+@pytest.mark.parametrize("name", SPECTRA)
+def test_warm_and_mixed_lanczos_on_known_spectra(name):
+    """Warm starts (a perturbed top block) and float32 products with a float64 finish reach the
+    requested tolerance in true float64 residuals on clustered and degenerate spectra too."""
+    ev = SPECTRA[name]
+    a = with_spectrum(ev)
+    k, tol = 12, 1e-9
+    ref = torch.sort(torch.tensor(ev, dtype=torch.float64), descending=True).values[:k]
+    exact = torch.linalg.eigh(a)[1][:, -(k + 2) :]
+    nearby = exact + 1e-3 * torch.randn(exact.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for res in (
+        fd.lanczos(DenseOperator(a), k=k, tol=tol, start=nearby),
+        fd.lanczos(DenseOperator(a), k=k, tol=tol, low_precision=DenseOperator(a.float())),
+    ):
+        v = res.eigenvectors
+        assert res.converged and v.dtype == torch.float64
+        assert float((a @ v - v * res.eigenvalues).norm(dim=0).max()) <= tol * float(ref.abs().max())
+        torch.testing.assert_close(res.eigenvalues, ref, rtol=0, atol=1e-8)
