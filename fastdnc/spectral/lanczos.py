@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ..curvature.operator import CurvatureOperator
+from .krylov import KrylovBasis, orthonormal, project_out
 
 WHICH = ("LA", "SA", "LM", "BE")
 
@@ -63,25 +64,6 @@ def apply_operator(op, v: torch.Tensor) -> torch.Tensor:
     return op.matmat(v) if isinstance(op, CurvatureOperator) else op @ v
 
 
-def _project_out(v: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """v − q qᵀ v by classical Gram–Schmidt twice, and the coefficients qᵀ v."""
-    coef = q.T @ v
-    v = v - q @ coef
-    again = q.T @ v
-    return v - q @ again, coef + again
-
-
-def _orthonormal(v: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """An orthonormal Q (P × r) and R (r × b) with v ≈ Q R, dropping only the directions whose
-    singular values are rounding noise at ``scale``: rank-revealing (QR, then the SVD of the small
-    R), so that a dropped direction never carries a part of another column, which a plain QR's
-    small diagonal entry does not guarantee."""
-    qv, r = torch.linalg.qr(v)
-    u, sv, vh = torch.linalg.svd(r)
-    keep = sv > torch.finfo(v.dtype).eps ** 0.75 * max(scale, torch.finfo(v.dtype).tiny)
-    return qv @ u[:, keep], sv[keep, None] * vh[keep]
-
-
 def _random_block(q: torch.Tensor, count: int, gen: torch.Generator, pool: torch.Tensor | None = None) -> torch.Tensor:
     """Up to ``count`` orthonormal random directions orthogonal to the columns of q: random
     combinations of the warm-start ``pool`` while it has directions the basis lacks, else random."""
@@ -91,13 +73,13 @@ def _random_block(q: torch.Tensor, count: int, gen: torch.Generator, pool: torch
     if pool is not None:
         mix = torch.randn(pool.shape[1], count, generator=gen, dtype=q.dtype).to(q.device)
         fill = pool @ mix
-        rest = _project_out(fill, q)[0]
+        rest = project_out(fill, q)[0]
         # a pool direction that the basis already holds leaves only rounding noise: random instead
-        found = _orthonormal(rest, float(torch.linalg.vector_norm(fill, dim=0).max()) * 1e-6)[0]
+        found = orthonormal(rest, float(torch.linalg.vector_norm(fill, dim=0).max()) * 1e-6)[0]
         if found.shape[1] == count:
             return found
     fill = torch.randn(q.shape[0], count, generator=gen, dtype=q.dtype).to(q.device)
-    return _orthonormal(_project_out(fill, q)[0])[0]
+    return orthonormal(project_out(fill, q)[0])[0]
 
 
 def _check_start(v0, size: int, name: str = "v0") -> torch.Tensor:
@@ -189,13 +171,9 @@ def lanczos(
     """
     size, tol = _check_arguments(op, k, which, block_size, tol, max_matvecs, max_basis)
     if low_precision is not None:
-        if tuple(getattr(low_precision, "shape", ())) != (size, size):
-            raise ValueError(f"low_precision must be a {size} × {size} operator of the same matrix")
         options = dict(block_size=block_size, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
                        check_symmetric=check_symmetric)  # fmt: skip
-        return _mixed(op, low_precision, k, which, tol, max(tol, 1e-5), start=start, v0=v0, **options)
-    if start is not None and v0 is not None:
-        raise ValueError("give start or v0, not both")
+        return _mixed(op, low_precision, k, which, tol, start=start, v0=v0, **options)
     b = min(block_size or (1 if k == 1 else 2), size)
     max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
     max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
@@ -206,7 +184,7 @@ def lanczos(
     pool = first if first.shape[1] > b and block_size is None else None
     if pool is not None:
         first = pool @ torch.randn(pool.shape[1], b, generator=gen, dtype=pool.dtype).to(pool.device)
-    basis = _Basis(_orthonormal(first, float(torch.linalg.vector_norm(first, dim=0).max()))[0], max_basis, b)
+    basis = KrylovBasis(orthonormal(first, float(torch.linalg.vector_norm(first, dim=0).max()))[0], max_basis, b)
     matvecs, iterations, unchecked = 0, 0, check_symmetric and size > 1
     confirmed: torch.Tensor | None = None  # wanted Ritz values at the last probed convergence
     probe_at: int | None = None  # the iteration of the last probe
@@ -289,6 +267,8 @@ def _start_block(op, start, v0, size: int, b: int, k: int, gen: torch.Generator)
     """The first block: random, a given tensor (``start`` or ``v0``), or the top k + 2
     eigenvectors of an operator with exact eigenpairs."""
     dtype, device = op.dtype, op.device
+    if start is not None and v0 is not None:
+        raise ValueError("give start or v0, not both")
     if start is None and v0 is None:
         return torch.randn(size, b, generator=gen, dtype=dtype).to(device)
     if start is None or isinstance(start, torch.Tensor):
@@ -328,80 +308,6 @@ def _check_arguments(
     return size, tol if tol is not None else (1e-10 if op.dtype == torch.float64 else 1e-5)
 
 
-class _Basis:
-    r"""The basis Q = [applied | pending] in preallocated columns (grown when a probe widens the
-    block) and the coefficients C with :math:`\mathcal H Q_{:, :m_a} = Q_{:, :m_t} C_{:m_t, :m_a}`."""
-
-    def __init__(self, first: torch.Tensor, max_basis: int, b: int) -> None:
-        size = first.shape[0]
-        self.q = first.new_empty(size, max_basis + 3 * max(b, first.shape[1]))
-        self.c = first.new_zeros(self.q.shape[1], self.q.shape[1])
-        self.ma, self.mt = 0, first.shape[1]
-        self.q[:, : self.mt] = first
-
-    @property
-    def num_pending(self) -> int:
-        return self.mt - self.ma
-
-    def pending(self) -> torch.Tensor:
-        """The pending block, column-major (operators split it without a copy)."""
-        return self.q[:, self.ma : self.mt].T.contiguous().T
-
-    def applied(self) -> torch.Tensor:
-        return self.q[:, : self.ma]
-
-    def extend(self, hv: torch.Tensor, b: int) -> None:
-        r"""Record :math:`\mathcal H Q_p` = ``hv``: its projection on the basis and the QR of the rest,
-        whose orthonormal part becomes the new pending block."""
-        self.ma = self.mt
-        rest, coef = _project_out(hv, self.applied())
-        nxt, r = _orthonormal(rest, float(torch.linalg.vector_norm(hv, dim=0).max()))
-        drift = self.applied().T @ nxt
-        if nxt.numel() and float(drift.abs().max()) > torch.finfo(nxt.dtype).eps ** 0.5:
-            # severe cancellation (a nearly invariant basis, a rank-deficient operator): one more
-            # pass, folded into the coefficients so that H Q_a = Q C stays exact
-            nxt, r2 = _orthonormal(nxt - self.applied() @ drift)
-            coef, r = coef + drift @ r, r2 @ r
-        self._reserve(self.ma + 2 * nxt.shape[1] + b, self.ma)
-        self.mt = self.ma + nxt.shape[1]
-        self.q[:, self.ma : self.mt] = nxt
-        self.c[: self.ma, self.ma - hv.shape[1] : self.ma] = coef
-        self.c[self.ma : self.mt, self.ma - hv.shape[1] : self.ma] = r
-
-    def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ritz values (ascending) and vectors in the basis of :math:`T = Q_a^\top\\mathcal HQ_a`."""
-        t = self.c[: self.ma, : self.ma]
-        return torch.linalg.eigh(0.5 * (t + t.T))
-
-    def residuals(self, sk: torch.Tensor) -> torch.Tensor:
-        """:math:`\\|\\mathcal Hx - \theta x\\| = \\|C_p s\\|` for the Ritz vectors :math:`x = Q_a s`."""
-        return torch.linalg.vector_norm(self.c[self.ma : self.mt, : self.ma] @ sk, dim=0)
-
-    def _reserve(self, columns: int, keep: int) -> None:
-        """Room for ``columns`` basis vectors (the first ``keep`` are kept when it grows)."""
-        if columns > self.q.shape[1]:
-            grow = columns + columns // 4
-            self.q = torch.cat([self.q[:, :keep], self.q.new_empty(self.q.shape[0], grow - keep)], dim=1)
-            self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
-
-    def append(self, block: torch.Tensor) -> None:
-        self._reserve(self.mt + block.shape[1], self.mt)
-        self.q[:, self.mt : self.mt + block.shape[1]] = block
-        self.mt += block.shape[1]
-
-    def restart(self, theta: torch.Tensor, s: torch.Tensor, keep: torch.Tensor) -> None:
-        """Thick restart: Y = Q_a S keeps the best Ritz vectors, and H Y = Y Θ + Q_p (C_p S)."""
-        sp = s[:, keep]
-        nk, pw = keep.numel(), self.num_pending
-        pending, cp = self.q[:, self.ma : self.mt].clone(), self.c[self.ma : self.mt, : self.ma] @ sp
-        self.q[:, :nk] = self.applied() @ sp
-        self.q[:, nk : nk + pw] = pending
-        self.c.zero_()
-        self.c[:nk, :nk] = torch.diag(theta[keep])
-        self.c[nk : nk + pw, :nk] = cp
-        self.ma, self.mt = nk, nk + pw
-
-
 class _InPrecision:
     """An operator of ``dtype`` whose products run on ``low`` (e.g. the same matrix built in
     float32): vectors are cast down for the product and its result cast back up."""
@@ -428,10 +334,13 @@ def _rayleigh_ritz(op, vectors: torch.Tensor, k: int, which: str) -> tuple[torch
     return theta[order], y, torch.linalg.vector_norm(hy - y * theta[order], dim=0)
 
 
-def _mixed(op, low, k: int, which: str, tol: float, low_tol: float, start=None, v0=None, **options) -> LanczosResult:
+def _mixed(op, low, k: int, which: str, tol: float, start=None, v0=None, **options) -> LanczosResult:
     """Lanczos with ``low``'s products (the basis and its orthogonalisation in ``op``'s precision),
     a Rayleigh–Ritz refinement with ``op`` on the k + 2 best Ritz vectors, and, only where its
     residuals still exceed ``tol``, a float64 Lanczos warm-started from them."""
+    if tuple(getattr(low, "shape", ())) != tuple(op.shape):
+        raise ValueError(f"low_precision must be a {op.shape[0]} × {op.shape[0]} operator of the same matrix")
+    low_tol = max(tol, 1e-5)  # float32 products cannot resolve more
     coarse = lanczos(_InPrecision(low, op.dtype), min(k + 2, op.shape[0]), which, tol=low_tol, start=start, v0=v0,
                      **options)  # fmt: skip
     values, vectors, residuals = _rayleigh_ritz(op, coarse.eigenvectors, k, which)

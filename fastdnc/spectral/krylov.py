@@ -1,0 +1,104 @@
+r"""The Krylov basis of :func:`fastdnc.lanczos` and its orthogonalisation.
+
+:class:`KrylovBasis` keeps :math:`Q = [Q_a, Q_p]` (applied and pending columns) and the small
+matrix C with :math:`\mathcal HQ_a = QC` exactly (see :mod:`fastdnc.spectral.lanczos`), grows its
+storage on demand and performs thick restarts. :func:`project_out` is classical Gram–Schmidt twice
+and :func:`orthonormal` a rank-revealing orthonormalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def project_out(v: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """v − q qᵀ v by classical Gram–Schmidt twice, and the coefficients qᵀ v."""
+    coef = q.T @ v
+    v = v - q @ coef
+    again = q.T @ v
+    return v - q @ again, coef + again
+
+
+def orthonormal(v: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """An orthonormal Q (P × r) and R (r × b) with v ≈ Q R, dropping only the directions whose
+    singular values are rounding noise at ``scale``: rank-revealing (QR, then the SVD of the small
+    R), so that a dropped direction never carries a part of another column, which a plain QR's
+    small diagonal entry does not guarantee."""
+    qv, r = torch.linalg.qr(v)
+    u, sv, vh = torch.linalg.svd(r)
+    keep = sv > torch.finfo(v.dtype).eps ** 0.75 * max(scale, torch.finfo(v.dtype).tiny)
+    return qv @ u[:, keep], sv[keep, None] * vh[keep]
+
+
+class KrylovBasis:
+    r"""The basis Q = [applied | pending] in preallocated columns (grown when a probe widens the
+    block) and the coefficients C with :math:`\mathcal H Q_{:, :m_a} = Q_{:, :m_t} C_{:m_t, :m_a}`."""
+
+    def __init__(self, first: torch.Tensor, max_basis: int, b: int) -> None:
+        size = first.shape[0]
+        self.q = first.new_empty(size, max_basis + 3 * max(b, first.shape[1]))
+        self.c = first.new_zeros(self.q.shape[1], self.q.shape[1])
+        self.ma, self.mt = 0, first.shape[1]
+        self.q[:, : self.mt] = first
+
+    @property
+    def num_pending(self) -> int:
+        return self.mt - self.ma
+
+    def pending(self) -> torch.Tensor:
+        """The pending block, column-major (operators split it without a copy)."""
+        return self.q[:, self.ma : self.mt].T.contiguous().T
+
+    def applied(self) -> torch.Tensor:
+        return self.q[:, : self.ma]
+
+    def extend(self, hv: torch.Tensor, b: int) -> None:
+        r"""Record :math:`\mathcal H Q_p` = ``hv``: its projection on the basis and the QR of the rest,
+        whose orthonormal part becomes the new pending block."""
+        self.ma = self.mt
+        rest, coef = project_out(hv, self.applied())
+        nxt, r = orthonormal(rest, float(torch.linalg.vector_norm(hv, dim=0).max()))
+        drift = self.applied().T @ nxt
+        if nxt.numel() and float(drift.abs().max()) > torch.finfo(nxt.dtype).eps ** 0.5:
+            # severe cancellation (a nearly invariant basis, a rank-deficient operator): one more
+            # pass, folded into the coefficients so that H Q_a = Q C stays exact
+            nxt, r2 = orthonormal(nxt - self.applied() @ drift)
+            coef, r = coef + drift @ r, r2 @ r
+        self._reserve(self.ma + 2 * nxt.shape[1] + b, self.ma)
+        self.mt = self.ma + nxt.shape[1]
+        self.q[:, self.ma : self.mt] = nxt
+        self.c[: self.ma, self.ma - hv.shape[1] : self.ma] = coef
+        self.c[self.ma : self.mt, self.ma - hv.shape[1] : self.ma] = r
+
+    def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ritz values (ascending) and vectors in the basis of :math:`T = Q_a^\top\\mathcal HQ_a`."""
+        t = self.c[: self.ma, : self.ma]
+        return torch.linalg.eigh(0.5 * (t + t.T))
+
+    def residuals(self, sk: torch.Tensor) -> torch.Tensor:
+        """:math:`\\|\\mathcal Hx - \theta x\\| = \\|C_p s\\|` for the Ritz vectors :math:`x = Q_a s`."""
+        return torch.linalg.vector_norm(self.c[self.ma : self.mt, : self.ma] @ sk, dim=0)
+
+    def _reserve(self, columns: int, keep: int) -> None:
+        """Room for ``columns`` basis vectors (the first ``keep`` are kept when it grows)."""
+        if columns > self.q.shape[1]:
+            grow = columns + columns // 4
+            self.q = torch.cat([self.q[:, :keep], self.q.new_empty(self.q.shape[0], grow - keep)], dim=1)
+            self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
+
+    def append(self, block: torch.Tensor) -> None:
+        self._reserve(self.mt + block.shape[1], self.mt)
+        self.q[:, self.mt : self.mt + block.shape[1]] = block
+        self.mt += block.shape[1]
+
+    def restart(self, theta: torch.Tensor, s: torch.Tensor, keep: torch.Tensor) -> None:
+        """Thick restart: Y = Q_a S keeps the best Ritz vectors, and H Y = Y Θ + Q_p (C_p S)."""
+        sp = s[:, keep]
+        nk, pw = keep.numel(), self.num_pending
+        pending, cp = self.q[:, self.ma : self.mt].clone(), self.c[self.ma : self.mt, : self.ma] @ sp
+        self.q[:, :nk] = self.applied() @ sp
+        self.q[:, nk : nk + pw] = pending
+        self.c.zero_()
+        self.c[:nk, :nk] = torch.diag(theta[keep])
+        self.c[nk : nk + pw, :nk] = cp
+        self.ma, self.mt = nk, nk + pw
