@@ -256,7 +256,13 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         )
         if not a.quiet and _rank() == 0:
             print(
-                f"train accuracy {res['train_accuracy']:.2%}; outliers per head layer "
+                f"{res['data_source']}: train accuracy {res['train_accuracy']:.2%}, held-out "
+                + (
+                    f"{res['test_accuracy']:.2%} ({res['test_samples']} samples)"
+                    if res["test_accuracy"] is not None
+                    else "not available (no test files)"
+                )
+                + "; outliers per head layer "
                 f"{[l['outlier_count'] for l in res['analysis']['layers']]} (K = {res['num_classes']}); "
                 f"wrote {Path(a.out) / 'report.md'}"
             )

