@@ -113,3 +113,30 @@ if __name__ == "__main__":
     print(run())
     print(gemm_threads())
     print(under_load())
+
+
+def quick_preset_budget() -> str:
+    """Wall time of the main job, ``fastdnc reproduce --preset quick`` in a fresh process and a fresh
+    folder, alone and beside a process that keeps one core busy (issue 15's budget: 60 s / 120 s)."""
+    import tempfile
+
+    def wall() -> float:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "fastdnc", "reproduce", "--preset", "quick", "--out", out, "--quiet"],
+                           check=True)  # fmt: skip
+            return time.perf_counter() - t0
+
+    alone = wall()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        loaded = wall()
+    finally:
+        busy.kill()
+        busy.wait()
+    rows = [
+        ["alone", f"{alone:.1f} s", "≤ 60 s", "met" if alone <= 60 else "**missed**"],
+        ["beside a busy core", f"{loaded:.1f} s", "≤ 120 s", "met" if loaded <= 120 else "**missed**"],
+    ]
+    return md_table(["`fastdnc reproduce --preset quick` (fresh folder)", "wall time", "goal", "status"], rows)

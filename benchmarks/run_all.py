@@ -66,6 +66,10 @@ alone and beside a process that keeps one core busy:
 
 {bench_train.under_load()}
 
+The main job end to end (five UFMs trained and analysed, figures and report written):
+
+{bench_train.quick_preset_budget()}
+
 ## Exact layer Hessians (`benchmarks/bench_layer.py`)
 
 Ratios are baseline time / fastdnc time (> 1: fastdnc is faster), measured in the same run.

@@ -157,12 +157,17 @@ def _layer_spectra(model, layer_hessian, a: argparse.Namespace) -> tuple[list[di
     return layers, spectra, labels
 
 
+def _gap(ratio: float) -> str:
+    """The outlier gap as a ratio, or what an infinite one means: the rest is the null space."""
+    return "the rest is the null space (no bulk)" if ratio == float("inf") else f"gap ×{ratio:.3g}"
+
+
 def _print_spectrum(result: dict, k2: int, run: Path) -> None:
     full = result["full_hessian"]
     overlap = next(key for key in full if key.startswith("gradient_overlap_top_"))
     for row in result["layers"]:
         print(
-            f"layer {row['layer']}: {row['outliers']} outliers (K² = {k2}), gap ×{row['gap_ratio']:.3g}, {row['method']}"
+            f"layer {row['layer']}: {row['outliers']} outliers (K² = {k2}), {_gap(row['gap_ratio'])}, {row['method']}"
         )
     print(
         f"full Hessian top {len(full['eigenvalues'])}: {full['outliers']} outliers; gradient overlap with the top "

@@ -378,4 +378,4 @@ def reproduce_real(
 
 
 def _g(x: float) -> str:
-    return "∞" if math.isinf(x) else f"{x:.3g}"
+    return "∞ (no bulk: null space)" if math.isinf(x) else f"{x:.3g}"

@@ -157,7 +157,9 @@ def layer_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, ce_point) ->
                     "K² (l = L), K (l < L, δ = 0)",
                     info["outlier_count"],
                     None,
-                    f"gap ratio {info['gap_ratio']:.3g}",
+                    "no bulk: the rest is the null space"
+                    if info["gap_ratio"] == float("inf")
+                    else f"gap ratio {info['gap_ratio']:.3g}",
                 )
             )
         if cfg.loss == "mse":
