@@ -44,9 +44,9 @@ def _cuda_extension():
         return None, None
     if torch.version.cuda is None:
         return None, None
-    src = [os.path.join("csrc", "cuda", f) for f in ("bindings.cpp", "two_sided.cu", "gauss_newton.cu")]
+    src = [os.path.join("csrc", "cuda", f) for f in ("bindings.cpp", "gauss_newton.cu")]
     ext = CUDAExtension("fastdnc._cuda", src, include_dirs=[os.path.join("csrc", "cuda")],
-                        extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]})
+                        extra_compile_args={"cxx": ["-O3", "-std=c++20"], "nvcc": ["-O3", "-std=c++17"]})
     return ext, BuildExtension
 
 

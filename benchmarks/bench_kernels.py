@@ -1,6 +1,7 @@
-"""Batched two-sided product Y_j = O V_j I: every CPU backend side by side with torch.
+"""Every CPU kernel side by side with torch, and the measurements behind each ``backend="auto"``
+rule of ``fastdnc/kernels/dispatch.py`` (``AUTO_RULES``).
 
-Run: ``python benchmarks/bench_kernels.py`` (prints a markdown table).
+Run: ``python benchmarks/bench_kernels.py`` (prints the markdown tables).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from common import matmul_peak, md_table, median_time  # noqa: E402
 
 from fastdnc.kernels import (  # noqa: E402
     backend_status,
-    reference,  # noqa: E402
+    dispatch,
+    reference,
     two_sided_product,
 )
 
@@ -43,5 +45,67 @@ def run() -> str:
     )
 
 
+# (kernel, shape label, arguments builder): shapes the operators call each kernel at
+CORE_SHAPES = [(2000, 10, 64), (2000, 10, 256), (500, 100, 64)]  # (N, K, p)
+RULE_CASES = [
+    *[
+        (
+            "gn_sample_core",
+            f"N={n}, K={kk}, p={p}, k={k}",
+            lambda dt, n=n, kk=kk, p=p, k=k: (_rand(n, kk, p, dt), _rand(k, n, p, dt)),
+        )
+        for n, kk, p in CORE_SHAPES
+        for k in (1, 4, 8, 16)
+    ],
+    ("gn_assemble", "N=2000, K=10, p=q=32", lambda dt: (_rand(32, 2000, dt), _rand(2000, 10, 32, dt), 1.0)),
+    *[
+        (
+            "sample_gram",
+            f"N={n}, K=10, p={p}",
+            lambda dt, n=n, p=p: (_rand(n, 10, p, dt), _rand(n, n, dt), 1.0),
+        )
+        for n, p in ((400, 64), (400, 512))
+    ],
+]
+
+
+def _rand(*shape_and_dtype):
+    *shape, dtype = shape_and_dtype
+    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+
+
+def _auto_choice(kernel: str, args: tuple) -> str:
+    """The backend that ``auto`` picks for these arguments (the rule under test)."""
+    if kernel == "gn_sample_core" and args[1].shape[0] >= dispatch.SAMPLE_CORE_CPP_VECTORS:
+        return "torch"
+    return dispatch.AUTO_RULES[kernel]["cpu"]
+
+
+def rules() -> str:
+    """Per rule case: torch and cpp times, the faster one, and whether ``auto`` picks it."""
+    rows = []
+    for dtype in (torch.float32, torch.float64):
+        for kernel, label, build in RULE_CASES:
+            args = build(dtype)
+            if kernel == "sample_gram":
+                m = args[0].shape[0] * args[0].shape[1]
+                args = (*args, torch.zeros(m, m, dtype=dtype))
+            times = {}
+            for backend in ("torch", "cpp"):
+                if backend_status(backend, torch.device("cpu"), dtype, kernel) is None:
+                    times[backend] = median_time(lambda b=backend: getattr(dispatch, kernel)(*args, backend=b))
+            faster = min(times, key=times.get)
+            auto = _auto_choice(kernel, args)
+            speedup = times["torch"] / times["cpp"] if "cpp" in times else float("nan")
+            agrees = "yes" if auto == faster or abs(speedup - 1) < 0.1 else "**no**"
+            rows.append([kernel, label, str(dtype).replace("torch.", ""), f"{speedup:.2f}×", faster, auto, agrees])
+    return md_table(
+        ["kernel", "shape", "dtype", "cpp speed-up vs torch", "faster", "auto picks", "rule agrees (or within 10%)"],
+        rows,
+    )
+
+
 if __name__ == "__main__":
     print(run())
+    print()
+    print(rules())

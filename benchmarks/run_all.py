@@ -18,9 +18,11 @@ import bench_full  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_layer  # noqa: E402
 import bench_real  # noqa: E402
+import bench_setup  # noqa: E402
 import bench_spectrum  # noqa: E402
 import bench_train  # noqa: E402
 import bench_zoo  # noqa: E402
+import gpu_model  # noqa: E402
 
 from fastdnc.io import atomic_write_text  # noqa: E402
 
@@ -34,13 +36,19 @@ def main() -> None:
     atomic_write_text(Path(a.out).parent / "distributed.md", bench_distributed.page(dist_table))
     spectrum = bench_spectrum.PAGE.format(command="make bench", body=bench_spectrum.run())
     atomic_write_text(Path(a.out).parent / "spectrum.md", spectrum)
+    atomic_write_text(Path(a.out).parent / "gpu.md", gpu_model.page())
     text = f"""# Benchmarks
 
 Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`).
 Numbers are **ratios** measured side by side in one run (the machines are noisy), plus the fraction
 of the measured matmul roofline (one 1024² `torch.matmul` in the same dtype, same run).
 This run: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}.
-No GPU figure is reported: none was measured on a GPU.
+No GPU figure is reported: none was measured on a GPU. The GPU kernels' performance model (flops,
+bytes and predicted H200 times, nothing measured) is [docs/gpu.md](gpu.md).
+
+## Set-up cost (`benchmarks/bench_setup.py`)
+
+{bench_setup.run()}
 
 ## Training throughput (`benchmarks/bench_train.py`)
 
@@ -171,6 +179,14 @@ backend is two batched BLAS GEMMs; `cpp` is the C++/OpenMP register-tiled kernel
 `backend="auto"` therefore picks `torch` for this generic kernel on CPU (rule in
 `fastdnc/kernels/dispatch.py`). The C++ kernel does not beat MKL/OpenBLAS on a plain dense
 product; its register-tiled micro-kernel is what the C++ Gauss–Newton assembly builds on.
+
+### Dispatcher rules (`benchmarks/bench_kernels.py`)
+
+The measurement behind every CPU rule of `AUTO_RULES` (`fastdnc/kernels/dispatch.py`): torch and
+the C++ kernel at the shapes the operators call them with, the faster one, and what `auto` picks.
+A "no" is a shape where the rule (one threshold for all shapes) picks the slower backend.
+
+{bench_kernels.rules()}
 """
     atomic_write_text(a.out, text)
     print(text)

@@ -1,6 +1,8 @@
 // pybind11 bindings of the CPU kernels. Tensors arrive as NumPy views (zero-copy); the Python
 // launcher (fastdnc/kernels/cpp.py) guarantees contiguity and one dtype, and these checks are the
-// last line of defence with messages that name the offending argument.
+// last line of defence with messages that name the offending argument. Every array argument is
+// .noconvert(): an array of another dtype or a non-contiguous one is refused (TypeError), never
+// silently copied and converted.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -102,28 +104,27 @@ int max_threads() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastdnc compiled CPU kernels (C++17, OpenMP)";
+  const auto arr = [](const char* name) { return py::arg(name).noconvert(); };
   const char* doc =
       "Batched two-sided product out[j] = output_factor @ v[j] @ input_factor (row-major, "
       "contiguous, one dtype; float32 or float64).";
-  m.def("two_sided_product_f32", &two_sided_product<float>, doc, py::arg("output_factor"),
-        py::arg("v"), py::arg("input_factor"), py::arg("out"));
-  m.def("two_sided_product_f64", &two_sided_product<double>, doc, py::arg("output_factor"),
-        py::arg("v"), py::arg("input_factor"), py::arg("out"));
+  m.def("two_sided_product_f32", &two_sided_product<float>, doc, arr("output_factor"), arr("v"),
+        arr("input_factor"), arr("out"));
+  m.def("two_sided_product_f64", &two_sided_product<double>, doc, arr("output_factor"), arr("v"),
+        arr("input_factor"), arr("out"));
   const char* gdoc =
       "Per-sample Gauss-Newton core out[j, i] = B_i (B_i^T u[j, i]) with roots (N, K, p) holding B_i^T, "
       "u and out (k, N, p).";
-  m.def("gn_sample_core_f32", &gn_sample_core<float>, gdoc, py::arg("roots"), py::arg("u"), py::arg("out"));
-  m.def("gn_sample_core_f64", &gn_sample_core<double>, gdoc, py::arg("roots"), py::arg("u"), py::arg("out"));
-  const char* adoc = "Streamed explicit Gauss-Newton block (see fastdnc.kernels.reference.gn_assemble).";
-  m.def("gn_assemble_f32", &gn_assemble<float>, adoc, py::arg("x"), py::arg("xt"), py::arg("roots"), py::arg("out"),
+  m.def("gn_sample_core_f32", &gn_sample_core<float>, gdoc, arr("roots"), arr("u"), arr("out"));
+  m.def("gn_sample_core_f64", &gn_sample_core<double>, gdoc, arr("roots"), arr("u"), arr("out"));
+  const char* adoc = "Streamed explicit Gauss-Newton block, one triangle (see fastdnc.kernels.reference.gn_assemble).";
+  m.def("gn_assemble_f32", &gn_assemble<float>, adoc, arr("x"), arr("xt"), arr("roots"), arr("out"),
         py::arg("scale"), py::arg("chunk"));
-  m.def("gn_assemble_f64", &gn_assemble<double>, adoc, py::arg("x"), py::arg("xt"), py::arg("roots"), py::arg("out"),
+  m.def("gn_assemble_f64", &gn_assemble<double>, adoc, arr("x"), arr("xt"), arr("roots"), arr("out"),
         py::arg("scale"), py::arg("chunk"));
   const char* sdoc = "Sample-space Gram out += scale * (R R^T) o (G (x) 1), R = roots (N, K, p) as (N*K, p), in place";
-  m.def("sample_gram_f32", &sample_gram<float>, sdoc, py::arg("roots"), py::arg("input_gram"), py::arg("out"),
-        py::arg("scale"));
-  m.def("sample_gram_f64", &sample_gram<double>, sdoc, py::arg("roots"), py::arg("input_gram"), py::arg("out"),
-        py::arg("scale"));
+  m.def("sample_gram_f32", &sample_gram<float>, sdoc, arr("roots"), arr("input_gram"), arr("out"), py::arg("scale"));
+  m.def("sample_gram_f64", &sample_gram<double>, sdoc, arr("roots"), arr("input_gram"), arr("out"), py::arg("scale"));
   m.def("max_threads", &max_threads, "OpenMP threads the kernels use (1 without OpenMP).");
 #ifdef FASTDNC_OPENMP
   m.attr("has_openmp") = true;

@@ -53,9 +53,11 @@ FASTDNC_CLONES void gn_sample_core(const T* roots, const T* u, T* out, int64_t k
 }
 
 // Explicit block out[(a, b), (a', b')] = scale Σ_i x[b, i] G_i[a, a'] x[b', i], G_i = B_i B_iᵀ,
-// streamed: for each output row slab a (one OpenMP task), samples are taken `chunk` at a time,
-// S[i, (a', b')] = G_i[a, a'] · xt[i, b'] is formed in a thread-local buffer (chunk × P) and
-// slab += x[:, chunk] · S with the register-tiled kernel. x (q, N), xt = xᵀ (N, q), roots (N, K, p).
+// one triangle of slabs: for each output row slab a (one OpenMP task), only the columns with
+// a' ≥ a are computed. Samples are taken `chunk` at a time, S[i, (a', b')] = G_i[a, a'] · xt[i, b']
+// (a' ≥ a) is formed in a thread-local buffer (chunk × (p − a)q) and slab += x[:, chunk] · S with
+// the register-tiled kernel; afterwards the slabs a' > a are mirrored into the lower triangle.
+// Flops ≈ P²N (half of the full block). x (q, N), xt = xᵀ (N, q), roots (N, K, p).
 template <typename T>
 void gn_assemble(const T* x, const T* xt, const T* roots, T* out, int64_t q, int64_t n, int64_t kk, int64_t p,
                  T scale, int64_t chunk) {
@@ -66,32 +68,39 @@ void gn_assemble(const T* x, const T* xt, const T* roots, T* out, int64_t q, int
     std::vector<T> g(static_cast<size_t>(chunk * p));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t a = 0; a < p; ++a) {
-      T* slab = out + a * q * size;
-      std::fill(slab, slab + q * size, T(0));
+      const int64_t first = a * q, width = size - first;  // columns (a', b') with a' ≥ a
+      T* slab = out + a * q * size + first;                // row stride: size
+      for (int64_t b = 0; b < q; ++b) std::fill(slab + b * size, slab + b * size + width, T(0));
       for (int64_t i0 = 0; i0 < n; i0 += chunk) {
         const int64_t m = std::min(chunk, n - i0);
-        for (int64_t t = 0; t < m; ++t) {  // g[t, a'] = Σ_c B[a, c] B[a', c] for sample i0 + t
+        for (int64_t t = 0; t < m; ++t) {  // g[t, a'] = Σ_c B[a, c] B[a', c] for sample i0 + t, a' ≥ a
           const T* r = roots + (i0 + t) * kk * p;
           T* gt = g.data() + t * p;
-          std::fill(gt, gt + p, T(0));
+          std::fill(gt + a, gt + p, T(0));
           for (int64_t c = 0; c < kk; ++c) {
             const T ra = r[c * p + a];
 #pragma omp simd
-            for (int64_t a2 = 0; a2 < p; ++a2) gt[a2] += ra * r[c * p + a2];
+            for (int64_t a2 = a; a2 < p; ++a2) gt[a2] += ra * r[c * p + a2];
           }
           const T* xi = xt + (i0 + t) * q;
-          T* st = s.data() + t * size;
-          for (int64_t a2 = 0; a2 < p; ++a2) {
+          T* st = s.data() + t * width;
+          for (int64_t a2 = a; a2 < p; ++a2) {
             const T ga = gt[a2] * scale;
 #pragma omp simd
-            for (int64_t b2 = 0; b2 < q; ++b2) st[a2 * q + b2] = ga * xi[b2];
+            for (int64_t b2 = 0; b2 < q; ++b2) st[(a2 - a) * q + b2] = ga * xi[b2];
           }
         }
         for (int64_t b0 = 0; b0 < q; b0 += kRows) {
           const int64_t rows = std::min(kRows, q - b0);
-          row_block_times<T, true>(x + b0 * n + i0, n, rows, s.data(), m, size, slab + b0 * size);
+          row_block_times<T, true>(x + b0 * n + i0, n, rows, s.data(), m, width, slab + b0 * size, size);
         }
       }
+    }
+    // lower triangle: out[(a', b'), (a, b)] = out[(a, b), (a', b')] for a' > a
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t row = q; row < size; ++row) {
+      const int64_t upto = (row / q) * q;  // columns (a, b) with a < a'
+      for (int64_t col = 0; col < upto; ++col) out[row * size + col] = out[col * size + row];
     }
   }
 }

@@ -30,18 +30,19 @@ constexpr int64_t kCols = 32;  // output columns per register tile (4 × 32 accu
 #endif
 
 // acc[r, j] (+)= Σ_s left[r, s] · right[s, j] for r < rows (≤ kRows), j < n; left has row stride
-// ls, right is (k × n) row-major, acc has row stride n (Accumulate: add to acc instead of
-// overwriting it). The kRows × kCols tile of acc stays in registers for the whole reduction over
-// s; each loaded element of right feeds kRows FMAs.
+// ls, right is (k × n) row-major, acc has row stride lda (default n; Accumulate: add to acc
+// instead of overwriting it). The kRows × kCols tile of acc stays in registers for the whole
+// reduction over s; each loaded element of right feeds kRows FMAs.
 template <typename T, bool Accumulate = false>
 FASTDNC_CLONES void row_block_times(const T* left, int64_t ls, int64_t rows, const T* right, int64_t k,
-                                    int64_t n, T* acc) {
+                                    int64_t n, T* acc, int64_t lda = -1) {
+  if (lda < 0) lda = n;
   for (int64_t j0 = 0; j0 < n; j0 += kCols) {
     const int64_t w = std::min(kCols, n - j0);
     T tile[kRows][kCols] = {};
     if (Accumulate)
       for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < w; ++j) tile[r][j] = acc[r * n + j0 + j];
+        for (int64_t j = 0; j < w; ++j) tile[r][j] = acc[r * lda + j0 + j];
     if (rows == kRows && w == kCols) {
       for (int64_t s = 0; s < k; ++s) {
         const T* b = right + s * n + j0;
@@ -64,7 +65,7 @@ FASTDNC_CLONES void row_block_times(const T* left, int64_t ls, int64_t rows, con
       }
     }
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < w; ++j) acc[r * n + j0 + j] = tile[r][j];
+      for (int64_t j = 0; j < w; ++j) acc[r * lda + j0 + j] = tile[r][j];
   }
 }
 

@@ -63,8 +63,9 @@ def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt
 
 
 def _panel_grid(n: int, width: float = 4.6, height: float = 3.6):
-    """A figure with n panels, at most three a row, and the axes as a flat list."""
-    cols = min(3, n)
+    """A figure with n panels and the axes as a flat list: three a row when that fills every row,
+    else two when that does, else one row of up to five (so no grid cell is left blank)."""
+    cols = 3 if n % 3 == 0 else 2 if n % 2 == 0 else min(n, 5) if n <= 5 else 3
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     return fig, list(axes.flat)
@@ -113,32 +114,69 @@ def singular_values_figure(
     return fig
 
 
-def spectra_figure(spectra: Sequence[Sequence[float]], labels: Sequence[str], spikes: int, title: str) -> plt.Figure:
-    """Histograms of eigenvalues (log-spaced bins of |λ|), the top ``spikes`` drawn as spikes."""
-    import numpy as np
+def spectra_figure(
+    spectra: Sequence[Sequence[float]],
+    labels: Sequence[str],
+    spikes: int | Sequence[int],
+    title: str,
+    spike_label: str = "top {n}",
+    sizes: Sequence[int] | None = None,
+) -> plt.Figure:
+    """Histograms of eigenvalues (log-spaced bins of |λ|), the top ``spikes`` drawn as spikes.
 
+    ``spikes``: one count for every panel, or one per panel (e.g. each layer's measured outlier
+    count); ``spike_label`` names them (``{n}`` is the count). A panel with no bulk left (every other
+    eigenvalue a numerical zero) has no histogram: its spikes stand on an axis without counts,
+    and the text says how many zeros there are. ``sizes``: the operators' dimensions, for panels
+    that hold only the top of a spectrum (Lanczos): the legend then says how much was computed.
+    """
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    counts = [spikes] * len(spectra) if isinstance(spikes, int) else list(spikes)
+    dims = list(sizes) if sizes is not None else [len(x) for x in spectra]
     fig, axes = _panel_grid(len(spectra), width=4.8)
-    for ax, spectrum, label in zip(axes, spectra, labels):
+    for ax, spectrum, label, n_top, dim in zip(axes, spectra, labels, counts, dims):
         ev = np.sort(np.asarray(spectrum))[::-1]
-        top, bulk = ev[:spikes], ev[spikes:]
         floor = 1e-12 * float(np.abs(ev).max()) if ev.size else 0.0  # below: numerical zeros
+        top, bulk = ev[:n_top][np.abs(ev[:n_top]) > floor], ev[n_top:]
         pos = np.abs(bulk[np.abs(bulk) > floor]) if bulk.size else np.array([])
-        zeros = bulk.size - pos.size
+        zeros = ev.size - top.size - pos.size
+        top_label = spike_label.format(n=n_top, s="" if n_top == 1 else "s")
+        top_label += f" ({top.size} nonzero)" if top.size < min(n_top, ev.size) else ""
         if pos.size:
             lo, hi = np.log10(pos.min()), np.log10(max(pos.max(), np.abs(top).max() if top.size else pos.max()))
-            bulk_label = f"bulk ({pos.size})" + (f"; {zeros} below 1e-12·max not shown" if zeros else "")
+            bulk_label = f"bulk ({pos.size})" if ev.size == dim else f"the rest of the top {ev.size} ({pos.size})"
+            bulk_label += f"; {zeros} below 1e-12·max not shown" if zeros else ""
+            bulk_label += f"; {dim - ev.size} not computed" if ev.size < dim else ""
             ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=bulk_label)
-        elif zeros:
-            ax.plot([], [], " ", label=f"bulk: {zeros} numerical zeros (< 1e-12·max)")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel("count")
+        else:
+            ax.set_yticks([])
+            note = f"no bulk: the other {zeros} eigenvalues are\nnumerical zeros (< 1e-12·max)" if zeros else "no bulk"
+            ax.text(0.5, 0.5, note, transform=ax.transAxes, fontsize=8, ha="center", va="center", backgroundcolor="w")
         for i, t in enumerate(top):
-            ax.axvline(abs(t), color="C3", lw=1, label=f"top {spikes}" if i == 0 else None)
-        ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
+            ax.axvline(abs(t), color="C3", lw=1, label=top_label if i == 0 else None)
+        ax.set(xscale="log", xlabel="|eigenvalue|", title=label)
         shown = np.abs(np.concatenate([top, pos]))
         shown = shown[shown > 0]
         if shown.size:  # at least a decade either side, so that equal spikes do not squash the axis
             ax.set_xlim(min(shown.min(), shown.max() / 100) / 3, shown.max() * 3)
-        ax.legend(fontsize=7)
+        if pos.size:
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # head room for the legend above the bars
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     return _finish_grid(fig, axes, len(spectra), title)
+
+
+def _symlog_ticks(ax, thresh: float, lo: float, hi: float) -> None:
+    """Major ticks of a symlog axis: 0, and the decades outside the linear band ±``thresh`` (at
+    least a decade from it, so that no two labels overlap), within [lo, hi]."""
+    start = math.ceil(math.log10(thresh)) + 1
+    decades = [10.0**e for e in range(start, math.floor(math.log10(max(hi, thresh))) + 1)]
+    ticks = [0.0] + [d for d in decades if d <= hi] + [-d for d in decades if -d >= lo]
+    ax.set_yticks(sorted(ticks))
 
 
 def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[float, int]]]], title: str) -> plt.Figure:
@@ -158,7 +196,10 @@ def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[fl
         thresh = min(predicted) / 10 if predicted else max(float(np.abs(ev).max()), 1e-300) * 1e-3
         ax.set_yscale("symlog", linthresh=thresh)  # linear within ±thresh: numerical zeros sit on 0
         top = max(predicted + [float(np.abs(ev).max())])
-        ax.set_ylim(-10 * thresh, 3 * top)
+        low = float(ev.min()) if ev.size else 0.0
+        bottom = 3 * low if low < -thresh else -2 * thresh  # negative decades only where there is data
+        ax.set_ylim(bottom, 3 * top)
+        _symlog_ticks(ax, thresh, bottom, 3 * top)
         ax.set(xscale="log", xlabel="index (descending)", ylabel="eigenvalue", title=label)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
@@ -175,7 +216,13 @@ def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequenc
             ys.append(y)
     ax.plot(xs, ys, color="C0", label="SLQ density")
     for i, t in enumerate(top):
-        ax.axvline(t, color="C3", lw=0.8, alpha=0.8, label=f"top {len(top)} (Lanczos)" if i == 0 else None)
+        ax.axvline(
+            t,
+            color="C3",
+            lw=0.8,
+            alpha=0.8,
+            label=f"{len(top)} outlier{'' if len(top) == 1 else 's'} (Lanczos)" if i == 0 else None,
+        )
     ax.set(yscale="log", xlabel="eigenvalue", ylabel="density", title=title)
     if ys:
         ax.set_ylim(max(ys) * 1e-8, max(ys) * 3)

@@ -1,5 +1,5 @@
 """Checkpoints written by fastdnc 0.1.0 before the package split (tests/fixtures, made at commit
-b8afc72) still load and resume bit for bit."""
+b8afc72) still load exactly and resume on the same trajectory."""
 
 import shutil
 from pathlib import Path
@@ -31,7 +31,7 @@ def test_an_old_checkpoint_loads(name, make, step):
         assert torch.equal(model.state_dict()[key], value), key
 
 
-def test_an_old_checkpoint_resumes_bit_for_bit(tmp_path):
+def test_an_old_checkpoint_resumes_on_the_same_trajectory(tmp_path):
     path = tmp_path / "ck.pt"
     shutil.copy(FIXTURES / "deep_ufm-0.1.0.pt", path)
     settings = dict(optimizer="sgd", nesterov=True, checkpoint_every=5, log_at=5)
@@ -40,7 +40,9 @@ def test_an_old_checkpoint_resumes_bit_for_bit(tmp_path):
     assert history.start_step == 20
     fresh = _deep_ufm()
     fd.train(fresh, 30, 0.05, **settings)
+    # the fixture's first 20 steps ran on another CPU, whose BLAS may round differently in the last
+    # bit: the continuation agrees to rounding here (bit for bit on one machine: tests/test_train.py)
     for a, b in zip(resumed.parameters(), fresh.parameters()):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     expected = torch.load(FIXTURES / "deep_ufm-0.1.0.expected.pt", weights_only=True)
     assert history["loss"][: len(expected["loss"])] == expected["loss"]

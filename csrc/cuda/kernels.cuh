@@ -1,20 +1,24 @@
-// Host-side declarations of the CUDA launchers (implemented in two_sided.cu and gauss_newton.cu).
+// Host-side declarations of the CUDA launchers (implemented in gauss_newton.cu).
+//
+// Only fused kernels live here: a plain GEMM (the two-sided Kronecker product, the packed
+// Gauss–Newton assembly's GEMM) goes to cuBLAS through torch, which a hand-written GEMM does not beat.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace fastdnc_cuda {
 
+// Dynamic shared memory (bytes) that gn_sample_core needs for K roots of length p.
 template <typename T>
-cudaError_t two_sided_product(const T* o, const T* v, const T* in, T* tmp, T* out, int64_t batch, int64_t p,
-                              int64_t q, cudaStream_t stream);
+size_t gn_sample_core_smem(int64_t kk, int64_t p);
+
+// out[j, i] = B_i (B_iᵀ u[j, i]) for all k vectors j; roots (N, K, p), u and out (k, N, p),
+// contiguous. `smem_limit`: the most dynamic shared memory a block may use on this device.
 template <typename T>
 cudaError_t gn_sample_core(const T* roots, const T* u, T* out, int64_t k, int64_t n, int64_t kk, int64_t p,
-                           cudaStream_t stream);
-template <typename T>
-cudaError_t gn_assemble(const T* x, const T* roots, T* out, int64_t q, int64_t n, int64_t kk, int64_t p, T scale,
-                        cudaStream_t stream);
+                           size_t smem_limit, cudaStream_t stream);
 
 }  // namespace fastdnc_cuda

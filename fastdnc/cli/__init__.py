@@ -7,6 +7,7 @@ Modules: :mod:`.parser` (arguments), :mod:`.commands` (what each command does), 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .parser import build_parser
 
@@ -37,16 +38,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    new_folders = [p for p in _output_folders(args) if not p.exists()]
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - every failure a user can cause is one line (--debug: the traceback)
+        _remove_if_empty(new_folders)
         if getattr(args, "debug", False):
             raise
         print(f"fastdnc {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _output_folders(args) -> list[Path]:
+    """The folders a command writes into (``--out``, the parent of ``--doc``)."""
+    paths = [getattr(args, "out", None), getattr(args, "doc", None) and Path(args.doc).parent]
+    return [Path(p) for p in paths if p]
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders that this failed command created and left empty (never one with a file)."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

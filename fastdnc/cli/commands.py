@@ -215,7 +215,16 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
     if a.distributed and D.rank() > 0:
         return 0
     atomic_write_json(run / "spectrum.json", result)
-    plots.save(plots.spectra_figure(spectra, labels, k2, f"layer Hessian spectra at step {step}"), run / "spectrum.png")
+    counts = [row["outliers"] for row in layers]
+    fig = plots.spectra_figure(
+        spectra,
+        labels,
+        counts,
+        f"layer Hessian spectra at step {step}",
+        spike_label=f"{{n}} outlier{{s}} (K² = {k2})",
+        sizes=[row["size"] for row in layers],
+    )
+    plots.save(fig, run / "spectrum.png")
     if not a.quiet:
         _print_spectrum(result, k2, run)
     return 0
@@ -240,12 +249,14 @@ def _rank() -> int:
 
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from ..experiments import reproduce
+    from ..experiments.ufm_comparison import AGREEMENT_TOL
 
     output_folder(a.out)
     if a.doc is not None:
         output_folder(str(Path(a.doc).parent), "--doc")
     if a.preset == "real":
         from ..experiments.real import reproduce_real
+        from ..experiments.real_report import regime
 
         res = reproduce_real(
             a.dataset,
@@ -271,14 +282,17 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 f"{[l['outlier_count'] for l in res['analysis']['layers']]} (K = {res['num_classes']}); "
                 f"wrote {Path(a.out) / 'report.md'}"
             )
+            print(regime(res).replace("**", ""))
         return 0
     res = reproduce(a.preset, a.out, progress=not a.quiet, doc=a.doc)
     if not a.quiet:
         for name, exp in res["experiments"].items():
-            errs = [r["error"] for r in exp["table"] if r["error"] is not None]
-            print(
-                f"{name}: {len(exp['table'])} theory-vs-measurement rows, largest error "
-                f"{max(errs) if errs else float('nan'):.2e}"
-            )
+            compared = [r for r in exp["table"] if r["error"] is not None]
+            beyond = [r for r in compared if not r["error"] <= AGREEMENT_TOL]
+            line = f"{name}: {len(compared) - len(beyond)} of {len(compared)} compared rows within {AGREEMENT_TOL:g}"
+            if beyond:
+                worst = max(beyond, key=lambda r: r["error"])
+                line += f"; {len(beyond)} beyond (largest {worst['error']:.2e}: {worst['note']})"
+            print(line)
         print(f"wrote {Path(a.out) / 'report.md'} and results.json in {res['wall_seconds']:.1f} s")
     return 0

@@ -17,7 +17,6 @@ For the MLP the "head" is the whole network and its input is the (standardised) 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,9 @@ from ..io import atomic_write_json, atomic_write_text
 from ..models import MLPHead, forward_states
 from ..networks import BackboneHead, ConvBackbone, ResNet20
 from ..spectral import gradient_overlap, lanczos, outliers, spectral_density
+from ..stages import Stages
 from ..train import train
+from .real_report import report
 
 MODELS = ("mlp", "cnn", "resnet20")
 
@@ -147,6 +148,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         checkpoint=out / f"{name}.ckpt",
+        label=name,
         progress=progress and D.rank() == 0,
         log_at=max(cfg.steps // 100, 1),
         distributed=distributed,
@@ -154,7 +156,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
     head = model if isinstance(model, MLPHead) else model.head()
     head64 = _as_float64(head)
     t0 = time.perf_counter()
-    analysis = analyze_head(head64, cfg.dense_limit, distributed)
+    analysis = analyze_head(head64, cfg.dense_limit, distributed, label=name if progress and D.rank() == 0 else None)
     analysis["seconds"] = time.perf_counter() - t0
     test_accuracy, test_samples = held_out_accuracy(cfg, model)
     hits = torch.tensor(
@@ -186,11 +188,13 @@ def _as_float64(head: MLPHead) -> MLPHead:
 
 
 @torch.no_grad()
-def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = False) -> dict:
+def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = False, label: str | None = None) -> dict:
     """Layer spectra, outlier counts against K and K², f, κ, NC metrics and the full head Hessian.
 
     ``distributed``: ``head`` holds this rank's shard; every quantity is over all ranks' samples
-    (sharded operators, reduced class means and gradients, streaming NC metrics)."""
+    (sharded operators, reduced class means and gradients, streaming NC metrics). ``label``: print
+    each stage and its time to stderr under that name (silent when None)."""
+    stage = Stages(label or "", head.depth + 2, label is not None)
     k = head.num_classes
     eye = torch.eye(k, dtype=torch.bool)
     st = head.states()
@@ -210,12 +214,13 @@ def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = Fal
             grad = D.sharded_layer_fit_gradient(head, l)
         else:
             H, means, grad = layer_hessian(head, l), None, None
-        if H.size <= dense_limit:
-            ev, how = torch.sort(H.eigvalsh(), descending=True).values, "exact (dense)"
-        else:
-            ev, how = lanczos(H, k=min(k * k + 20, H.size)).eigenvalues, f"top {k * k + 20} (Lanczos)"
-        out = outliers(ev, max_count=min(k * k + k, ev.numel() - 1))
-        f, kappa = eigenvector_fidelity(head, l, H, means), gradient_coefficients(head, l, grad, means)
+        with stage(f"layer {l} Hessian ({H.size} parameters)"):
+            if H.size <= dense_limit:
+                ev, how = torch.sort(H.eigvalsh(), descending=True).values, "exact (dense)"
+            else:
+                ev, how = lanczos(H, k=min(k * k + 20, H.size)).eigenvalues, f"top {k * k + 20} (Lanczos)"
+            out = outliers(ev, max_count=min(k * k + k, ev.numel() - 1))
+            f, kappa = eigenvector_fidelity(head, l, H, means), gradient_coefficients(head, l, grad, means)
         layers.append(
             {
                 "layer": l,
@@ -232,9 +237,11 @@ def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = Fal
             }
         )
     full = D.sharded_hessian(head) if distributed else hessian(head)
-    top = lanczos(full, k=min(k * k + 10, full.size))
+    with stage(f"full head Hessian, top {min(k * k + 10, full.size)} (Lanczos)"):
+        top = lanczos(full, k=min(k * k + 10, full.size))
     g = D.sharded_fit_gradient(head) if distributed else oracles.fit_gradient(head)
-    dens = spectral_density(full, num_probes=4, steps=60)
+    with stage("full head Hessian, spectral density (SLQ)"):
+        dens = spectral_density(full, num_probes=4, steps=60)
     return {
         "layers": layers,
         "full_top": top.eigenvalues.tolist(),
@@ -254,56 +261,19 @@ def _figures(name: str, cfg: RealConfig, history, analysis: dict, k: int, out: P
         "spectra": plots.spectra_figure(
             [l["eigenvalues"] for l in layers],
             [f"W_{l['layer']} ({l['spectrum']})" for l in layers],
-            k * k,
-            f"{cfg.dataset} {cfg.model}: layer Hessians (top K² = {k * k} as spikes)",
+            [l["outlier_count"] for l in layers],
+            f"{cfg.dataset} {cfg.model}: layer Hessians (measured outliers as spikes)",
+            spike_label=f"{{n}} outlier{{s}} (K = {k}, K² = {k * k})",
+            sizes=[l["parameters"] for l in layers],
         ),
         "density": plots.density_figure(
             analysis["density"]["grid"],
             analysis["density"]["density"],
-            analysis["full_top"][: k * k],
-            f"{cfg.dataset} {cfg.model}: full head Hessian (SLQ) and its top K²",
+            analysis["full_top"][: analysis["full_outliers"]],
+            f"{cfg.dataset} {cfg.model}: full head Hessian (SLQ) and its outliers (K = {k}, K² = {k * k})",
         ),
     }
     return {key: Path(plots.save(fig, out / f"{name}_{key}.png")).name for key, fig in figs.items()}
-
-
-def markdown(res: dict, figure_dir: str | None = None) -> str:
-    """The report section of one real-data run."""
-    cfg, a, k = res["config"], res["analysis"], res["num_classes"]
-    lines = [
-        f"## {cfg['dataset']}: {cfg['model']} (L = {cfg['depth']}, d = {cfg['width']}, {cfg['activation']}, "
-        f"{cfg['loss'].upper()})",
-        "",
-        f"Data: {res['data_source']}. {res['samples']} training samples, {cfg['steps']} {cfg['optimizer']} steps "
-        f"(lr {cfg['lr']}, λ_W {cfg['weight_decay']}), train accuracy **{res['train_accuracy']:.2%}**, "
-        + (
-            f"held-out accuracy **{res['test_accuracy']:.2%}** ({res['test_samples']} samples)"
-            if res["test_accuracy"] is not None
-            else "no held-out split (the folder has no test files)"
-        )
-        + ", final loss "
-        f"{res['final_loss']:.4g}; training {res['train_seconds']:.1f} s, analysis {a['seconds']:.1f} s.",
-        "",
-        "| head layer | parameters | spectrum | outliers measured | K | K² | gap ratio | f (same class) | "
-        "f (cross) | κ (same, → 1/K) | max κ (cross, → 0) | NC1 of its input |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for l in a["layers"]:
-        lines.append(
-            f"| W_{l['layer']} | {l['parameters']} | {l['spectrum']} | **{l['outlier_count']}** | {k} | "
-            f"{k * k} | {_g(l['gap_ratio'])} | {l['f_same']:.3f} | {l['f_cross']:.3f} | "
-            f"{l['kappa_same']:.3f} | {l['kappa_cross_max']:.2e} | {l['nc1_input']:.3g} |"
-        )
-    lines += [
-        "",
-        f"Full head Hessian: {a['full_outliers']} outliers above the largest gap among its top; the fit "
-        f"gradient's overlap with the top K² eigenvectors is {a['full_overlap_top_k2']:.4f} (with the top K: "
-        f"{a['full_overlap_top_k']:.4f}); NC1 of the output {a['nc1_output']:.3g}.",
-        "",
-    ]
-    for key, fname in res["figures"].items():
-        lines += [f"![{key}]({fname if figure_dir is None else f'{figure_dir}/{fname}'})", ""]
-    return "\n".join(lines)
 
 
 DEFAULTS: dict[str, dict] = {
@@ -359,23 +329,5 @@ def reproduce_real(
         if res["ranks"] > 1
         else f"fastdnc {base}"
     )
-    atomic_write_text(
-        out / "report.md",
-        "\n".join(
-            [
-                f"# fastdnc reproduce: real data (`{dataset}`)",
-                "",
-                f"Generated by `{cmd} --out {out}` in {res['wall_seconds']:.1f} s (torch {torch.__version__}, "
-                f"{torch.get_num_threads()} threads). Raw numbers: `results.json`. A real ReLU network has no closed form: "
-                "the measurements are set against the UFM's predictions (K² layer outliers for a linear head, K for "
-                "ReLU layers below the last, f → 1, κ → 1/K and 0, the fit gradient in the top-K² space).",
-                "",
-                markdown(res),
-            ]
-        ),
-    )
+    atomic_write_text(out / "report.md", report(res, dataset, f"{cmd} --out {out}"))
     return res
-
-
-def _g(x: float) -> str:
-    return "∞ (no bulk: null space)" if math.isinf(x) else f"{x:.3g}"

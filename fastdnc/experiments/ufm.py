@@ -22,9 +22,10 @@ import torch
 from .. import plots, theory
 from ..collapse import collapse_metrics
 from ..models import DeepUFM
+from ..stages import Stages
 from ..train import log_steps, train
 from .measurements import dnc_callback
-from .ufm_comparison import full_hessian_rows, layer_rows, loss_rows, weight_rows
+from .ufm_comparison import explain, full_hessian_rows, layer_rows, loss_rows, weight_rows
 
 COLLAPSE_PANELS = (
     ("nc1", "NC1 = tr(Σ_W Σ_B^†)/K"),
@@ -64,7 +65,9 @@ class UFMConfig:
 
     def __post_init__(self) -> None:
         self.layer = self.layer or max(1, (self.depth + 1) // 2)
-        self.title = self.title or f"deep {self.activation} UFM ({self.loss.upper()})"
+        self.title = self.title or (
+            f"deep {self.activation} UFM ({self.loss.upper()}, K={self.num_classes}, L={self.depth}, d={self.width})"
+        )
 
 
 def run(cfg: UFMConfig, out: Path, progress: bool = True, label: str | None = None) -> dict:
@@ -97,10 +100,16 @@ def run(cfg: UFMConfig, out: Path, progress: bool = True, label: str | None = No
     )
     history.save(out / f"{cfg.name}_history.json")
     with torch.no_grad():
-        return _results(cfg, model, history, snaps, out)
+        stages = Stages(label or cfg.name, 4 if _has_full_table(cfg) else 3, progress)
+        return _results(cfg, model, history, snaps, out, stages)
 
 
-def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Path) -> dict:
+def _has_full_table(cfg: UFMConfig) -> bool:
+    """The closed-form full-Hessian table (theory.md §3.5) exists for the linear MSE model only."""
+    return cfg.activation == "linear" and cfg.loss == "mse"
+
+
+def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Path, stage: Stages) -> dict:
     opt = theory.optimum(cfg.num_classes, cfg.n_per_class, cfg.depth, cfg.weight_decay)
     ce_point = (
         theory.ce_critical_point(cfg.num_classes, cfg.n_per_class, cfg.depth, cfg.weight_decay)
@@ -108,9 +117,17 @@ def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Pat
         else None
     )
     report = collapse_metrics(model)
-    per_layer, layers = layer_rows(cfg, model, opt, ce_point)
-    per_weight, svs, bal = weight_rows(cfg, model, opt, report)
-    full_rows, full = full_hessian_rows(cfg, model, opt)
+    with stage("layer Hessians against theory"):
+        per_layer, layers = layer_rows(cfg, model, opt, ce_point)
+    with stage("weights and balancedness"):
+        per_weight, svs, bal = weight_rows(cfg, model, opt, report)
+    full_rows: list[dict] = []
+    full: dict = {}
+    if _has_full_table(cfg):
+        with stage("full Hessian against the closed-form table"):
+            full_rows, full = full_hessian_rows(cfg, model, opt)
+    with stage("figures"):
+        figures = _figures(cfg, model, history, snaps, svs, opt, full, out)
     return {
         "config": asdict(cfg),
         "theory": {"optimum": opt.to_dict(), "ce_point": ce_point.to_dict() if ce_point else None},
@@ -121,9 +138,20 @@ def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Pat
             "collapse": report.to_dict(),
             "full_hessian": full,
         },
-        "table": loss_rows(cfg, model, opt, ce_point) + per_layer + per_weight + full_rows,
+        "table": explain(
+            loss_rows(cfg, model, opt, ce_point) + per_layer + per_weight + full_rows,
+            float(model.loss()),
+            ce_point.loss if ce_point else opt.optimal_loss,
+            "the CE DNC critical point"
+            if ce_point
+            else "the DNC optimum"
+            if _has_full_table(cfg)
+            else "the best DNC point",
+        ),
         "train_seconds": history.last("wall_time"),
-        "figures": _figures(cfg, model, history, snaps, svs, opt, full, out),
+        "resumed_from": history.start_step,
+        "analysis_seconds": sum(stage.seconds.values()),
+        "figures": figures,
     }
 
 
@@ -131,7 +159,12 @@ def _figures(cfg, model, history, snaps, svs, opt, full, out: Path) -> dict[str,
     name, k = cfg.name, cfg.num_classes
     figs = {
         "loss": plots.loss_figure(history, opt.optimal_loss if cfg.loss == "mse" else None, cfg.title),
-        "collapse": plots.metrics_figure(history, COLLAPSE_PANELS, cfg.depth, f"{cfg.title}: collapse per layer"),
+        "collapse": plots.metrics_figure(
+            history,
+            [panel for panel in COLLAPSE_PANELS if cfg.activation == "relu" or panel[0] != "negative_fraction"],
+            cfg.depth,
+            f"{cfg.title}: collapse per layer",
+        ),
         "alignment": plots.metrics_figure(
             history, ALIGNMENT_PANELS, cfg.depth, f"{cfg.title}: eigenvector fidelity f and gradient coefficients κ"
         ),
@@ -140,6 +173,7 @@ def _figures(cfg, model, history, snaps, svs, opt, full, out: Path) -> dict[str,
             [f"step {s}" for s in snaps],
             k * k,
             f"{cfg.title}: spectrum of the fit Hessian of W_{cfg.layer}",
+            spike_label="top K² = {n}",
         ),
         "singular_values": plots.singular_values_figure(
             svs, opt.singular_values if cfg.loss == "mse" else None, f"{cfg.title}: singular values of the weights"

@@ -27,6 +27,27 @@ if TYPE_CHECKING:
 DENSE_LIMIT = 4096  # full-Hessian spectra are exact (dense) up to this many parameters, else Lanczos
 
 
+AGREEMENT_TOL = 1e-3  # a row agrees with the theory when its relative error is at most this
+
+
+def explain(table: list[dict], final_loss: float, reference_loss: float, what: str) -> list[dict]:
+    """Give every row beyond :data:`AGREEMENT_TOL` without a note the reason that the run's loss shows:
+    training went below the DNC point's loss (``reference_loss``; that point is then not the
+    minimiser and its predictions do not apply), stayed above it (not converged to it), or agrees
+    with it (then the gap is not explained by convergence, and the note says so)."""
+    gap = (final_loss - reference_loss) / reference_loss
+    if gap < -AGREEMENT_TOL:
+        reason = f"expected: training found a loss {-gap:.1%} below {what}, so that point is not the minimiser here"
+    elif gap > AGREEMENT_TOL:
+        reason = f"not converged to {what}: the loss is still {gap:.1%} above it"
+    else:
+        reason = f"unexplained: the loss agrees with {what} to {abs(gap):.1e}, so this is not a convergence gap"
+    for r in table:
+        if r["error"] is not None and not r["error"] <= AGREEMENT_TOL and not r["note"]:
+            r["note"] = reason
+    return table
+
+
 def row(quantity: str, predicted, measured, error: float | None, note: str = "") -> dict:
     return {"quantity": quantity, "theory": predicted, "measured": measured, "error": error, "note": note}
 
@@ -229,8 +250,6 @@ def full_hessian_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum) -> tu
     """The top of the full Hessian (with and without H_1) against §3.5, and the gradient's overlap."""
     rows: list[dict] = []
     full: dict = {}
-    if cfg.activation != "linear" or cfg.loss != "mse":
-        return rows, full
     k = cfg.num_classes
     for inc in (False, True):
         levels = theory.full_hessian_spectrum(opt, cfg.width, inc)

@@ -1,8 +1,11 @@
 """Launchers of the CUDA kernels of ``csrc/cuda/`` (the extension ``fastdnc._cuda``).
 
-The extension is built by ``setup.py`` only where ``nvcc`` and a CUDA build of torch exist
-(``pip install --no-build-isolation -e .`` on a GPU machine). Elsewhere these launchers are never
-selected: :func:`unavailable_reason` says why, and the dispatcher reports it.
+Only the fused per-sample Gauss–Newton core is a CUDA kernel: the two-sided Kronecker product is
+two GEMMs and the packed Gauss–Newton assembly one GEMM, which cuBLAS (through torch) runs faster
+than a hand-written kernel. The extension is built by ``setup.py`` only where ``nvcc`` and a CUDA
+build of torch exist (``pip install --no-build-isolation -e .`` on a GPU machine). Elsewhere the
+launcher is never selected: :func:`unavailable_reason` says why, and the dispatcher reports it. The
+bindings check every argument in C++ (shape, dtype, device, contiguity) under a device guard.
 """
 
 from __future__ import annotations
@@ -26,16 +29,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def two_sided_product(output_factor: torch.Tensor, v: torch.Tensor, input_factor: torch.Tensor) -> torch.Tensor:
-    """CUDA batched Y_j = O V_j I (see :func:`.reference.two_sided_product`)."""
-    return _cuda.two_sided_product(output_factor.contiguous(), v.contiguous(), input_factor.contiguous())
-
-
 def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """CUDA per-sample Gauss–Newton core (see :func:`.reference.gn_sample_core`)."""
+    """CUDA per-sample Gauss–Newton core for all k vectors, each sample's root read once (see
+    :func:`.reference.gn_sample_core`)."""
     return _cuda.gn_sample_core(roots.contiguous(), u.contiguous())
-
-
-def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torch.Tensor:
-    """CUDA fused Gauss–Newton block assembly (see :func:`.reference.gn_assemble`)."""
-    return _cuda.gn_assemble(inputs.contiguous(), roots.contiguous(), float(scale))

@@ -1,23 +1,27 @@
 """The one place that chooses a kernel backend.
 
-Backends: ``"torch"`` (pure torch reference, any device), ``"cpp"`` (C++/OpenMP, CPU tensors),
-``"triton"`` (CUDA tensors; CPU tensors under ``TRITON_INTERPRET=1``) and ``"cuda"`` (the
-extension ``fastdnc._cuda``, built where nvcc and a CUDA torch exist). ``backend="auto"`` picks
-by a rule measured on CPU (``docs/benchmarks.md``); the GPU entries are untested guesses until a
-GPU run measures them, and fall back to ``torch`` when the backend is missing:
+Backends: ``"torch"`` (pure torch reference, any device; its GEMMs are MKL on CPU and cuBLAS on
+GPU), ``"cpp"`` (C++/OpenMP, CPU tensors), ``"triton"`` (CUDA tensors; CPU tensors under
+``TRITON_INTERPRET=1``) and ``"cuda"`` (the extension ``fastdnc._cuda``, built where nvcc and a CUDA
+torch exist). ``backend="auto"`` follows :data:`AUTO_RULES`: a rule names a backend other than
+``torch`` only where a benchmark measured it faster, and each rule's measurement is a row of
+``docs/benchmarks.md`` ("Dispatcher rules", ``python benchmarks/bench_kernels.py``). No GPU has
+measured any kernel yet, so on GPU every rule is ``torch``; ``benchmarks/gpu_check.sh`` prints the
+table that a GPU run would put here.
 
-* ``two_sided_product``: ``torch`` on every device. The C++ kernel (register-tiled, AVX-512/AVX2
-  clones, OpenMP) reaches 0.3–0.7× the speed of two batched MKL GEMMs on 2 cores
-  (``python benchmarks/bench_kernels.py``), so it is never the fastest generic choice; its
-  register-tiled micro-kernel is what the C++ Gauss–Newton assembly builds on.
-* ``gn_sample_core`` on CPU: ``cpp`` for fewer than 4 vectors (1.9× the torch einsum at k = 1),
-  ``torch`` (MKL batched GEMM) from 4 vectors on.
-* ``gn_assemble``: ``torch``, whose reference packs the symmetric factors into one GEMM
-  (P²N/2 flops instead of 2P²N; 7× the C++ slab kernel at d = 64, N = 2000 on CPU). The slab
-  kernels (``cpp``, ``triton``, ``cuda``) stay available and tested against it.
+* ``two_sided_product``: ``torch`` everywhere. It is two GEMMs; the C++ kernel (register-tiled,
+  AVX-512/AVX2 clones, OpenMP) is slower than two batched MKL GEMMs on CPU, and there is no CUDA
+  kernel (cuBLAS runs GEMMs).
+* ``gn_sample_core``: on CPU ``cpp`` for fewer than 8 vectors, ``torch`` (MKL batched GEMM) from 8
+  on: the C++ kernel wins at 1 to 4 vectors on most measured shapes and loses from 16 on.
+* ``gn_assemble``: ``torch``, whose reference packs the symmetric factors into one GEMM (P²N/2
+  flops, a quarter of forming the Kronecker rows; the one-triangle kernels ``cpp`` and ``triton``
+  do half). They stay available and tested against it.
+* ``sample_gram``: ``torch`` (one GEMM and a broadcast multiply); the one-triangle ``cpp`` and
+  ``triton`` kernels are tested against it.
 
-Asking for a backend that cannot run the inputs (wrong device, dtype, not built) raises
-:class:`BackendUnavailable` with the reason.
+Asking for a backend that cannot run the inputs (wrong device, dtype, not built, no such kernel)
+raises :class:`BackendUnavailable` with the reason.
 """
 
 from __future__ import annotations
@@ -34,16 +38,22 @@ from . import cpp, reference
 
 BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 
-# backend="auto" per kernel and device type, from benchmarks/bench_kernels.py (docs/benchmarks.md).
+# backend="auto" per kernel and device type; every entry other than torch is a measured row of
+# docs/benchmarks.md ("Dispatcher rules"). GPU: torch until benchmarks/gpu_check.sh measures a rule.
 AUTO_RULES = {
     "two_sided_product": {"cpu": "torch", "cuda": "torch"},
-    "gn_sample_core": {"cpu": "cpp", "cuda": "cuda"},  # cpp only for k < 4 vectors, see gn_sample_core
-    # the torch reference packs both symmetric factors: a quarter of the flops of the slab kernels
-    # (cpp, triton, cuda), measured 7× faster than cpp on CPU (docs/benchmarks.md); GPU unmeasured
+    "gn_sample_core": {"cpu": "cpp", "cuda": "torch"},  # cpp only below SAMPLE_CORE_CPP_VECTORS vectors
     "gn_assemble": {"cpu": "torch", "cuda": "torch"},
-    # one GEMM (MKL/cuBLAS) and a broadcast multiply; the one-triangle cpp and triton kernels are
-    # tested against it and left to a measured rule (benchmarks/bench_kernels.py)
     "sample_gram": {"cpu": "torch", "cuda": "torch"},
+}
+SAMPLE_CORE_CPP_VECTORS = 8  # gn_sample_core on CPU: cpp below this many vectors (bench_kernels.py)
+
+# kernels that deliberately have no implementation on a backend, and what runs them instead
+NO_KERNEL = {
+    ("two_sided_product", "cuda"): "it is two GEMMs, which cuBLAS runs through backend='torch'",
+    ("gn_assemble", "cuda"): "it is one GEMM of the packed triangles, which cuBLAS runs through backend='torch' "
+    "(backend='triton' is the fused one-triangle kernel)",
+    ("sample_gram", "cuda"): "it is one GEMM, which cuBLAS runs through backend='torch'",
 }
 
 
@@ -75,7 +85,6 @@ KERNELS: dict[str, dict[str, Callable]] = {
         "torch": reference.two_sided_product,
         "cpp": cpp.two_sided_product,
         "triton": _lazy("triton_kernels", "two_sided_product"),
-        "cuda": _lazy("cuda", "two_sided_product"),
     },
     "gn_sample_core": {
         "torch": reference.gn_sample_core,
@@ -87,7 +96,6 @@ KERNELS: dict[str, dict[str, Callable]] = {
         "torch": reference.gn_assemble,
         "cpp": cpp.gn_assemble,
         "triton": _lazy("triton_kernels", "gn_assemble"),
-        "cuda": _lazy("cuda", "gn_assemble"),
     },
     "sample_gram": {
         "torch": reference.sample_gram,
@@ -122,7 +130,8 @@ def backend_status(backend: str, device: torch.device, dtype: torch.dtype, kerne
     if backend not in BACKENDS or backend == "auto":
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if kernel is not None and backend not in KERNELS[kernel]:
-        return f"there is no {backend} kernel for {kernel} yet (available: {sorted(KERNELS[kernel])})"
+        why = NO_KERNEL.get((kernel, backend), "not written yet")
+        return f"there is no {backend} kernel for {kernel}: {why} (available: {sorted(KERNELS[kernel])})"
     if backend == "torch":
         return None
     if backend == "cpp":
@@ -174,16 +183,32 @@ def two_sided_product(
     return out.squeeze(0) if squeeze else out
 
 
+def _check_operands(shapes: dict[str, tuple[torch.Tensor, tuple[int | None, ...]]]) -> None:
+    """Every operand a tensor of the first one's dtype and device with the given shape (None: any
+    extent); a mismatch raises with the argument's name on every backend alike (no silent casts)."""
+    first = next(iter(shapes.values()))[0]
+    for name, (t, shape) in shapes.items():
+        check_tensor(t, name, ndim=len(shape), dtype=first.dtype, device=first.device, finite=False)
+        if any(want is not None and got != want for got, want in zip(t.shape, shape)):
+            text = ", ".join("·" if w is None else str(w) for w in shape)
+            raise ValueError(f"{name} must have shape ({text}), got {tuple(t.shape)}")
+
+
 def gn_sample_core(roots: torch.Tensor, u: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Per-sample Gauss–Newton core (see :func:`.reference.gn_sample_core`). ``auto`` on CPU: the
-    C++ kernel for fewer than 4 vectors, the batched torch einsum (MKL batched GEMM) otherwise."""
-    if backend == "auto" and u.shape[0] >= 4:
+    C++ kernel for fewer than :data:`SAMPLE_CORE_CPP_VECTORS` vectors, the batched torch einsum (MKL
+    batched GEMM) otherwise."""
+    check_tensor(roots, "roots", ndim=3, finite=False)
+    _check_operands({"roots": (roots, (None, None, None)), "u": (u, (None, roots.shape[0], roots.shape[2]))})
+    if backend == "auto" and u.shape[0] >= SAMPLE_CORE_CPP_VECTORS:
         backend = "torch"
     return _resolve("gn_sample_core", backend, u.device, u.dtype)(roots, u)
 
 
 def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, backend: str = "auto") -> torch.Tensor:
     """Streamed explicit Gauss–Newton block (see :func:`.reference.gn_assemble`)."""
+    check_tensor(inputs, "inputs", ndim=2, finite=False)
+    _check_operands({"inputs": (inputs, (None, None)), "roots": (roots, (inputs.shape[1], None, None))})
     return _resolve("gn_assemble", backend, inputs.device, inputs.dtype)(inputs, roots, scale)
 
 
@@ -191,4 +216,7 @@ def sample_gram(
     roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor, backend: str = "auto"
 ) -> torch.Tensor:
     """Accumulate a block's sample-space Gram into ``out`` (see :func:`.reference.sample_gram`)."""
+    check_tensor(roots, "roots", ndim=3, finite=False)
+    n, m = roots.shape[0], roots.shape[0] * roots.shape[1]
+    _check_operands({"roots": (roots, (None, None, None)), "input_gram": (input_gram, (n, n)), "out": (out, (m, m))})
     return _resolve("sample_gram", backend, roots.device, roots.dtype)(roots, input_gram, scale, out)

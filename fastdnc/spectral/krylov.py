@@ -32,14 +32,23 @@ def orthonormal(v: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torc
 
 class KrylovBasis:
     r"""The basis Q = [applied | pending] in preallocated columns (grown when a probe widens the
-    block) and the coefficients C with :math:`\mathcal H Q_{:, :m_a} = Q_{:, :m_t} C_{:m_t, :m_a}`."""
+    block) and the coefficients C with :math:`\mathcal H Q_{:, :m_a} = Q_{:, :m_t} C_{:m_t, :m_a}`.
+
+    Q is stored column-major (each basis vector contiguous), so that the products with the applied
+    part, :math:`Q_a^\top v` and :math:`Q_a c`, read only its :math:`m_a` columns and not the
+    whole preallocated width: the orthogonalisation is memory-bound for large operators."""
 
     def __init__(self, first: torch.Tensor, max_basis: int, b: int) -> None:
         size = first.shape[0]
-        self.q = first.new_empty(size, max_basis + 3 * max(b, first.shape[1]))
-        self.c = first.new_zeros(self.q.shape[1], self.q.shape[1])
+        self.vectors = first.new_empty(max_basis + 3 * max(b, first.shape[1]), size)  # row j: basis vector j
+        self.c = first.new_zeros(self.vectors.shape[0], self.vectors.shape[0])
         self.ma, self.mt = 0, first.shape[1]
         self.q[:, : self.mt] = first
+
+    @property
+    def q(self) -> torch.Tensor:
+        """Q as a (size × columns) view of the stored vectors."""
+        return self.vectors.T
 
     @property
     def num_pending(self) -> int:
@@ -47,7 +56,7 @@ class KrylovBasis:
 
     def pending(self) -> torch.Tensor:
         """The pending block, column-major (operators split it without a copy)."""
-        return self.q[:, self.ma : self.mt].T.contiguous().T
+        return self.q[:, self.ma : self.mt]
 
     def applied(self) -> torch.Tensor:
         return self.q[:, : self.ma]
@@ -81,9 +90,10 @@ class KrylovBasis:
 
     def _reserve(self, columns: int, keep: int) -> None:
         """Room for ``columns`` basis vectors (the first ``keep`` are kept when it grows)."""
-        if columns > self.q.shape[1]:
+        if columns > self.vectors.shape[0]:
             grow = columns + columns // 4
-            self.q = torch.cat([self.q[:, :keep], self.q.new_empty(self.q.shape[0], grow - keep)], dim=1)
+            fresh = self.vectors.new_empty(grow - keep, self.vectors.shape[1])
+            self.vectors = torch.cat([self.vectors[:keep], fresh], dim=0)
             self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
 
     def append(self, block: torch.Tensor) -> None:

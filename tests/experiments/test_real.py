@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
 from test_loaders import make_cifar, make_mnist  # noqa: E402
 
@@ -76,6 +78,19 @@ def test_missing_files_are_a_clear_error(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "cifar-10-batches-py" in err and "data_batch_1" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # the failed command leaves no empty output folder behind
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "nc1", "collapsed"), [(1.0, 0.01, True), (0.686, 269.0, False), (1.0, 5.0, False), (0.9, 0.1, False)]
+)
+def test_the_report_says_whether_the_run_reached_collapse(accuracy, nc1, collapsed):
+    from fastdnc.experiments.real_report import regime
+
+    text = regime({"train_accuracy": accuracy, "analysis": {"layers": [{"nc1_input": 9.0}, {"nc1_input": nc1}]}})
+    assert text.startswith("**Regime: collapsed**" if collapsed else "**Regime: not collapsed**")
+    assert f"{accuracy:.2%}" in text and f"{nc1:.3g}" in text
+    assert ("--steps" in text) is not collapsed
 
 
 def test_mnist_offline_sample_reports_train_and_held_out_accuracy(tmp_path):

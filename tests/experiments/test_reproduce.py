@@ -69,3 +69,40 @@ def test_the_theory_page_summary_lists_every_row_beyond_the_tolerance():
     assert "1 of 3 compared rows within 0.001" in text
     assert "`linear_mse` overlap: 0.107 (not converged)" in text and "`linear_mse` levels: nan (no note)" in text
     assert "loss:" not in text
+
+
+@pytest.mark.parametrize(
+    ("final", "reason"),
+    [(0.8, "expected: training found a loss 20.0% below"), (1.5, "not converged"), (1.0 + 1e-5, "unexplained")],
+)
+def test_every_row_beyond_the_tolerance_gets_the_reason_its_loss_shows(final, reason):
+    from fastdnc.experiments.ufm_comparison import explain
+
+    table = [
+        {"quantity": "loss", "error": 1e-12, "note": ""},
+        {"quantity": "levels", "error": 0.3, "note": ""},
+        {"quantity": "alpha", "error": float("nan"), "note": ""},
+        {"quantity": "kept", "error": 0.5, "note": "its own note"},
+    ]
+    notes = [r["note"] for r in explain(table, final, 1.0, "the DNC point")]
+    assert notes[0] == "" and notes[3] == "its own note"
+    assert notes[1].startswith(reason) and notes[2] == notes[1] and "the DNC point" in notes[1]
+
+
+def test_a_resumed_reproduce_says_so_in_the_report_header():
+    from fastdnc.experiments.reproduce import _resumed_note
+
+    fresh = {"a": {"resumed_from": 0, "train_seconds": 3.0, "analysis_seconds": 1.0}}
+    assert _resumed_note(fresh) == ""
+    resumed = {**fresh, "b": {"resumed_from": 400, "train_seconds": 5.0, "analysis_seconds": 2.0}}
+    note = _resumed_note(resumed)
+    assert "This run resumed b from step 400" in note and "a from" not in note
+    assert "training took 8.0 s over all runs, analysis 3.0 s in this one" in note
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_section_and_figure_titles_are_unique_within_a_preset(preset):
+    from fastdnc.experiments.reproduce import PRESETS
+
+    titles = [cfg.title for cfg in PRESETS[preset]]
+    assert len(set(titles)) == len(titles), titles
