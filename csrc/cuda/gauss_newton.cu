@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kCoreThreads)
     gn_core_kernel(const T* __restrict__ roots, const T* __restrict__ u, T* __restrict__ out, int64_t k, int64_t n,
                    int64_t kk, int64_t p) {
   using A = typename Acc<T>::type;
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   A* rs = reinterpret_cast<A*>(smem_raw);  // K × p, the sample's root
   A* w = rs + kk * p;                      // K projections
   A* us = w + kk;                          // p, the current vector

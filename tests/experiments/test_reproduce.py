@@ -66,7 +66,7 @@ def test_the_theory_page_summary_lists_every_row_beyond_the_tolerance():
         {"quantity": "levels", "error": float("nan"), "note": ""},
     ]
     text = "\n".join(summary({"experiments": {"linear_mse": {"table": table}}}))
-    assert "1 of 3 compared rows within 0.001" in text
+    assert "1 of 3 compared rows within 0.001 (largest error 0.11)" in text
     assert "`linear_mse` overlap: 0.107 (not converged)" in text and "`linear_mse` levels: nan (no note)" in text
     assert "loss:" not in text
 
