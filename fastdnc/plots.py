@@ -10,6 +10,7 @@ import io
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -20,10 +21,65 @@ from .io import atomic_write_bytes  # noqa: E402
 from .train import History  # noqa: E402
 
 
+class FigureWriter:
+    """Draws and saves figures, here (``workers=0``) or in a background worker process.
+
+    A multi-panel figure takes a second or more to draw. The reproduce presets train one model at a
+    time on one thread (small GEMMs), so a worker process on the other core draws an experiment's
+    figures while the next one trains. ``draw`` takes the name of a figure function of this module
+    (an allow-list: nothing else can be called) and its plain-data arguments, and returns the file
+    name at once; :meth:`wait` (also on leaving the ``with`` block) returns when every file is
+    written and raises the first drawing error.
+    """
+
+    def __init__(self, workers: int = 0) -> None:
+        self._pool = None
+        if workers > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: a fresh interpreter (forking a process whose torch holds OpenMP threads is unsafe)
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pending: list = []
+
+    @property
+    def background(self) -> bool:
+        return self._pool is not None
+
+    def draw(self, path: str | os.PathLike, figure: str, *args, **kwargs) -> str:
+        if figure not in FIGURES:
+            raise ValueError(f"unknown figure {figure!r}; choose one of {sorted(FIGURES)}")
+        if self._pool is None:
+            _draw(figure, path, args, kwargs)
+        else:
+            self._pending.append(self._pool.submit(_draw, figure, path, args, kwargs))
+        return Path(path).name
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> FigureWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+
+def _draw(figure: str, path: str | os.PathLike, args: tuple, kwargs: dict) -> None:
+    save(FIGURES[figure](*args, **kwargs), path)
+
+
 def save(fig, path: str | os.PathLike, dpi: int = 130) -> str:
     """Write ``fig`` to ``path`` atomically as PNG and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)  # the layout is constrained: no second, "tight" draw
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return str(path)
@@ -37,7 +93,9 @@ def _positive(xs: Sequence[float | None], ys: Sequence[float | None]) -> tuple[l
 
 def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt.Figure:
     """Loss terms against the step (log-log); with ``optimal_loss``, the gap to the optimum too."""
-    fig, axes = plt.subplots(1, 2 if optimal_loss is not None else 1, figsize=(11 if optimal_loss else 5.5, 4))
+    fig, axes = plt.subplots(
+        1, 2 if optimal_loss is not None else 1, figsize=(11 if optimal_loss else 5.5, 4), layout="constrained"
+    )
     axes = list(axes) if optimal_loss is not None else [axes]
     ax = axes[0]
     for key, label in (("loss", "total loss"), ("fit_loss", "fit term"), ("reg_loss", "decay term")):
@@ -67,16 +125,15 @@ def _panel_grid(n: int, width: float = 4.6, height: float = 3.6):
     else two when that does, else one row of up to five (so no grid cell is left blank)."""
     cols = 3 if n % 3 == 0 else 2 if n % 2 == 0 else min(n, 5) if n <= 5 else 3
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     return fig, list(axes.flat)
 
 
 def _finish_grid(fig, axes: list, used: int, title: str) -> plt.Figure:
-    """Hide the panels past ``used``, add the title, tighten."""
+    """Hide the panels past ``used`` and add the title (the layout is constrained)."""
     for ax in axes[used:]:
         ax.set_visible(False)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -101,7 +158,7 @@ def singular_values_figure(
     singular_values: Sequence[Sequence[float]], predicted: Sequence[float] | None, title: str
 ) -> plt.Figure:
     """Singular values of each W_l (log scale), with the predicted common value of the top K."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     for l, sv in enumerate(singular_values, start=1):
         ax.plot(range(1, len(sv) + 1), [max(s, 1e-300) for s in sv], "o-", ms=3, label=f"$W_{{{l}}}$")
         if predicted is not None:
@@ -208,7 +265,7 @@ def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[fl
 
 def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequence[float], title: str) -> plt.Figure:
     """An SLQ spectral density (log y) with the top eigenvalues drawn as spikes."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
     xs, ys = [], []
     for x, y in zip(grid, density):
         if y > 0:
@@ -229,3 +286,9 @@ def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequenc
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+FIGURES = {
+    f.__name__: f
+    for f in (loss_figure, metrics_figure, singular_values_figure, spectra_figure, levels_figure, density_figure)
+}

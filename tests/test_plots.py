@@ -54,3 +54,16 @@ def test_symlog_ticks_keep_a_decade_from_the_linear_band():
     nonzero = sorted(abs(t) for t in ticks if t)
     assert nonzero[0] >= 10 * 0.005 / 10 and all(math.log10(b / a) >= 1 - 1e-9 for a, b in zip(nonzero, nonzero[1:]))
     plots.plt.close(fig)
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["here", "background"])
+def test_figure_writer_draws_here_or_in_a_worker_and_reports_errors(tmp_path, workers):
+    with plots.FigureWriter(workers) as writer:
+        assert writer.background is (workers > 0)
+        name = writer.draw(tmp_path / "s.png", "spectra_figure", [[2.0, 1.0, 0.1]], ["a"], 1, "t")
+        with pytest.raises(ValueError, match="unknown figure 'save'"):
+            writer.draw(tmp_path / "x.png", "save", None, tmp_path / "y.png")
+    assert name == "s.png" and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TypeError), plots.FigureWriter(workers) as writer:  # a drawing error surfaces
+        writer.draw(tmp_path / "bad.png", "spectra_figure", [[1.0]], ["a"], 1)  # title missing
+    assert not (tmp_path / "bad.png").exists() and not (tmp_path / "x.png").exists()

@@ -279,3 +279,26 @@ def test_logging_does_not_change_the_mini_batch_trajectory():
     for other in models[1:]:
         for a, b in zip(models[0].parameters(), other.parameters()):
             assert torch.equal(a, b)
+
+
+def test_the_progress_bar_measures_its_rate_after_the_densely_logged_warm_up():
+    """The first steps are logged densely; an ETA from their rate would be many times too long, so
+    the bar shows none during them and then measures the rate from there, keeping the elapsed time."""
+    import io
+
+    from tqdm import tqdm
+
+    from fastdnc.train.loop import WARM_UP_FORMAT, _measure_rate_from_here, _warm_up_end
+
+    assert _warm_up_end(40_000, 40) == 400 and _warm_up_end(50, 1) == 10 and _warm_up_end(5, 1) == 5
+    out = io.StringIO()
+    bar = tqdm(total=1000, file=out, disable=False, bar_format=WARM_UP_FORMAT, mininterval=0)
+    bar.update(100)
+    assert "measuring the rate" in out.getvalue() and "step/s" not in out.getvalue() and "it/s" not in out.getvalue()
+    bar.start_t -= 50.0  # the warm-up took long
+    _measure_rate_from_here(bar)
+    assert bar.n == bar.initial == 100 and bar.format_dict["elapsed"] >= 50.0
+    assert bar.format_dict["rate"] is None  # nothing measured yet: no ETA from the warm-up's rate
+    bar.update(100)
+    assert bar.format_dict["rate"] is None or bar.format_dict["rate"] > 100 / 50.0
+    bar.close()

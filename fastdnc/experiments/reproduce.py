@@ -15,12 +15,14 @@ Presets:
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
 
 import torch
 
+from .. import plots
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import ufm
 from .ufm import UFMConfig
@@ -136,11 +138,13 @@ def reproduce(
         },
         "experiments": {},
     }
-    for i, cfg in enumerate(PRESETS[preset], 1):
-        results["experiments"][cfg.name] = ufm.run(
-            cfg, out, progress=progress, label=f"{cfg.name} {i}/{len(PRESETS[preset])}"
-        )
-        atomic_write_json(out / "results.json", results)  # partial results survive an interruption
+    # figures are drawn by a worker process on another core while the next model trains
+    with plots.FigureWriter(workers=1 if (os.cpu_count() or 1) > 1 else 0) as figures:
+        for i, cfg in enumerate(PRESETS[preset], 1):
+            results["experiments"][cfg.name] = ufm.run(
+                cfg, out, progress=progress, label=f"{cfg.name} {i}/{len(PRESETS[preset])}", figures=figures
+            )
+            atomic_write_json(out / "results.json", results)  # partial results survive an interruption
     results["wall_seconds"] = time.perf_counter() - t0
     atomic_write_json(out / "results.json", results)
     report = [

@@ -70,9 +70,16 @@ class UFMConfig:
         )
 
 
-def run(cfg: UFMConfig, out: Path, progress: bool = True, label: str | None = None) -> dict:
+def run(
+    cfg: UFMConfig,
+    out: Path,
+    progress: bool = True,
+    label: str | None = None,
+    figures: plots.FigureWriter | None = None,
+) -> dict:
     """Train the model of ``cfg``, write its figures under ``out`` and return the JSON-ready results
-    (``label`` names the progress bar, default the experiment's name)."""
+    (``label`` names the progress bar, default the experiment's name; ``figures`` draws them, by
+    default here and now)."""
     out.mkdir(parents=True, exist_ok=True)
     model = DeepUFM(
         cfg.num_classes,
@@ -101,7 +108,7 @@ def run(cfg: UFMConfig, out: Path, progress: bool = True, label: str | None = No
     history.save(out / f"{cfg.name}_history.json")
     with torch.no_grad():
         stages = Stages(label or cfg.name, 4 if _has_full_table(cfg) else 3, progress)
-        return _results(cfg, model, history, snaps, out, stages)
+        return _results(cfg, model, history, snaps, out, stages, figures or plots.FigureWriter())
 
 
 def _has_full_table(cfg: UFMConfig) -> bool:
@@ -109,7 +116,9 @@ def _has_full_table(cfg: UFMConfig) -> bool:
     return cfg.activation == "linear" and cfg.loss == "mse"
 
 
-def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Path, stage: Stages) -> dict:
+def _results(
+    cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Path, stage: Stages, writer: plots.FigureWriter
+) -> dict:
     opt = theory.optimum(cfg.num_classes, cfg.n_per_class, cfg.depth, cfg.weight_decay)
     ce_point = (
         theory.ce_critical_point(cfg.num_classes, cfg.n_per_class, cfg.depth, cfg.weight_decay)
@@ -126,8 +135,8 @@ def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Pat
     if _has_full_table(cfg):
         with stage("full Hessian against the closed-form table"):
             full_rows, full = full_hessian_rows(cfg, model, opt)
-    with stage("figures"):
-        figures = _figures(cfg, model, history, snaps, svs, opt, full, out)
+    with stage("figures (drawn in the background)" if writer.background else "figures"):
+        figures = _figures(cfg, history, snaps, svs, opt, full, out, writer)
     return {
         "config": asdict(cfg),
         "theory": {"optimum": opt.to_dict(), "ce_point": ce_point.to_dict() if ce_point else None},
@@ -155,39 +164,47 @@ def _results(cfg: UFMConfig, model: DeepUFM, history, snaps: list[int], out: Pat
     }
 
 
-def _figures(cfg, model, history, snaps, svs, opt, full, out: Path) -> dict[str, str]:
+def _figures(cfg, history, snaps, svs, opt, full, out: Path, writer: plots.FigureWriter) -> dict[str, str]:
+    """Draw the experiment's figures with ``writer`` (perhaps in the background); their file names."""
     name, k = cfg.name, cfg.num_classes
-    figs = {
-        "loss": plots.loss_figure(history, opt.optimal_loss if cfg.loss == "mse" else None, cfg.title),
-        "collapse": plots.metrics_figure(
+    jobs: dict[str, tuple] = {
+        "loss": ("loss_figure", history, opt.optimal_loss if cfg.loss == "mse" else None, cfg.title),
+        "collapse": (
+            "metrics_figure",
             history,
             [panel for panel in COLLAPSE_PANELS if cfg.activation == "relu" or panel[0] != "negative_fraction"],
             cfg.depth,
             f"{cfg.title}: collapse per layer",
         ),
-        "alignment": plots.metrics_figure(
-            history, ALIGNMENT_PANELS, cfg.depth, f"{cfg.title}: eigenvector fidelity f and gradient coefficients κ"
+        "alignment": (
+            "metrics_figure",
+            history,
+            ALIGNMENT_PANELS,
+            cfg.depth,
+            f"{cfg.title}: eigenvector fidelity f and gradient coefficients κ",
         ),
-        "spectra": plots.spectra_figure(
+        "spectra": (
+            "spectra_figure",
             [history[f"spectrum/l{cfg.layer}"][history.steps.index(s)] for s in snaps],
             [f"step {s}" for s in snaps],
             k * k,
             f"{cfg.title}: spectrum of the fit Hessian of W_{cfg.layer}",
-            spike_label="top K² = {n}",
+            "top K² = {n}",
         ),
-        "singular_values": plots.singular_values_figure(
-            svs, opt.singular_values if cfg.loss == "mse" else None, f"{cfg.title}: singular values of the weights"
+        "singular_values": (
+            "singular_values_figure",
+            svs,
+            opt.singular_values if cfg.loss == "mse" else None,
+            f"{cfg.title}: singular values of the weights",
         ),
     }
     if full:
-        figs["full_hessian"] = plots.levels_figure(
-            [
-                (label, data["eigenvalues"], [(lv["value"], lv["multiplicity"]) for lv in data["levels"]])
-                for label, data in (("weights only", full["weights"]), ("with H_1", full["with_H1"]))
-            ],
-            f"{cfg.title}: full Hessian against the closed-form table",
-        )
-    return {key: Path(plots.save(fig, out / f"{name}_{key}.png")).name for key, fig in figs.items()}
+        levels = [
+            (label, data["eigenvalues"], [(lv["value"], lv["multiplicity"]) for lv in data["levels"]])
+            for label, data in (("weights only", full["weights"]), ("with H_1", full["with_H1"]))
+        ]
+        jobs["full_hessian"] = ("levels_figure", levels, f"{cfg.title}: full Hessian against the closed-form table")
+    return {key: writer.draw(out / f"{name}_{key}.png", *job) for key, job in jobs.items()}
 
 
 def markdown(res: dict, figure_dir: str | None = None) -> str:

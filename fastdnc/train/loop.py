@@ -179,7 +179,10 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
     """Steps ``start`` … ``run.steps``: a checkpoint of the state after ``step`` updates is written only
     once that state's loss has been checked, with the sampler state from before this step's batch."""
     chunk = max(1, run.steps // 1000)
+    warm = _warm_up_end(run.steps, chunk) if getattr(bar, "bar_format", None) == WARM_UP_FORMAT else -1
     for step in range(start, run.steps + 1):
+        if step == warm:
+            _measure_rate_from_here(bar)
         saving = run.checkpoint is not None and step % every == 0 and start < step < run.steps
         sampler_state = run.sampler.generator.get_state() if saving else None
         columns = run.sampler.next(run.model.device) if step < run.steps and run.sampler.size else None
@@ -197,6 +200,28 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
         run.opt.step(grads[3], run.lr_at(step))
         if (step + 1) % chunk == 0:
             bar.update(chunk)
+
+
+WARM_UP_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, measuring the rate{postfix}]"
+
+
+def _warm_up_end(steps: int, chunk: int) -> int:
+    """The step from which the bar's rate and ETA are measured: the first steps are logged densely
+    (log-spaced metrics), so their rate would predict the run many times too long."""
+    return min(steps, max(10 * chunk, steps // 100))
+
+
+def _measure_rate_from_here(bar: Any) -> None:
+    """Forget the warm-up's rate: from now on the bar's rate and ETA come from the steps after it
+    (the elapsed time still counts from the start)."""
+    if bar.disable:
+        return
+    n, start = bar.n, bar.start_t
+    bar.reset(total=bar.total)
+    bar.n = bar.last_print_n = bar.initial = n
+    bar.start_t = start
+    bar.bar_format = None
+    bar.refresh()
 
 
 def _sharding(
@@ -300,7 +325,14 @@ def train(
         remove_stale_temporaries(checkpoint)
     show = progress if progress is not None else steps >= 10_000
     with tqdm(
-        total=steps, initial=start, disable=not show, desc=label, unit="step", dynamic_ncols=True, mininterval=0.5
+        total=steps,
+        initial=start,
+        disable=not show,
+        desc=label,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=0.5,
+        bar_format=WARM_UP_FORMAT if start == 0 and log_at is None else None,
     ) as bar:
         with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(model, batch_size), threads)):
             _loop(run, start, bar, _log_set(log_at, steps), checkpoint_every or max(steps // 20, 1), check_finite_every)
