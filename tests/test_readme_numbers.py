@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASUREMENT = re.compile(r"\b\d+(?:\.\d+)?(?:×|%|\s?(?:ms|s|min|minutes|seconds|hours)\b)")
+MEASUREMENT = re.compile(r"\b\d+(?:\.\d+)?(?:×|%|\s?(?:ms|s|min|minutes|seconds|hours|[KMG]i?B)\b)")
 GENERATED = ["benchmarks.md", "distributed.md", "memory.md", "drop-in.md", "spectrum.md", "theory-vs-measurement.md"]
 
 
