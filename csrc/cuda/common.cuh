@@ -1,4 +1,4 @@
-// Shared helpers of the CUDA kernels: accumulator type and launch error checks.
+// Shared helpers of the CUDA kernels: the accumulator type (float for float32, double for float64).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -15,7 +15,5 @@ template <>
 struct Acc<double> {
   using type = double;
 };
-
-inline int cdiv(int64_t a, int64_t b) { return static_cast<int>((a + b - 1) / b); }
 
 }  // namespace fastdnc_cuda
