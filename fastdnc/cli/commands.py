@@ -284,7 +284,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
             )
             print(regime(res).replace("**", ""))
         return 0
-    res = reproduce(a.preset, a.out, progress=not a.quiet, doc=a.doc)
+    res = reproduce(a.preset, a.out, progress=not a.quiet, doc=a.doc, background_figures=True)
     if not a.quiet:
         for name, exp in res["experiments"].items():
             compared = [r for r in exp["table"] if r["error"] is not None]

@@ -120,9 +120,18 @@ def write_doc(results: dict, out: Path, doc: Path) -> None:
 
 
 def reproduce(
-    preset: str = "quick", out: str | Path = "fastdnc-results", progress: bool = True, doc: str | Path | None = None
+    preset: str = "quick",
+    out: str | Path = "fastdnc-results",
+    progress: bool = True,
+    doc: str | Path | None = None,
+    background_figures: bool = False,
 ) -> dict:
-    """Run every experiment of ``preset`` and write the report to ``out`` (and the page ``doc``)."""
+    """Run every experiment of ``preset`` and write the report to ``out`` (and the page ``doc``).
+
+    ``background_figures``: draw each experiment's figures in a worker process while the next one
+    trains (what the command line does). It starts a fresh interpreter (multiprocessing's spawn),
+    which re-imports the calling script: call it from a script only under
+    ``if __name__ == "__main__":``."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     out = Path(out)
@@ -139,7 +148,7 @@ def reproduce(
         "experiments": {},
     }
     # figures are drawn by a worker process on another core while the next model trains
-    with plots.FigureWriter(workers=1 if (os.cpu_count() or 1) > 1 else 0) as figures:
+    with plots.FigureWriter(workers=1 if background_figures and (os.cpu_count() or 1) > 1 else 0) as figures:
         for i, cfg in enumerate(PRESETS[preset], 1):
             results["experiments"][cfg.name] = ufm.run(
                 cfg, out, progress=progress, label=f"{cfg.name} {i}/{len(PRESETS[preset])}", figures=figures
