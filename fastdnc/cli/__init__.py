@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    new_folders = [p for p in _output_folders(args) if not p.exists()]
+    new_folders = [p for folder in _output_folders(args) for p in (folder, *folder.parents) if not p.exists()]
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -59,8 +59,9 @@ def _output_folders(args) -> list[Path]:
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove the folders that this failed command created and left empty (never one with a file)."""
-    for folder in folders:
+    """Remove the folders (and missing parents) that this failed command created and left empty,
+    deepest first; never one with a file."""
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
         try:
             folder.rmdir()  # only succeeds on an empty folder
         except OSError:

@@ -70,7 +70,7 @@ def test_missing_files_are_a_clear_error(tmp_path, capsys):
                 "--data-dir",
                 str(tmp_path),
                 "--out",
-                str(tmp_path / "o"),
+                str(tmp_path / "o" / "deeper"),
                 "--quiet",
             ]
         )
