@@ -216,6 +216,35 @@ def run(dtypes=(torch.float32, torch.float64)) -> str:
     )
 
 
+def cache_check(dtypes=(torch.float32, torch.float64)) -> str:
+    """What proving a cache costs: the snapshot check that every product runs (the model's structure
+    and every parameter and buffer compared bit for bit with a copy, fastdnc.curvature.model_state)
+    against the product itself, on the zoo."""
+    from fastdnc.curvature.model_state import ModelSnapshot
+
+    rows = []
+    for dtype in dtypes:
+        tag = str(dtype).replace("torch.", "")
+        for name, (model, x, y) in zoo(dtype).items():
+            params = _params(model)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                op = fd.HessianOperator(model, nn.CrossEntropyLoss(), (x, y), params=params)
+            flat = torch.cat([v[..., 0].reshape(-1) for v in _vectors(params, 1, params[0].dtype)])
+            product = median_time(lambda: op @ flat, min_time=1.0, repeats=5)
+            snap = ModelSnapshot(model, [x, y])
+            check = median_time(lambda: snap.matches(model, [x, y]), min_time=0.5, repeats=5)
+            size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+            METRICS[f"{name}|{tag}|cache check"] = check / product
+            rows.append(
+                [name, tag, f"{size / 2**10:,.0f} KiB", f"{check * 1e3:.3f} ms", f"{product * 1e3:.1f} ms",
+                 f"{100 * check / product:.2f}%"]
+            )  # fmt: skip
+    return md_table(
+        ["model", "dtype", "parameters + buffers", "snapshot check", "one product", "check / product"], rows
+    )
+
+
 def targets() -> str:
     mlp, cnn, tf = list(zoo(torch.float32))
     rows = []
@@ -272,6 +301,8 @@ if __name__ == "__main__":
         print(memory_job(*sys.argv[2:5]))
     else:
         print(run())
+        print()
+        print(cache_check())
         print()
         print(targets())
         print(json.dumps(METRICS, indent=1))

@@ -131,6 +131,16 @@ columns are described in the script's docstring.
 
 {bench_zoo.run()}
 
+### Cache check: what proving the caches costs
+
+Every product of a drop-in operator first proves that its cache (the fused R-op's forward state,
+the kept gradient graphs) still describes the model: the structure (hooks, `forward`s, modes) and
+every parameter and buffer compared bit for bit with a copy taken when the cache was built, so
+`.data` edits and buffer updates are seen (`fastdnc/curvature/model_state.py`). The copy costs the
+memory of the parameters and buffers once; the comparison is memory-bound:
+
+{bench_zoo.cache_check()}
+
 ### Targets of the drop-in issue (this run)
 
 {bench_zoo.targets()}

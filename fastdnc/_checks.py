@@ -28,6 +28,18 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+SEED_RANGE = (0, 2**63 - 1)
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """Return ``seed`` if it is an int that a torch generator takes (0 … 2⁶³ − 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {seed!r}")
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"{name} must be in 0 … 2**63 - 1, got {seed}")
+    return seed
+
+
 def check_decay(value: float, name: str) -> float:
     """Return a finite, non-negative regularisation strength as a float."""
     try:

@@ -4,6 +4,7 @@ about models or operators (:mod:`fastdnc.distributed` builds on it)."""
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -29,13 +30,32 @@ def world_size() -> int:
 
 def init(backend: str = "gloo", timeout_s: float = 120.0) -> bool:
     """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment);
-    returns whether this is a multi-process run. Collectives fail after ``timeout_s``."""
+    returns whether this is a multi-process run. Collectives fail after ``timeout_s``. The group is
+    left again by :func:`shutdown`, which the command line calls on success, error and Ctrl-C, and
+    which runs at interpreter exit for library callers who do not."""
     if initialized():
         return world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    atexit.register(shutdown, False)
     return True
+
+
+def shutdown(success: bool = True) -> None:
+    """Leave the process group, if one is initialised (a no-op otherwise): after a barrier when this
+    rank succeeded (so that no rank closes its connections while another still reads its last
+    message), without one after an error (a peer may be gone). A group left to interpreter exit
+    makes gloo's threads meet finalisation: "terminate called without an active exception"."""
+    if not initialized():
+        return
+    try:
+        if success and world_size() > 1:
+            dist.barrier()
+    except Exception:  # noqa: BLE001 - a peer that failed has left already: nothing to wait for
+        pass
+    finally:
+        dist.destroy_process_group()
 
 
 def all_reduce_(tensor: torch.Tensor, what: str = "all_reduce", op: str = "sum") -> torch.Tensor:

@@ -5,9 +5,11 @@ Every entry point that can allocate memory quadratic in its problem (``to_dense`
 :func:`require_memory` first. The estimate is the **peak** the operation reaches, as a multiple of
 its output measured on this package's code paths by ``python benchmarks/bench_memory.py`` (peak
 resident memory growth over the output's size), never the output's size alone. When it exceeds the
-memory available now (``MemAvailable`` of ``/proc/meminfo`` on the CPU, free device memory on a
-GPU), :class:`InsufficientMemoryError` says how much is needed, how much there is and what to
-use instead.
+memory available now, :class:`InsufficientMemoryError` says how much is needed, how much there is
+and what to use instead. On the CPU "available" is the tightest of three limits: the machine's
+``MemAvailable`` (``/proc/meminfo``), the process's memory cgroup (v1 or v2, its own and every
+ancestor's limit less what it uses, reclaimable file cache not counted) and its address-space limit
+(``ulimit -v``, less its current virtual size); on a GPU, the device's free memory.
 
 Dense symmetric eigendecompositions are also slow: above :data:`SLOW_EIGH` unknowns
 :func:`warn_dense_eigh` warns with a time estimate (:math:`c\\,n^3` with the rate measured by the
@@ -17,7 +19,9 @@ same script).
 from __future__ import annotations
 
 import os
+import resource
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -45,25 +49,103 @@ def peak_to_dense(n: int, chunk: int) -> float:
     return 1.0 + CHUNK_COPIES * min(chunk, n) / max(n, 1)
 
 
+CGROUP_MOUNT = Path("/sys/fs/cgroup")
+PROC = Path("/proc")
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge number
+
+
+def _field(path: Path, key: str, scale: int = 1) -> int | None:
+    """The integer after ``key`` in a ``key value`` file (``/proc/meminfo``, ``memory.stat``)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0].rstrip(":") == key:
+                    return int(parts[1]) * scale
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no cgroup v2 limit) is None
+
+
+def _cgroup_free() -> int | None:
+    """The least (limit − usage) over this process's memory cgroup and its ancestors, in cgroup v1
+    and v2, reclaimable file cache not counted as used; ``None`` without a limit."""
+    try:
+        lines = (PROC / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    best: int | None = None
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and controllers == "":
+            v2 = CGROUP_MOUNT if (CGROUP_MOUNT / "cgroup.controllers").exists() else CGROUP_MOUNT / "unified"
+            base, limit_f, usage_f, cache = v2, "memory.max", "memory.current", "inactive_file"
+        elif "memory" in controllers.split(","):
+            base, limit_f, usage_f, cache = (
+                CGROUP_MOUNT / "memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+                "total_inactive_file",
+            )
+        else:
+            continue
+        folder = base / path.lstrip("/")
+        folder = folder if folder.is_dir() else base
+        while True:
+            limit, usage = _number(folder / limit_f), _number(folder / usage_f)
+            if limit is not None and limit < UNLIMITED and usage is not None:
+                used = usage - (_field(folder / "memory.stat", cache) or 0)
+                best = limit - max(used, 0) if best is None else min(best, limit - max(used, 0))
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return None if best is None else max(best, 0)
+
+
+def _address_space_free() -> int | None:
+    """``ulimit -v`` less this process's current virtual size; ``None`` without a limit."""
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY:
+        return None
+    size = _field(PROC / "self" / "status", "VmSize", 1024) or 0
+    return max(soft - size, 0)
+
+
+def cpu_limits() -> dict[str, int]:
+    """The memory available now by each limit that applies: ``"machine"`` (MemAvailable),
+    ``"cgroup"``, ``"ulimit -v"``."""
+    found = {
+        "machine": _field(PROC / "meminfo", "MemAvailable", 1024),
+        "cgroup": _cgroup_free(),
+        "ulimit -v": _address_space_free(),
+    }
+    if found["machine"] is None:
+        try:
+            found["machine"] = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            pass
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def available_bytes(device: torch.device | str = "cpu") -> int | None:
-    """Memory available for new allocations on ``device`` now (``None`` when unknown)."""
+    """Memory available for new allocations on ``device`` now (``None`` when unknown): on the CPU
+    the tightest of :func:`cpu_limits`."""
     device = torch.device(device)
     if device.type == "cuda":
         try:
             return int(torch.cuda.mem_get_info(device)[0])
         except Exception:  # noqa: BLE001 - no driver: the allocation itself will say
             return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return None
+    limits = cpu_limits()
+    return min(limits.values()) if limits else None
 
 
 def gib(nbytes: float) -> str:
@@ -79,11 +161,30 @@ def require_memory(
     have = available_bytes(device)
     if have is None or nbytes <= have:
         return
-    where = "this machine has" if torch.device(device).type == "cpu" else f"{device} has"
+    where = f"{device} has"
+    if torch.device(device).type == "cpu":
+        limits = cpu_limits()
+        tightest = min(limits, key=limits.__getitem__) if limits and min(limits.values()) == have else "machine"
+        where = {
+            "machine": "this machine has",
+            "cgroup": "this process's memory cgroup has",
+            "ulimit -v": "this process's address-space limit (ulimit -v) leaves",
+        }[tightest]
     msg = f"{what} needs ~{gib(nbytes)}, {where} {gib(have)} available"
     if extra:
         msg += f" ({extra})"
     raise InsufficientMemoryError(msg + (f"; use {instead} instead" if instead else ""))
+
+
+def require_vectors(
+    size: int, count: float, dtype: torch.dtype, device: torch.device | str, what: str, instead: str = ""
+) -> None:
+    """The memory check of ``count`` vectors of length ``size`` (a Krylov basis, probes, a block of
+    eigenvectors): "``what`` (COUNT vectors of length SIZE) needs ~X GiB, …"."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    require_memory(
+        float(size) * float(count) * itemsize, f"{what} ({count:,.0f} vectors of length {size:,})", device, instead
+    )
 
 
 def dense_eigh_seconds(n: int, vectors: bool) -> float:

@@ -12,6 +12,8 @@ beside a busy core).
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,13 +22,43 @@ import torch
 SERIAL_GEMM_FLOPS = 2.0e6  # below this (2·m·n·k), one thread
 
 
+class ThreadCountWarning(UserWarning):
+    """A requested thread count was more than the cores this process may use; it was capped."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which cgroup cpusets and ``taskset``
+    restrict), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, warn: bool = True) -> int | None:
+    """``threads`` as given (``None`` stays), capped at :func:`usable_cores` (with a
+    :class:`ThreadCountWarning` when ``warn``): more threads than cores only wait for each other."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    cores = usable_cores()
+    if threads > cores and warn:
+        warnings.warn(
+            f"threads={threads} is more than the {cores} core{'s' if cores > 1 else ''} this process may use: "
+            f"using {cores}",
+            ThreadCountWarning,
+            stacklevel=3,
+        )
+    return min(threads, cores)
+
+
 def threads_for(gemm_flops: float, threads: int | None = None) -> int:
     """The intra-op thread count for work whose largest GEMM costs ``gemm_flops``: ``threads`` when
-    given, one thread below :data:`SERIAL_GEMM_FLOPS`, else the current setting."""
+    given (capped at the usable cores), one thread below :data:`SERIAL_GEMM_FLOPS`, else the
+    current setting."""
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-        return threads
+        return check_threads(threads) or 1
     return 1 if gemm_flops < SERIAL_GEMM_FLOPS else torch.get_num_threads()
 
 

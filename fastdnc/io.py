@@ -1,15 +1,16 @@
-"""Atomic writes: a file is either its old version or its complete new version, never half.
+"""Writing files: a file is either its old version or its complete new version, never half.
 
 Everything the package writes for a user (checkpoints, histories, reports, figures) goes through
 these helpers: the data is written to a temporary file in the same folder, flushed and fsynced,
+given the permissions the user's umask gives a new file (``0o666 & ~umask``, as ``open`` would),
 then moved over the target with ``os.replace`` (atomic on POSIX and Windows), and the folder is
 fsynced so that the rename survives a crash.
 
-Reading is the other half of the contract: :func:`safe_torch_load` never executes data (torch's
-``weights_only`` unpickler: tensors, numbers, strings, lists, tuples and dicts only), and
-:func:`check_regular_file` refuses FIFOs, devices and folders before anything opens them (opening a
-FIFO for reading blocks until a writer appears). :func:`remove_stale_temporaries` deletes the
-temporary files that a killed write leaves behind.
+A temporary is named ``.<target>.<pid>-<random>.tmp``: :func:`remove_stale_temporaries` deletes
+only those whose writing process is gone (and the pid-less ones of older versions), never the
+in-flight temporary of a process that is still running. :func:`recording_created` lists the files a
+block of code created (not those it replaced), so that a failed command can remove exactly what it
+made. Reading untrusted files is :mod:`fastdnc.safe_read`.
 """
 
 from __future__ import annotations
@@ -17,58 +18,85 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
+import re
 import tempfile
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .safe_read import check_regular_file
 
-def check_regular_file(path: str | os.PathLike, what: str = "file", must_exist: bool = True) -> Path:
-    """Return ``path`` if it is a regular file; raise ``FileNotFoundError`` (when ``must_exist``) or
-    ``ValueError`` naming what it is instead (a FIFO, a folder, a device, …)."""
-    path = Path(path)
+_RECORDERS: list[list[Path]] = []
+
+
+@contextmanager
+def recording_created() -> Iterator[list[Path]]:
+    """Within the block, the list of the files that :func:`atomic_write_bytes` created (targets that
+    did not exist before), in order."""
+    created: list[Path] = []
+    _RECORDERS.append(created)
     try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        if must_exist:
-            raise FileNotFoundError(f"{what} {path} does not exist") from None
-        return path
-    except OSError as e:
-        raise ValueError(f"cannot use {what} {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(mode):
-        kind = (
-            "a folder"
-            if stat.S_ISDIR(mode)
-            else "a FIFO (named pipe)"
-            if stat.S_ISFIFO(mode)
-            else "a socket"
-            if stat.S_ISSOCK(mode)
-            else "a device"
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "not a regular file"
-        )
-        raise ValueError(f"{what} {path} is {kind}, not a regular file; refusing to use it")
-    return path
+        yield created
+    finally:
+        _RECORDERS.remove(created)
+
+
+def file_mode() -> int:
+    """The permissions a new file gets under the current umask (``0o666 & ~umask``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - not Linux: read it by setting it back at once
+    os.umask(mask)  # pragma: no cover
+    return 0o666 & ~mask  # pragma: no cover
 
 
 def _temporary_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (``.<name>.*.tmp`` beside ``path``) that an interrupted atomic
-    write of ``path`` left behind; returns what was removed. Call it when a new run takes over
-    ``path`` (one writer per file is the package's rule)."""
+_PID_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+
+
+def _writer_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has no write in flight when it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _stale(entry: Path, target: str | None) -> bool:
+    """Whether ``entry`` is a temporary of ``target`` (of any file when ``None``) whose writer is gone."""
+    m = _PID_TEMPORARY.match(entry.name)
+    if m:
+        return (target is None or m["target"] == target) and not _writer_alive(int(m["pid"]))
+    # a temporary of an older version (no pid): only for a named target
+    return target is not None and entry.name.startswith(f".{target}.") and entry.name.endswith(".tmp")
+
+
+def remove_stale_temporaries(path: str | os.PathLike, any_target: bool = False) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes of ``path`` left behind (of any
+    file in the folder ``path`` with ``any_target``), but never one whose writing process is still
+    running; returns what was removed."""
     path = Path(path)
+    folder, target = (path, None) if any_target else (path.parent, path.name)
     removed: list[Path] = []
-    if not path.parent.is_dir():
+    if not folder.is_dir():
         return removed
-    prefix = _temporary_prefix(path)
-    for entry in path.parent.iterdir():
-        if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and entry.is_file():
+    for entry in folder.iterdir():
+        if entry.name.endswith(".tmp") and _stale(entry, target) and entry.is_file():
             try:
                 entry.unlink()
                 removed.append(entry)
@@ -82,17 +110,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     that is not a regular file (a FIFO, a folder) is refused, never replaced."""
     path = check_regular_file(path, "output file", must_exist=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
+    existed = path.exists()
+    fd, tmp = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if not existed:
+        for created in _RECORDERS:
+            created.append(path)
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -135,35 +168,5 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 def plain(obj: Any) -> Any:
     """``obj`` as plain Python data (dicts, lists, str, int, float, bool, None): tensors and NumPy
     values become lists and numbers. What a checkpoint stores besides tensors goes through this,
-    so that :func:`safe_torch_load` can read it back."""
+    so that :func:`fastdnc.safe_read.safe_torch_load` can read it back."""
     return json.loads(json.dumps(obj, default=_json_default))
-
-
-def _load_problem(e: Exception) -> str:
-    """The informative part of torch's loading errors (not its advice to load unsafely)."""
-    text = str(e)
-    if text.startswith("Weights only load failed"):
-        detail = (
-            text.split("WeightsUnpickler error:", 1)[-1]
-            if "WeightsUnpickler error:" in text
-            else "\n".join(text.splitlines()[1:])
-        )
-        detail = " ".join(detail.split("Check the documentation")[0].split())
-        return f"it holds something other than data ({detail or 'refused by the safe unpickler'})"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
-
-
-def safe_torch_load(path: str | os.PathLike, map_location: Any = None, what: str = "checkpoint") -> Any:
-    """``torch.load`` with ``weights_only=True`` (no code runs, whatever the file holds), after
-    :func:`check_regular_file`; any failure is a ``ValueError`` naming the file."""
-    path = check_regular_file(path, what)
-    try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every failure of a foreign file becomes one clear error
-        raise ValueError(
-            f"cannot read {what} {path}: {_load_problem(e)} (only fastdnc checkpoints of tensors, "
-            "numbers, strings, lists and dicts are loaded; nothing in a file is ever executed)"
-        ) from e

@@ -145,7 +145,7 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, optimizer, batch):
         [sys.executable, "-c", KILLED_RUN, str(ckpt), optimizer, str(batch).lower()], capture_output=True, text=True
     )
     assert proc.returncode == -9, proc.stderr  # died by SIGKILL
-    assert ckpt.exists() and not list(tmp_path.glob(".run.ckpt.*"))  # no partial temp file left
+    assert ckpt.exists() and not list(tmp_path.glob(".run.ckpt.*.tmp"))  # no partial temp file left
     step, _ = fd.load_checkpoint(ckpt, fd.DeepUFM(4, 3, 8, 3, activation="relu", weight_decay=5e-3, seed=1))
     assert step == 300
 

@@ -5,19 +5,33 @@ and returns the exit status; every error a user can cause is raised as an except
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from .run_folder import (
-    check_same_run,
+    check_train_folder,
     checked_device,
-    make_folder,
+    computed_settings,
+    differences,
     model_from_run,
     output_folder,
+    refuse_other_configuration,
     run_config,
 )
+
+
+def _train_settings(a: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`fastdnc.train` that the command's flags set."""
+    return dict(
+        optimizer=a.optimizer,
+        momentum=a.momentum,
+        batch_size=a.batch_size,
+        schedule=a.schedule,
+        checkpoint_every=a.checkpoint_every,
+        seed=a.seed,
+        threads=a.threads,
+    )
 
 
 def _model_from_args(a: argparse.Namespace):
@@ -32,16 +46,7 @@ def _model_from_args(a: argparse.Namespace):
         raise ValueError(f"--steps must be >= 0, got {a.steps}")
     if a.checkpoint_every is not None and a.checkpoint_every <= 0:
         raise ValueError(f"--checkpoint-every must be >= 1, got {a.checkpoint_every}")
-    check_training(
-        a.steps,
-        a.lr,
-        optimizer=a.optimizer,
-        momentum=a.momentum,
-        batch_size=a.batch_size,
-        schedule=a.schedule,
-        checkpoint_every=a.checkpoint_every,
-        threads=a.threads,
-    )
+    check_training(a.steps, a.lr, **_train_settings(a))
     wd = a.weight_decay[0] if len(a.weight_decay) == 1 else a.weight_decay
     return DeepUFM(
         a.classes,
@@ -58,64 +63,112 @@ def _model_from_args(a: argparse.Namespace):
     )
 
 
-def _already_done(a: argparse.Namespace, out: Path, cfg: dict, checkpoint: Path) -> bool:
-    """Whether ``out`` holds this run trained at least ``--steps`` (a no-op rerun says so)."""
-    from ..train import checkpoint_step
+def _checkpoint_step(a: argparse.Namespace, out: Path, cfg: dict, model) -> int | None:
+    """The step of ``out``'s checkpoint when this command may continue it (``None`` without one);
+    refuses a run of another configuration, judged by the checkpoint (the record) or, before the
+    first checkpoint, by config.json (its copy)."""
+    from ..train.checkpoint import check_same_configuration, read_checkpoint, run_config
 
-    if a.no_resume:
-        return False
-    check_same_run(out, cfg)
-    done = checkpoint_step(checkpoint) if checkpoint.exists() else 0
-    if done >= a.steps and done > 0:
+    config = check_train_folder(out, a.no_resume)
+    checkpoint = out / "checkpoint.pt"
+    if a.no_resume or not checkpoint.exists():
+        if config is not None:
+            refuse_other_configuration(out, differences(config, cfg), "config.json")
+        return None
+    ck = read_checkpoint(checkpoint, "cpu")
+    settings = {k: v for k, v in _train_settings(a).items() if k not in ("checkpoint_every", "threads")}
+    expected = run_config(
+        model, lr=a.lr, nesterov=False, betas=(0.9, 0.999), eps=1e-8, schedule_kwargs={}, **settings,
+        command=computed_settings(cfg),
+    )  # fmt: skip
+    hint = "continue it with the same settings, use another --out, or pass --no-resume to start afresh there"
+    check_same_configuration(checkpoint, ck, expected, hint)
+    return int(ck["step"])
+
+
+def _write_results(out: Path, model, history, seconds: float) -> None:
+    """history.json and metrics.json of a run at the model's current step."""
+    from ..collapse import collapse_metrics
+    from ..io import atomic_write_json
+
+    history.save(out / "history.json")
+    atomic_write_json(
+        out / "metrics.json",
+        {
+            "step": history.end_step,
+            "final_loss": model.loss().item(),
+            "train_seconds": seconds,
+            "collapse": collapse_metrics(model).to_dict(),
+        },
+    )
+
+
+def _refresh_copy(out: Path, cfg: dict) -> None:
+    """Write config.json, the copy of an accepted command's settings, where it is missing or its
+    computed settings differ (a rerun with only other neutral flags leaves it untouched)."""
+    from ..io import atomic_write_json
+    from ..safe_read import read_json
+
+    try:
+        same = not differences(read_json(out / "config.json", "run configuration"), cfg)
+    except (ValueError, FileNotFoundError):
+        same = False
+    if not same:
+        atomic_write_json(out / "config.json", cfg)
+
+
+def _repair(out: Path, step: int, quiet: bool) -> None:
+    """Complete history.json and metrics.json from the checkpoint when a run was killed between its
+    last checkpoint and them (metrics.json then names another step, or a file is missing)."""
+    from ..safe_read import read_json
+
+    try:
+        written = read_json(out / "metrics.json", "metrics").get("step")
+    except (ValueError, FileNotFoundError):
+        written = None
+    if written == step and (out / "history.json").exists():
+        return
+    model, _, history = model_from_run(out)
+    history.start_step = history.end_step = step
+    seconds = history.last("wall_time") if "wall_time" in history else 0.0
+    _write_results(out, model, history, seconds or 0.0)
+    if not quiet:
+        print(f"repaired {out / 'history.json'} and {out / 'metrics.json'} from the checkpoint at step {step}")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from ..io import atomic_write_json, remove_stale_temporaries
+    from ..train import train
+
+    model = _model_from_args(a)
+    out = output_folder(a.out)  # created and locked by fastdnc.cli.main
+    cfg = run_config(a)
+    remove_stale_temporaries(out, any_target=True)  # those of runs that were killed (never a live one's)
+    done = _checkpoint_step(a, out, cfg, model)
+    if done is not None and done >= a.steps:
+        _refresh_copy(out, cfg)
+        _repair(out, done, a.quiet)
         if not a.quiet:
             print(
                 f"{out} has already trained {done} steps (--steps {a.steps}): nothing to do; pass a larger "
                 "--steps to continue it"
             )
-        return True
-    return False
-
-
-def cmd_train(a: argparse.Namespace) -> int:
-    from ..collapse import collapse_metrics
-    from ..io import atomic_write_json
-    from ..train import train
-
-    model = _model_from_args(a)
-    out = output_folder(a.out)
-    cfg, checkpoint = run_config(a), out / "checkpoint.pt"
-    if _already_done(a, out, cfg, checkpoint):
         return 0
-    created = make_folder(out)
-    try:
-        atomic_write_json(out / "config.json", cfg)
-        t0 = time.perf_counter()
-        history = train(
-            model,
-            a.steps,
-            a.lr,
-            optimizer=a.optimizer,
-            momentum=a.momentum,
-            batch_size=a.batch_size,
-            schedule=a.schedule,
-            collapse=True,
-            checkpoint=checkpoint,
-            checkpoint_every=a.checkpoint_every,
-            resume=not a.no_resume,
-            seed=a.seed,
-            progress=False if a.quiet else None,
-            threads=a.threads,
-        )
-    except BaseException:
-        if created and not checkpoint.exists():  # a failed first command leaves nothing behind but a good checkpoint
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    seconds = time.perf_counter() - t0
-    history.save(out / "history.json")
-    atomic_write_json(
-        out / "metrics.json",
-        {"final_loss": model.loss().item(), "train_seconds": seconds, "collapse": collapse_metrics(model).to_dict()},
+    atomic_write_json(out / "config.json", cfg)  # the accepted command's copy of the run's settings
+    t0 = time.perf_counter()
+    history = train(
+        model,
+        a.steps,
+        a.lr,
+        **_train_settings(a),
+        collapse=True,
+        checkpoint=out / "checkpoint.pt",
+        resume=not a.no_resume,
+        progress=False if a.quiet else None,
+        command=computed_settings(cfg),
     )
+    seconds = time.perf_counter() - t0
+    _write_results(out, model, history, seconds)
     if not a.quiet:
         start, end = history.start_step, history.end_step
         resumed = f"resumed from step {start}, " if start else ""
@@ -184,7 +237,7 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
     from ..spectral import gradient_overlap, lanczos, outliers
 
     run = Path(a.run)
-    model, step = model_from_run(run)
+    model, step, _ = model_from_run(run)
     if a.distributed:
         from .. import distributed as D
 

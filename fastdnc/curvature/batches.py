@@ -3,6 +3,9 @@ the loss reduces it.
 
 **Formats** (those curvlinops accepts, and a little more). ``data`` is one batch or an iterable of
 batches; it is read **once** into a list, so a shuffling loader cannot make two products disagree.
+The reading stops with a clear error after :data:`MAX_BATCHES` batches or when the batches' tensors
+exceed half the memory available on their device: an infinite iterable (``itertools.cycle``, an
+infinite ``IterableDataset``) is refused instead of filling the memory.
 A batch is a tuple or list ``(X, y)``; entries after ``y`` (sample indices, …) are ignored with a
 warning. ``X`` is
 
@@ -36,6 +39,7 @@ from typing import Any
 import torch
 
 REDUCTIONS = ("mean", "sum")
+MAX_BATCHES = 1_000_000
 
 
 @dataclass
@@ -64,13 +68,13 @@ def _move(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
+def tensors_of(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         return [obj]
     if isinstance(obj, (tuple, list)):
-        return [t for o in obj for t in _tensors(o)]
+        return [t for o in obj for t in tensors_of(o)]
     if isinstance(obj, Mapping):
-        return [t for o in obj.values() for t in _tensors(o)]
+        return [t for o in obj.values() for t in tensors_of(o)]
     return []
 
 
@@ -86,7 +90,7 @@ def _size(x: Any, index: int, batch_size_fn: Callable[[Any], int] | None) -> int
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"batch_size_fn returned {n!r} for batch {index}: expected an int >= 0")
         return n
-    sizes = {t.shape[0] if t.ndim else None for t in _tensors(x)}
+    sizes = {t.shape[0] if t.ndim else None for t in tensors_of(x)}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(
             f"batch {index}: cannot tell its size from the inputs (leading dimensions "
@@ -103,7 +107,7 @@ def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -
     if isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[1], torch.Tensor) and _is_input(data[0]):
         raw: list = [data]
     elif isinstance(data, Iterable) and not isinstance(data, (torch.Tensor, Mapping, str, bytes)):
-        raw = list(data)
+        raw = _read_finitely(data)
     else:
         raise TypeError(f"data must be a batch (X, y) or an iterable of batches, got {type(data).__name__}")
     batches, extra = [], False
@@ -127,6 +131,40 @@ def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -
     if not batches:
         raise ValueError("data has no samples (no batch, or only empty ones)")
     return batches
+
+
+def _read_finitely(data: Iterable) -> list:
+    """The batches of ``data`` in a list, refusing more than :data:`MAX_BATCHES` of them or tensors
+    beyond half the memory available on their devices (each storage counted once)."""
+    from .._memory import available_bytes, gib
+
+    raw: list = []
+    seen: set[tuple[torch.device, int]] = set()
+    used: dict[torch.device, int] = {}
+    budget: dict[torch.device, float] = {}
+    for i, b in enumerate(data):
+        if i >= MAX_BATCHES:
+            raise ValueError(
+                f"data yielded more than {MAX_BATCHES:,} batches: pass a finite loader (an itertools.cycle or an "
+                "infinite IterableDataset never ends)"
+            )
+        for t in tensors_of(b):
+            key = (t.device, t.untyped_storage().data_ptr())
+            if key in seen:
+                continue
+            seen.add(key)
+            dev = t.device
+            if dev not in budget:
+                have = available_bytes(dev)
+                budget[dev] = float("inf") if have is None else have / 2
+            used[dev] = used.get(dev, 0) + t.untyped_storage().nbytes()
+            if used[dev] > budget[dev]:
+                raise ValueError(
+                    f"data yielded more than {gib(budget[dev])} of tensors on {dev} (half the memory available) "
+                    f"in {i + 1} batches: pass a finite loader, or fewer or smaller batches"
+                )
+        raw.append(b)
+    return raw
 
 
 def declared_reduction(loss_fn: Any, reduction: str | None) -> str | None:

@@ -3,10 +3,15 @@ the operator the user asked for, and the :class:`~fastdnc.curvature.full.Layered
 
 :func:`obstacle` returns ``None`` only when every condition holds (see
 :mod:`fastdnc.curvature.generic`), else the first that fails, in words: the drop-in operator shows it
-as ``op.fused_reason``. :class:`FusedSequential` copies the current weights into an
-:class:`~fastdnc.models.MLPHead` on all the data, builds the analytic R-op with the per-sample
-weights of torch's reduction of each batch (:mod:`fastdnc.curvature.output_losses`), and maps the
-user's parameter order to the module order of the R-op.
+as ``op.fused_reason``. Besides the layers, the loss and the data, nothing may change what a module
+computes: no hook of any kind, no parametrisation or pruning, every ``forward`` torch's own
+(:mod:`fastdnc.curvature.model_state`), float32 or float64. :class:`FusedSequential` copies the
+current weights into an :class:`~fastdnc.models.MLPHead` on all the data, builds the analytic R-op
+with the per-sample weights of torch's reduction of each batch
+(:mod:`fastdnc.curvature.output_losses`), maps the user's parameter order to the module order of
+the R-op, and **proves** the copy: :meth:`FusedSequential.mismatch` compares the copy's output with
+the model's own forward pass on every batch (anything the structural checks cannot see, a patched
+``torch.nn.functional`` say, shows up there and sends the operator to the generic path).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from torch import nn
 
 from ..models import MLPHead
 from .full import LayeredHessian
+from .model_state import foreign_forward, hooks, parametrized
 from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +56,11 @@ def obstacle(op: ModuleOperator, num_named: int, ggn: bool) -> str | None:
     seq, loss = op.model, op.loss_fn
     if not isinstance(seq, nn.Sequential) or len(seq) == 0:
         return "the model is not an nn.Sequential"
+    if op.dtype not in (torch.float32, torch.float64):
+        return f"the parameters are {op.dtype} (the fused path runs in float32 and float64)"
+    why = _computation_obstacle(seq)
+    if why:
+        return why
     mods = list(seq)
     if type(mods[-1]) is nn.LogSoftmax:
         if mods[-1].dim not in (1, -1) or type(loss) is not nn.NLLLoss:
@@ -64,6 +75,16 @@ def obstacle(op: ModuleOperator, num_named: int, ggn: bool) -> str | None:
         )
     why = layers_obstacle(mods) or _inputs_obstacle(op, mods, num_named)
     return why or _loss_obstacle(op, [m for m in mods if type(m) is nn.Linear][-1].out_features)
+
+
+def _computation_obstacle(seq: nn.Sequential) -> str | None:
+    """Why a module of ``seq`` may compute something other than its layer's formula."""
+    found = hooks(seq)
+    if found:
+        return f"the model has hooks ({'; '.join(found[:3])}{'; …' if len(found) > 3 else ''})"
+    if parametrized(seq):
+        return f"modules {parametrized(seq)} are parametrised (torch.nn.utils.parametrize)"
+    return next((why for why in map(foreign_forward, seq.modules()) if why), None)
 
 
 def _inputs_obstacle(op: ModuleOperator, mods: list[nn.Module], num_named: int) -> str | None:
@@ -144,6 +165,28 @@ class FusedSequential:
             i += p.numel()
         order = torch.cat([torch.arange(offsets[n][0], offsets[n][0] + offsets[n][1]) for n in op.names])
         self.order = None if torch.equal(order, torch.arange(op.size)) else order.to(op.device)
+
+    def mismatch(self, op: ModuleOperator) -> str | None:
+        """``None`` when the copy's output equals the model's own forward pass on every batch (to
+        a rounding tolerance of 1000 machine epsilons of the output's scale), else what differs."""
+        z = self.operator.output_loss.output.T
+        if type(op.model[-1]) is nn.LogSoftmax:
+            z = z.log_softmax(1)
+        with torch.no_grad():
+            own = torch.cat([op.model(b.args[0].to(device=op.device, dtype=op.dtype)) for b in op.batches])
+        if own.shape != z.shape:
+            return f"the model's output has shape {tuple(own.shape)}, the fused layers' {tuple(z.shape)}"
+        finite = torch.isfinite(z)
+        if not torch.equal(finite, torch.isfinite(own)):
+            return "the model's output is NaN/Inf where the fused layers' is not, or the other way round"
+        scale = float(z[finite].abs().max()) if finite.any() else 0.0
+        err = float((own - z)[finite].abs().max()) if finite.any() else 0.0
+        if not err <= 1000 * torch.finfo(op.dtype).eps * max(scale, 1.0):
+            return (
+                f"the model's output differs from the fused layers' by {err:.3g} (a patched function or "
+                "module changes what it computes)"
+            )
+        return None
 
     def matmat(self, v: torch.Tensor) -> torch.Tensor:
         if self.order is None:

@@ -18,13 +18,19 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
   ``nn.NLLLoss``, Hessian only), with ``nn.MSELoss``, ``nn.CrossEntropyLoss`` (class weights, label
   smoothing, ``ignore_index``, but not weights and smoothing together) or ``nn.BCEWithLogitsLoss``
   (no ``weight`` / ``pos_weight``), no module or parameter used twice, all its parameters (in any
-  order) and one 2-D input tensor per batch, uses the analytic R-op of
-  :class:`~fastdnc.curvature.full.LayeredHessian` with the per-sample weights of
-  :mod:`fastdnc.curvature.output_losses` (cached forward state, one set of GEMMs per block of
-  vectors), rebuilt when a parameter changes (its version counter or storage). ``fused=None`` takes
-  it exactly when every condition holds (``op.fused``; ``op.fused_reason`` says which failed);
+  order), float32 or float64, one 2-D input tensor per batch, and nothing that changes what a module
+  computes (no hook of any kind, no parametrisation or pruning, every ``forward`` torch's own), uses
+  the analytic R-op of :class:`~fastdnc.curvature.full.LayeredHessian` with the per-sample weights
+  of :mod:`fastdnc.curvature.output_losses` (cached forward state, one set of GEMMs per block of
+  vectors), after checking that its output equals the model's own forward pass. ``fused=None``
+  takes it exactly when every condition holds (``op.fused``; ``op.fused_reason`` says which failed);
   ``fused=True`` raises with that reason; everything else takes the generic path, exact for any
   model.
+* **Caches are proved before every product**: the fused path's state and the generic path's kept
+  graphs are rebuilt when the model's structure (modules, hooks, ``forward``s, modes) or any
+  parameter or buffer differs bit for bit from a copy taken when they were built
+  (:mod:`fastdnc.curvature.model_state`), so ``p.data`` edits, buffer updates and hooks added later
+  are seen; in-place changes of the data are seen by their version counters.
 * **Generic path**: through ``torch.func``. By default (``mode="auto"``) the graph of each batch's
   gradient is built once and kept (when all of them fit in half the available memory), and each
   product is one backward pass through it, the cost of autograd with a cached graph; it is rebuilt
@@ -42,7 +48,16 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
   Hessian product by double backward, vjp).
 * **Refused with a reason**: BatchNorm that uses batch statistics (training mode or
   ``track_running_stats=False``): the loss of a sample then depends on the rest of its batch and
-  every product would move the running statistics; call ``model.eval()``.
+  every product would move the running statistics; call ``model.eval()``. A parameter the model
+  reaches around its registered parameters (a plain list or attribute: one forward and backward of
+  the first batch shows it), whose Hessian block would silently be zero. Parameters of
+  ``weight_norm`` (either API): PyTorch's double backward of ``torch._weight_norm`` is wrong (its
+  Hessian is not symmetric). A loss that is not a finite scalar (the error names NaN inputs).
+* **Backward hooks** of modules (their own or global) change gradients; autograd double backward
+  runs them and ``torch.func`` cannot, so with them the Hessian is taken by autograd (the default
+  ``mode="auto"``; a custom ``autograd.Function`` without ``setup_context`` takes the same route)
+  and the GGN and the other modes are refused. Gradient hooks on a parameter
+  (``Tensor.register_hook``) are refused. float16 and bfloat16 take the generic path.
 * ``check_deterministic=True`` (the default, as in curvlinops) evaluates the loss of the first batch
   twice (one extra forward pass) and raises :class:`NonDeterministicError` when they differ
   (dropout in training mode, random layers); :meth:`check_deterministic` compares two full products.
@@ -56,8 +71,9 @@ import torch
 from torch import nn
 from torch.func import grad, jvp, vjp
 
+from .admission import MissingDerivativeError, NonDeterministicError
 from .batches import Batch
-from .module_operator import MODES, MissingDerivativeError, ModuleOperator, NonDeterministicError
+from .module_operator import MODES, ModuleOperator
 
 __all__ = [
     "MODES",

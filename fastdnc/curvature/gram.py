@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._memory import require_memory
+from .._memory import require_memory, require_vectors
 from ..kernels import dispatch
 
 
@@ -150,6 +150,10 @@ class SampleGram:
         m = u.shape[1]
         if m == 0:
             return u.new_zeros(self.size, 0)
+        # the blocks' columns, their concatenation and the scaled transpose
+        require_vectors(
+            self.size, 3 * m, u.dtype, u.device, "forming eigenvectors from the sample-space Gram", "fewer columns"
+        )
         coords = u.T.reshape(m, self.blocks[0].roots.shape[0], -1)
         out = torch.cat([b.columns(coords) for b in self.blocks], dim=1)
         out = (out * (self.scale**0.5 / sigma.sqrt())[:, None]).T
@@ -172,7 +176,7 @@ class GramEigenvectors:
         self.shape = (gram.size, gram.size)
 
     def top(self, k: int) -> torch.Tensor:
-        if not 0 <= k <= self.rank:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.rank:
             raise ValueError(f"top({k}): the Gram route has eigenvectors for the {self.rank} non-null eigenvalues")
         idx = torch.arange(self.rank - 1, self.rank - 1 - k, -1)
         return self.gram.vectors(self.sigma[idx], self.u[:, idx])

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .._memory import require_dense
+from .._memory import require_dense, require_vectors
 from ..kernels import dispatch
 from .operator import CurvatureOperator, SumOperator, describe
 
@@ -310,6 +310,10 @@ class KroneckerEigenvectors:
     def columns(self, idx: torch.Tensor | Sequence[int] | slice | int) -> torch.Tensor:
         sel = self.order[idx] if not isinstance(idx, int) else self.order[idx : idx + 1]
         sel = torch.as_tensor(sel, device=self.order.device).reshape(-1)
+        require_vectors(
+            self.shape[0], sel.numel(), self.uo.dtype, self.uo.device, "forming eigenvectors",
+            "fewer columns, or vecs @ c and vecs.T @ x (no columns formed)",
+        )  # fmt: skip
         a, b = sel // self.q, sel % self.q
         return (self.uo[:, a][:, None, :] * self.ui[:, b][None, :, :]).reshape(self.p * self.q, -1)
 
@@ -320,6 +324,8 @@ class KroneckerEigenvectors:
 
     def top(self, k: int) -> torch.Tensor:
         """(P, k): eigenvectors of the k largest eigenvalues, largest first."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.shape[0]:
+            raise ValueError(f"top({k!r}): k must be an int in 0..{self.shape[0]}")
         return self.columns(torch.arange(self.order.numel() - 1, self.order.numel() - 1 - k, -1))
 
     def to_dense(self) -> torch.Tensor:

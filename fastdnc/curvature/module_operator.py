@@ -1,59 +1,40 @@
 r"""The machinery shared by the drop-in operators of :mod:`fastdnc.curvature.generic`: reading the
 batches, the live parameters, the cached gradient graphs and the ``torch.func`` product modes, the
-fused path's switch, and the guards (batch statistics, random models, losses without second
-derivatives)."""
+fused path's switch, the snapshots that prove the caches (:mod:`.model_state`) and the guards
+(:mod:`.admission`: batch statistics, random models, losses without second derivatives)."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.func import grad, linearize, vmap
 
 from .._memory import available_bytes, resident_bytes
-from .batches import Batch, declared_reduction, detect_reduction, read_batches
+from .admission import (
+    MissingDerivativeError,
+    NonDeterministicError,
+    check_loss_deterministic,
+    check_loss_value,
+    check_parameters_reached,
+    raise_clearly,
+    refuse_batch_statistics,
+    refuse_wrong_derivatives,
+)
+from .batches import Batch, declared_reduction, detect_reduction, read_batches, tensors_of
 from .functional import autodiff_friendly_attention, frozen, substituted
 from .fused import FusedSequential
 from .fused import obstacle as fused_obstacle
 from .gram import SampleGram
 from .layout import split_flat
+from .model_state import BACKWARD_HOOKS, ModelSnapshot, hooks
 from .operator import CurvatureOperator
 
 MODES = ("auto", "linearize", "forward-over-reverse", "reverse-over-reverse")
-
-
-class NonDeterministicError(RuntimeError):
-    """Two evaluations on the same data gave different results."""
-
-
-class MissingDerivativeError(NotImplementedError):
-    """PyTorch has no (forward-mode, or second) derivative of a layer or loss of the model."""
-
-
-def _raise_clearly(e: RuntimeError, loss_fn: Callable) -> None:
-    """Re-raise PyTorch's "derivative for aten::…_backward is not implemented" as a clear
-    NotImplementedError naming the loss or the layers; any other error unchanged."""
-    text = str(e)
-    if "derivative for" not in text or "is not implemented" not in text:
-        raise e
-    what = type(loss_fn).__name__ if "loss" in text.split("is not implemented")[0] else "a layer of this model"
-    raise MissingDerivativeError(
-        f"PyTorch cannot differentiate {what} twice ({text.splitlines()[0]}): there is no Hessian to take through it"
-    ) from e
-
-
-def _refuse_batch_statistics(model: nn.Module) -> None:
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and (mod.training or not mod.track_running_stats):
-            why = "is in training mode" if mod.training else "has track_running_stats=False"
-            raise ValueError(
-                f"{type(mod).__name__} {name or '(the model)'!r} {why}: it normalises with the "
-                "statistics of each batch, so the loss of a sample depends on the rest of its batch (the "
-                "Hessian then depends on how the data is batched) and every product would update its "
-                "running statistics; call model.eval() to use the running statistics"
-            )
+# torch.func's refusal of an autograd.Function without setup_context (and of module backward hooks)
+_FUNCTORCH_REFUSES = "autograd.Function with functorch transforms"
 
 
 class ModuleOperator(CurvatureOperator):
@@ -89,7 +70,7 @@ class ModuleOperator(CurvatureOperator):
             chosen = [(ids[id(p)], p) for p in params]
         if not chosen:
             raise ValueError("no parameters to differentiate")
-        _refuse_batch_statistics(model)
+        refuse_batch_statistics(model)
         ref = chosen[0][1]
         super().__init__(sum(p.numel() for _, p in chosen), ref.dtype, ref.device, [p.shape for _, p in chosen])
         self.model, self.loss_fn, self.mode = model, loss_fn, mode
@@ -101,19 +82,23 @@ class ModuleOperator(CurvatureOperator):
             raise ValueError(f"num_data must be positive, got {num_data!r}")
         self.reduction = declared_reduction(loss_fn, reduction) or self._detect_reduction()
         self._fused: FusedSequential | None = None
-        self._fused_key: tuple = ()
+        self._fused_snapshot: ModelSnapshot | None = None
+        self._cache: list[Callable] | None = None
+        self._cache_snapshot: ModelSnapshot | None = None
+        self._cache_refused = False
+        self._autograd_only = False  # torch.func cannot run the model (backward hooks, custom autograd.Functions)
+        self._generic_checked = False
         self.fused_reason = "fused=False" if fused is False else fused_obstacle(self, len(named), self.is_ggn)
+        self.fused = self.fused_reason is None
+        if self.fused:
+            self._current_fused()
         if fused and self.fused_reason:
             raise ValueError(
                 f"the fused path cannot take this model: {self.fused_reason}; use fused=None (the exact "
                 "generic path) instead"
             )
-        self.fused = self.fused_reason is None
-        self._cache: list[Callable] | None = None
-        self._cache_key: tuple = ()
-        self._cache_refused = False
-        if self.fused:
-            self._fused, self._fused_key = FusedSequential(self), self._state_key()
+        if not self.fused:
+            self._check_generic()
         if check_deterministic:
             self._check_loss_deterministic()
 
@@ -175,19 +160,14 @@ class ModuleOperator(CurvatureOperator):
     # ------------------------------------------------------------------ products
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            return self._fused_matmat(v)
+            fused = self._current_fused()
+            if fused is not None:
+                return fused.matmat(v)
         cached = self._cached_products()
         if cached is not None:
-            total = None
-            with autodiff_friendly_attention():
-                for pull, b in zip(cached, self.batches):
-                    try:
-                        cols = torch.stack([self._flatten(pull(self._split(v[:, j]))[0]) for j in range(v.shape[1])], 1)
-                    except RuntimeError as e:
-                        _raise_clearly(e, self.loss_fn)
-                    cols = cols * self._weight(b.size)
-                    total = cols if total is None else total + cols
-            return total.detach()
+            return self._pulled_columns(cached, v)
+        if self._autograd_only:
+            return self._autograd_columns(v)
         params = self.live_parameters()
         total = None
         with autodiff_friendly_attention():
@@ -203,10 +183,32 @@ class ModuleOperator(CurvatureOperator):
                     self.mode = "reverse-over-reverse"  # exact too: the same Hessian by double backward
                     cols = self._reverse_columns(params, v, b)
                 except RuntimeError as e:
-                    _raise_clearly(e, self.loss_fn)
+                    if _FUNCTORCH_REFUSES in str(e) and self.mode == "auto" and not self.is_ggn:
+                        self._autograd_only = True  # a custom autograd.Function: autograd can run it
+                        return self._autograd_columns(v)
+                    raise_clearly(e, self.loss_fn)
                 cols = cols * self._weight(b.size)
                 total = cols if total is None else total + cols
         return total.detach()  # the parameters left out of ``params`` would otherwise carry a graph
+
+    def _pulled_columns(self, pulls: Iterable[Callable], v: torch.Tensor) -> torch.Tensor:
+        """Σ_b (n_b/N) H_b v from one backward pull per batch and column."""
+        total = None
+        with autodiff_friendly_attention():
+            for pull, b in zip(pulls, self.batches):
+                try:
+                    cols = torch.stack([self._flatten(pull(self._split(v[:, j]))[0]) for j in range(v.shape[1])], 1)
+                except RuntimeError as e:
+                    raise_clearly(e, self.loss_fn)
+                cols = cols * self._weight(b.size)
+                total = cols if total is None else total + cols
+        return total.detach()
+
+    def _autograd_columns(self, v: torch.Tensor) -> torch.Tensor:
+        """Autograd double backward without a kept cache: each batch's gradient graph is built, used
+        for every column and dropped (for models that torch.func cannot transform)."""
+        params = self.live_parameters()
+        return self._pulled_columns((self._cached_backward(params, b) for b in self._on_device()), v)
 
     def _cached_products(self) -> list[Callable] | None:
         """Per batch, the backward of the gradient with its graph kept (``vjp`` of ``grad``): each
@@ -215,10 +217,9 @@ class ModuleOperator(CurvatureOperator):
         ``mode``) or would not fit: the graphs of all batches must stay under half the available memory."""
         if self.mode not in ("auto", "linearize") or self.is_ggn or self._cache_refused:
             return None
-        key = self._state_key()
-        if self._cache is not None and self._cache_key == key:
+        if self._cache is not None and self._cache_snapshot is not None and self._unchanged(self._cache_snapshot):
             return self._cache
-        self._cache, self._cache_key = None, key
+        self._cache, self._cache_snapshot = None, self._snapshot()
         params, pulls = self.live_parameters(), []
         before = resident_bytes(self.device)
         with autodiff_friendly_attention():
@@ -232,7 +233,7 @@ class ModuleOperator(CurvatureOperator):
                     else:
                         pulls.append(self._cached_backward(params, b))
                 except RuntimeError as e:
-                    _raise_clearly(e, self.loss_fn)
+                    raise_clearly(e, self.loss_fn)
                 if i == 0 and len(self.batches) > 1:
                     grown, have = resident_bytes(self.device) - before, available_bytes(self.device)
                     if have is not None and grown * len(self.batches) > have / 2:
@@ -274,7 +275,7 @@ class ModuleOperator(CurvatureOperator):
         try:
             return self._batch_columns(params, v, b)
         except RuntimeError as e:
-            _raise_clearly(e, self.loss_fn)
+            raise_clearly(e, self.loss_fn)
 
     def _batch_columns(self, params: dict[str, torch.Tensor], v: torch.Tensor, b: Batch) -> torch.Tensor:
         # out_dims=0 (then transposed): vmap cannot expand an output that does not depend on the
@@ -289,52 +290,97 @@ class ModuleOperator(CurvatureOperator):
     def _flatten(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([d[n].reshape(-1) for n in self.names])
 
+    # ------------------------------------------------------------------ what the caches depend on
+    def _data_tensors(self) -> list[torch.Tensor]:
+        return [t for b in self.batches for t in tensors_of((b.args, b.kwargs, b.target))]
+
+    def _snapshot(self) -> ModelSnapshot:
+        """The model's structure and a copy of its parameters and buffers, and the data's versions
+        (:mod:`~fastdnc.curvature.model_state`): what a cache was built from."""
+        return ModelSnapshot(self.model, self._data_tensors())
+
+    def _unchanged(self, snapshot: ModelSnapshot) -> bool:
+        """Whether the model (hooks, code, every parameter and buffer bit for bit) and the data are
+        as when ``snapshot`` was taken: ``.data`` edits and buffer updates are seen."""
+        return snapshot.matches(self.model, self._data_tensors())
+
     # ------------------------------------------------------------------ fused nn.Sequential path
-    def _state_key(self) -> tuple:
-        return tuple((id(p), p._version, p.data_ptr()) for p in self._live_objects())
-
-    def _current_fused(self) -> FusedSequential:
-        key = self._state_key()
-        if self._fused is None or key != self._fused_key:  # an optimiser step, a load_state_dict, a new Parameter
-            self._fused, self._fused_key = FusedSequential(self), key
-        return self._fused
-
-    def _fused_matmat(self, v: torch.Tensor) -> torch.Tensor:
-        return self._current_fused().matmat(v)
+    def _current_fused(self) -> FusedSequential | None:
+        """The fused R-op at the model's current state (rebuilt when anything changed), or ``None``
+        after switching to the generic path because the model no longer fits it."""
+        if self._fused is not None and self._fused_snapshot is not None and self._unchanged(self._fused_snapshot):
+            return self._fused
+        self._fused = self._fused_snapshot = None
+        self._live_objects()  # a parameter removed or of another shape is an error, not a new model
+        snapshot = self._snapshot()
+        why = fused_obstacle(self, len(dict(self.model.named_parameters())), self.is_ggn)
+        fused = FusedSequential(self) if why is None else None
+        why = why or fused.mismatch(self)
+        if why:
+            self.fused, self.fused_reason = False, why
+            self._check_generic()
+            return None
+        self._fused, self._fused_snapshot = fused, snapshot
+        return fused
 
     def gram_size(self) -> int | None:
         """The fused GGN of an ``nn.Sequential`` has a sample-space Gram (N·K'); other paths do not."""
-        return self._current_fused().operator.gram_size() if self.fused and self.is_ggn else None
+        fused = self._current_fused() if self.fused and self.is_ggn else None
+        return None if fused is None else fused.operator.gram_size()
 
     def gram_obstacle(self) -> str:
         if not self.is_ggn:
             return "a Hessian (its residual term is not a Gram); GGNOperator has one"
-        if not self.fused:
+        fused = self._current_fused() if self.fused else None
+        if fused is None:
             return f"only the fused path has one, and it does not apply: {self.fused_reason}"
-        return self._current_fused().operator.gram_obstacle()
+        return fused.operator.gram_obstacle()
 
     def sample_gram(self, group: bool = True) -> SampleGram | None:
         if self.gram_size() is None:
             return None
         fused = self._current_fused()
+        assert fused is not None
         gram = fused.operator.sample_gram(group)
         if gram is not None:
             gram.order = fused.order  # eigenvectors in the order of ``params``
         return gram
 
     # ------------------------------------------------------------------ checks
-    def _check_loss_deterministic(self) -> None:
+    def _check_generic(self) -> None:
+        """What the generic path cannot take, refused by name (once; :mod:`.admission`): layers whose
+        second derivative PyTorch gets wrong, hooks that only autograd runs under a mode that needs
+        torch.func, parameters reached around the substitution, a loss that is not a finite scalar."""
+        if self._generic_checked:
+            return
+        self._generic_checked = True
+        refuse_wrong_derivatives(self.model, self.names)
+        backward = hooks(self.model, BACKWARD_HOOKS)
+        if backward:
+            if self.mode != "auto" or self.is_ggn:
+                what = "the GGN" if self.is_ggn else f"mode={self.mode!r}"
+                raise ValueError(
+                    f"the model has backward hooks ({'; '.join(backward[:2])}): torch.func cannot run them, so "
+                    f"{what} cannot be taken; use HessianOperator with mode='auto' (autograd double backward, "
+                    "which runs them) or remove the hooks"
+                )
+            self._autograd_only = True
         b = self.batches[0].to(self.device)
-        params = self.live_parameters()
+        try:
+            with autodiff_friendly_attention():
+                check_parameters_reached(
+                    self.names, self._live_objects(), lambda p: self._loss(p, b), self._check_loss_value
+                )
+        except RuntimeError as e:
+            raise_clearly(e, self.loss_fn)
+
+    def _check_loss_value(self, loss: object) -> None:
+        check_loss_value(loss, self.model, self._data_tensors())
+
+    def _check_loss_deterministic(self) -> None:
+        b, params = self.batches[0].to(self.device), self.live_parameters()
         with torch.no_grad(), autodiff_friendly_attention():
-            first, second = float(self._loss(params, b)), float(self._loss(params, b))
-        tol = 100 * torch.finfo(self.dtype).eps * max(abs(first), abs(second))
-        if not abs(first - second) <= tol:
-            raise NonDeterministicError(
-                f"two evaluations of the loss on the same batch gave {first:.10g} and {second:.10g}: the model or "
-                "the loss is random (dropout in training mode, random layers, ...); call model.eval() or pass "
-                "check_deterministic=False if that is intended"
-            )
+            check_loss_deterministic(lambda: self._loss(params, b), self._check_loss_value, self.dtype)
 
     def check_deterministic(self, rtol: float = 1e-5, atol: float = 1e-8) -> None:
         """Two full products with one random vector must agree (else NonDeterministicError)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import check_regular_file
+from ..safe_read import check_regular_file
 
 
 class DataError(ValueError):

@@ -10,15 +10,14 @@ from torch import nn
 from .._checks import (
     check_float_dtype,
     check_positive_int,
+    check_seed,
     per_layer,
 )
 from .layered import LayeredModel, require_model_memory
 
 
 def seeded_generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_seed(seed))
 
 
 class DeepUFM(LayeredModel):

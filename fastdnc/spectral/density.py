@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._memory import require_vectors
 from .lanczos import apply_operator
 
 
@@ -76,6 +77,12 @@ def spectral_density(
     ``sigma`` defaults to 1% of the node range (of log10 nodes with ``log``).
     """
     size = op.shape[0]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes must be an int >= 1, got {num_probes!r}")
+    # each probe's Lanczos basis (steps vectors) and its product and orthogonalisation
+    require_vectors(size, min(steps, size) + 4, op.dtype, op.device, f"SLQ with {steps} steps", "fewer steps")
     gen = torch.Generator().manual_seed(seed)
     nodes, weights = [], []
     for _ in range(num_probes):

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._memory import require_vectors
 from ..curvature.operator import CurvatureOperator
 from .krylov import KrylovBasis, orthonormal, project_out
 
@@ -174,9 +175,7 @@ def lanczos(
         options = dict(block_size=block_size, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
                        check_symmetric=check_symmetric)  # fmt: skip
         return _mixed(op, low_precision, k, which, tol, start=start, v0=v0, **options)
-    b = min(block_size or (1 if k == 1 else 2), size)
-    max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
-    max_matvecs = max_matvecs or min(50 * size, 50 * k + 2000)
+    b, max_basis, max_matvecs = _sizes(op, size, k, block_size, max_basis, max_matvecs)
     gen = torch.Generator().manual_seed(seed)
     first = _start_block(op, start, v0, size, b, k, gen)
     # a warm start wider than the block: the block is random combinations of it, and refills and
@@ -229,6 +228,22 @@ def lanczos(
         nkeep = max(min(max_basis // 2, max_basis - 2 * b), k)
         if basis.mt + basis.num_pending > max_basis and nkeep < basis.ma:
             basis.restart(theta, s, _select(theta, nkeep, which))
+
+
+def _sizes(
+    op, size: int, k: int, block_size: int | None, max_basis: int | None, max_matvecs: int | None
+) -> tuple[int, int, int]:
+    """The block size, basis size and product budget (defaults of :func:`lanczos`), once the memory
+    they need fits: the basis (with room for 3 blocks), a restart's copy of the kept vectors, the
+    product block and its orthogonalisation, the result, and the coefficients (basis²)."""
+    b = min(block_size or (1 if k == 1 else 2), size)
+    max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
+    stored = max_basis + 3 * b
+    require_vectors(
+        size, 2 * stored + 4 * b + k + stored * stored / size, op.dtype, getattr(op, "device", "cpu"),
+        f"fd.lanczos with k={k} (a basis of {max_basis})", "a smaller k or max_basis",
+    )  # fmt: skip
+    return b, max_basis, max_matvecs or min(50 * size, 50 * k + 2000)
 
 
 def _open_cluster(theta: torch.Tensor, idx: torch.Tensor, gap: float) -> int:

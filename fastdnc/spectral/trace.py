@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._memory import require_vectors
 from .lanczos import apply_operator
 
 
@@ -23,6 +24,14 @@ class TraceEstimate:
     num_matvecs: int
 
 
+def _check_budget(op, num_matvecs: int, copies: int, what: str) -> None:
+    """A positive int budget whose probes fit: ``copies`` blocks of ``num_matvecs`` vectors (probes,
+    products, their integer draws and element-wise products)."""
+    if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, int) or num_matvecs < 1:
+        raise ValueError(f"num_matvecs must be an int >= 1, got {num_matvecs!r}")
+    require_vectors(op.shape[0], copies * num_matvecs, op.dtype, op.device, what, "fewer num_matvecs")
+
+
 def _rademacher(size: int, m: int, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     z = torch.randint(0, 2, (size, m), generator=gen).to(dtype=like.dtype, device=like.device)
     return 2 * z - 1
@@ -30,6 +39,7 @@ def _rademacher(size: int, m: int, gen: torch.Generator, like: torch.Tensor) -> 
 
 def hutchinson_trace(op, num_matvecs: int = 100, seed: int = 0) -> TraceEstimate:
     """Hutchinson's estimate with ``num_matvecs`` Rademacher probes (one block product)."""
+    _check_budget(op, num_matvecs, 5, "Hutchinson's trace estimate")
     like = torch.empty(0, dtype=op.dtype, device=op.device)
     z = _rademacher(op.shape[0], num_matvecs, torch.Generator().manual_seed(seed), like)
     samples = (z * apply_operator(op, z)).sum(0)
@@ -39,6 +49,7 @@ def hutchinson_trace(op, num_matvecs: int = 100, seed: int = 0) -> TraceEstimate
 
 def hutchpp_trace(op, num_matvecs: int = 99, seed: int = 0) -> TraceEstimate:
     """Hutch++ with ``num_matvecs`` operator columns in total (a multiple of 3 is best)."""
+    _check_budget(op, num_matvecs, 3, "Hutch++")
     size = op.shape[0]
     m = max(num_matvecs // 3, 1)
     gen = torch.Generator().manual_seed(seed)

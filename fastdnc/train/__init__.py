@@ -30,8 +30,9 @@ from .checkpoint import (
     read_checkpoint,
     run_config,
 )
+from .config import check_training
 from .history import History
-from .loop import Callback, NonFiniteError, check_training, train
+from .loop import Callback, NonFiniteError, train
 from .optimizers import SGD, Adam, Optimizer, make_optimizer
 from .schedules import log_steps, lr_factor
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_torch_save, plain, safe_torch_load
+from ..io import atomic_torch_save, plain
+from ..safe_read import safe_torch_load
 from .history import History
 from .optimizers import Optimizer
 
@@ -35,11 +36,13 @@ def run_config(
     schedule: str | Callable[[int], float] | None,
     schedule_kwargs: dict[str, Any],
     seed: int,
+    command: dict[str, Any] | None = None,
 ) -> dict:
     """Everything that determines a training run besides its length, as plain data: the
-    optimiser and its settings, the schedule, the batch size, the seed, and the model's
-    ``checkpoint_config()`` (its class, shapes, activation, loss, decays, dtype) where it has one.
-    A checkpoint stores it, and resuming with anything different is refused."""
+    optimiser and its settings, the schedule, the batch size, the seed, the model's
+    ``checkpoint_config()`` (its class, shapes, activation, loss, decays, dtype) where it has one,
+    and the settings of the command line that started it (``command``, when given). A checkpoint
+    stores it, and resuming with anything different is refused."""
     cfg: dict[str, Any] = {
         "lr": lr,
         "optimizer": optimizer,
@@ -54,6 +57,8 @@ def run_config(
         cfg.update(betas=list(betas), eps=eps)
     describe = getattr(model, "checkpoint_config", None)
     cfg["model"] = describe() if callable(describe) else {"class": type(model).__name__}
+    if command is not None:
+        cfg["command"] = command
     return plain(cfg)
 
 
@@ -68,7 +73,7 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     out = []
     for key in sorted(set(saved) & set(current)):
         a, b = saved[key], current[key]
-        if isinstance(a, dict) and isinstance(b, dict) and key == "model":
+        if isinstance(a, dict) and isinstance(b, dict) and key in ("model", "command"):
             out += config_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} → {b!r}")
@@ -102,8 +107,9 @@ def write_checkpoint(
 _SCHEMA = {"step": int, "model": dict, "optimizer": dict, "sampler": torch.Tensor, "history": dict, "config": dict}
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
-    """The checkpoint at ``path``, read with ``weights_only=True`` and checked against the schema."""
+def read_checkpoint(path: str | os.PathLike, map_location: Any, finite: bool = True) -> dict:
+    """The checkpoint at ``path``, read with ``weights_only=True`` and checked against the schema
+    (and, with ``finite``, for NaN/Inf parameters, which fastdnc never writes)."""
     ck = safe_torch_load(path, map_location)
     if not isinstance(ck, dict) or ck.get("format") != "fastdnc-checkpoint-1":
         raise ValueError(f"{path} is not a fastdnc checkpoint (no 'format': 'fastdnc-checkpoint-1' entry)")
@@ -117,6 +123,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any) -> dict:
     if ck["step"] < 0 or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ck["model"].items()):
         raise ValueError(
             f"{path} is not a valid fastdnc checkpoint: a negative step or a model entry that is not a named tensor"
+        )
+    bad = [k for k, v in ck["model"].items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad and finite:
+        raise ValueError(
+            f"checkpoint {path} holds NaN/Inf in {bad}: fastdnc never writes such a checkpoint (it checks the "
+            "loss first), so it was damaged or edited; train afresh (--no-resume) or restore it"
         )
     return ck
 
@@ -132,18 +144,26 @@ def _load_model(path: str | os.PathLike, ck: dict, model: torch.nn.Module) -> tu
         raise ValueError(f"checkpoint {path}: {e}") from e
 
 
+RESUME_HINT = "resume with the same settings, or start afresh with another checkpoint path or resume=False"
+
+
+def check_same_configuration(path: str | os.PathLike, ck: dict, config: dict, hint: str = RESUME_HINT) -> None:
+    """Refuse the checkpoint ``ck`` (read from ``path``) when it belongs to another configuration
+    than ``config``, naming the differing fields (those of the recorded command line alone when
+    it recorded one: they determine the rest)."""
+    diffs = config_differences(ck["config"], config)
+    own = [d.removeprefix("command.") for d in diffs if d.startswith("command.")]
+    if diffs:
+        raise ValueError(f"checkpoint {path} belongs to another configuration ({'; '.join(own or diffs)}); {hint}")
+
+
 def resume_checkpoint(
     path: str | os.PathLike, model: torch.nn.Module, opt: Optimizer, generator: torch.Generator, config: dict
 ) -> tuple[int, History]:
     """Restore the optimiser, the sampler's generator and the model from ``path``, refusing a
     checkpoint of another configuration; returns its step and history."""
     ck = read_checkpoint(path, getattr(model, "device", "cpu"))
-    diffs = config_differences(ck["config"], config)
-    if diffs:
-        raise ValueError(
-            f"checkpoint {path} belongs to another configuration ({'; '.join(diffs)}); resume with "
-            "the same settings, or start afresh with another checkpoint path or resume=False"
-        )
+    check_same_configuration(path, ck, config)
     try:  # the optimiser and the sampler first: they are this call's own, the model is the caller's
         opt.load_state_dict(ck["optimizer"])
         generator.set_state(ck["sampler"])

@@ -18,11 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import _comm
-from .._checks import check_positive_int
 from .._memory import require_memory
-from .._threads import intra_op_threads, threads_for
-from ..io import check_regular_file, remove_stale_temporaries
+from .._threads import check_threads, intra_op_threads, threads_for
+from ..io import remove_stale_temporaries
+from ..run_lock import locked
+from ..safe_read import check_regular_file
 from .checkpoint import config_hash, resume_checkpoint, run_config, write_checkpoint
+from .config import check_training
 from .history import History
 from .optimizers import Optimizer, make_optimizer
 from .schedules import log_steps, lr_factor
@@ -260,6 +262,7 @@ def train(
     distributed: bool | None = None,
     threads: int | None = None,
     label: str = "train",
+    command: dict[str, Any] | None = None,
 ) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
@@ -291,7 +294,10 @@ def train(
         progress: tqdm progress bar (default: on for runs of 10⁴ steps or more).
         label: the progress bar's name (e.g. the experiment and its position, "relu_mse 2/5").
         threads: intra-op threads while training (default: one when the largest GEMM of a step is
-            small, see :mod:`fastdnc._threads`, else the caller's setting, which is restored).
+            small, see :mod:`fastdnc._threads`, else the caller's setting, which is restored); at
+            most the cores this process may use.
+        command: plain data recorded in the checkpoint's configuration and compared on resume (the
+            command line's settings: ``fastdnc train`` builds its run folder's model from them).
 
     Raises:
         NonFiniteError: the loss became NaN/Inf; the message names the step.
@@ -301,7 +307,8 @@ def train(
         opt_settings, batch_size=batch_size, schedule=schedule, schedule_kwargs=dict(schedule_kwargs or {})
     )
     check_training(steps, lr, **settings, check_finite_every=check_finite_every, checkpoint_every=checkpoint_every,
-                   threads=threads)  # fmt: skip
+                   threads=threads, seed=seed)  # fmt: skip
+    threads = check_threads(threads)
     if hasattr(model, "check"):
         model.check()
     params = _params_of(model)
@@ -315,14 +322,32 @@ def train(
     n = getattr(model, "num_samples", 0)
     share, checkpoint = _sharding(n, distributed, checkpoint)
     run = _Run(model, params, opt, _Batch(n, batch_size, torch.Generator().manual_seed(seed)), steps, lr, schedule,
-               settings["schedule_kwargs"], share, checkpoint, run_config(model, lr=lr, seed=seed, **settings),
+               settings["schedule_kwargs"], share, checkpoint, run_config(model, lr=lr, seed=seed, command=command, **settings),
                collapse, callbacks)  # fmt: skip
-    start = run.resume(resume)
+    if checkpoint is None:
+        return _train(run, resume, progress, label, log_at, checkpoint_every, check_finite_every, threads, batch_size)
+    with locked(checkpoint, f"checkpoint {checkpoint}"):  # one process per checkpoint
+        return _train(run, resume, progress, label, log_at, checkpoint_every, check_finite_every, threads, batch_size)
+
+
+def _train(
+    run: _Run,
+    resume: bool,
+    progress: bool | None,
+    label: str,
+    log_at: Iterable[int] | int | None,
+    checkpoint_every: int | None,
+    check_finite_every: int,
+    threads: int | None,
+    batch_size: int | None,
+) -> History:
+    """:func:`train` after its checks, holding the checkpoint's lock."""
+    start, steps = run.resume(resume), run.steps
     run.history.start_step, run.history.end_step = start, max(start, steps)
-    if start >= steps:  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
-        return run.history
-    if checkpoint is not None:
-        remove_stale_temporaries(checkpoint)
+    if start > steps or (start == steps and run.last_good is not None):
+        return run.history  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
+    if run.checkpoint is not None:
+        remove_stale_temporaries(run.checkpoint)
     show = progress if progress is not None else steps >= 10_000
     with tqdm(
         total=steps,
@@ -334,44 +359,12 @@ def train(
         mininterval=0.5,
         bar_format=WARM_UP_FORMAT if start == 0 and log_at is None else None,
     ) as bar:
-        with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(model, batch_size), threads)):
+        with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(run.model, batch_size), threads)):
             _loop(run, start, bar, _log_set(log_at, steps), checkpoint_every or max(steps // 20, 1), check_finite_every)
         bar.update(steps - bar.n)
-    if checkpoint is not None:
+    if run.checkpoint is not None:
         run.save(steps, run.sampler.generator.get_state())
     return run.history
-
-
-def check_training(
-    steps: int,
-    lr: float,
-    *,
-    optimizer: str = "gd",
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    batch_size: int | None = None,
-    schedule: str | Callable[[int], float] | None = None,
-    schedule_kwargs: dict[str, Any] | None = None,
-    check_finite_every: int = 1,
-    checkpoint_every: int | None = None,
-    threads: int | None = None,
-) -> None:
-    """Every check of :func:`train`'s settings that needs no model: a ValueError naming the
-    setting. The command line runs it before it writes anything."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
-    check_positive_int(check_finite_every, "check_finite_every")
-    if checkpoint_every is not None:
-        check_positive_int(checkpoint_every, "checkpoint_every")
-    make_optimizer(optimizer, [], momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
-    if batch_size is not None and (optimizer == "gd" or not 1 <= batch_size):
-        raise ValueError("batch_size needs optimizer='sgd' or 'adam' and must be >= 1")
-    lr_factor(schedule, 0, max(steps, 1), **dict(schedule_kwargs or {}))
-    threads_for(1.0, threads)
 
 
 def _largest_gemm_flops(model: Any, batch_size: int | None) -> float:

@@ -3,7 +3,8 @@ must name the file and the problem.
 
 ``isolated(code)`` runs ``code`` (which defines ``run()``, the operation under test) in a fresh
 Python, after fastdnc and its loaders are imported, and returns what happened: the exception type
-and message, the growth of the peak resident memory during ``run()`` (``ru_maxrss``), and the
+and message, the growth of the peak resident memory during ``run()`` (the kernel's high-water mark
+``VmHWM``, reset just before: ``ru_maxrss`` would carry the parent's peak across ``exec``), and the
 wall time. A ``timeout`` guards against blocking (a FIFO opened for reading).
 """
 
@@ -16,19 +17,30 @@ import textwrap
 
 import pytest
 
+PEAK_KB = """
+def status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+"""
+
 RUNNER = textwrap.dedent(
     """
-    import json, resource, sys, time, traceback
+    import json, sys, time, traceback
     import numpy, torch, fastdnc, fastdnc.data, fastdnc.train  # imported before the baseline
+    {peak}
     {code}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset_peak()
+    before = status_kb("VmRSS")
     t0 = time.perf_counter()
     error = kind = None
     try:
         run()
     except BaseException as e:  # what the caller would see
         kind, error = type(e).__name__, str(e)
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    grown = status_kb("VmHWM") - before
     print(json.dumps({{"kind": kind, "error": error, "rss_growth_mb": grown / 1024,
                       "seconds": time.perf_counter() - t0}}))
     """
@@ -41,7 +53,7 @@ RSS_LIMIT_MB = 200
 def isolated():
     def run(code: str, timeout: float = 120) -> dict:
         proc = subprocess.run(
-            [sys.executable, "-c", RUNNER.format(code=textwrap.dedent(code))],
+            [sys.executable, "-c", RUNNER.format(peak=PEAK_KB, code=textwrap.dedent(code))],
             capture_output=True,
             text=True,
             timeout=timeout,

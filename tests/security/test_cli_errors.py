@@ -114,6 +114,7 @@ def test_memory_error_of_a_huge_sample_count(tmp_path):
 
 def test_bad_checkpoints_and_configs(run):
     ck = run / "checkpoint.pt"
+    good = ck.read_bytes()
     ck.write_bytes(b"garbage")
     one_line_error(fastdnc(*TRAIN, "--steps", "60", "--out", str(run)), "cannot read checkpoint", str(ck))
     one_line_error(fastdnc("spectrum", "--run", str(run)), "cannot read checkpoint")
@@ -121,6 +122,8 @@ def test_bad_checkpoints_and_configs(run):
     os.mkfifo(ck)
     one_line_error(fastdnc(*TRAIN, "--steps", "60", "--out", str(run), timeout=60), "FIFO")
     one_line_error(fastdnc("spectrum", "--run", str(run), timeout=60), "FIFO")
+    ck.unlink()
+    ck.write_bytes(good)
     (run / "config.json").write_text("{not json")
     one_line_error(fastdnc("spectrum", "--run", str(run)), "is not valid JSON")
     (run / "config.json").write_text('{"classes": 4}')
@@ -144,3 +147,33 @@ def test_one_line_for_distributed_and_unexpected_errors():
     assert "rerun with --debug" in one_line(KeyError("x"))
     assert one_line(MemoryError()).startswith("out of memory")
     assert one_line(PermissionError(13, "Permission denied", "/x")) == "Permission denied: /x"
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--out", "a" * 300], "has 300 bytes (at most 255)"),
+        (["--out", "x/" + "b" * 256 + "/y"], "has 256 bytes (at most 255)"),
+        (["--seed", "99999999999999999999999"], "seed must be in 0 … 2**63 - 1"),
+        (["--seed", "-1"], "seed must be in 0 … 2**63 - 1"),
+    ],
+)
+def test_names_and_numbers_out_of_range_are_one_line(tmp_path, flags, needle):
+    args = [*TRAIN, *flags] if "--out" in flags else [*TRAIN, *flags, "--out", str(tmp_path / "r")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastdnc", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    one_line_error(proc, needle)
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_more_threads_than_cores_are_capped_with_a_note(tmp_path):
+    from fastdnc._threads import usable_cores
+
+    proc = fastdnc(*TRAIN, "--threads", "10000", "--out", str(tmp_path / "r"), timeout=60)
+    assert proc.returncode == 0
+    cores = usable_cores()
+    assert proc.stderr.strip() == (
+        f"fastdnc train: note: threads=10000 is more than the {cores} core{'s' if cores > 1 else ''} this process "
+        f"may use: using {cores}"
+    )

@@ -176,3 +176,180 @@ def test_every_checkpoint_the_package_writes_loads_safely(tmp_path):
             **extra,
         )
         assert again.start_step == 10
+
+
+# ---------------------------------------------------------------- one source of truth
+@pytest.mark.parametrize("damage", ["missing", "lacks a field", "hand-edited"])
+def test_the_checkpoint_is_the_record_and_config_json_its_copy(run, capsys, damage):
+    """A refused command never writes config.json; the original settings stay accepted; spectrum
+    builds the model the checkpoint records and refuses a config.json that disagrees with it."""
+    import json
+
+    cfg = run / "config.json"
+    if damage == "missing":
+        cfg.unlink()
+    else:
+        data = json.loads(cfg.read_text())
+        if damage == "lacks a field":
+            del data["loss"]
+        else:
+            data["loss"] = "ce"
+        cfg.write_text(json.dumps(data))
+    before = snapshot(run)
+    assert main([*TRAIN, "--steps", "60", "--loss", "ce", "--out", str(run)]) == 2
+    assert "loss: 'mse' → 'ce'" in capsys.readouterr().err and snapshot(run) == before
+    if damage == "hand-edited":
+        assert main(["spectrum", "--run", str(run), "--quiet"]) == 2
+        assert "disagrees with the checkpoint (loss: 'mse' → 'ce'" in capsys.readouterr().err
+        assert snapshot(run) == before
+    assert main([*TRAIN, "--steps", "60", "--out", str(run)]) == 0  # the original settings
+    assert json.loads(cfg.read_text())["loss"] == "mse"  # the copy is restored
+    assert main(["spectrum", "--run", str(run), "--quiet"]) == 0
+    from fastdnc.cli.run_folder import model_from_run
+
+    model, step, _ = model_from_run(run)
+    assert step == 60 and model.loss_type == "mse"
+
+
+def test_foreign_files_are_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "history.json").write_text('{"my": "notes"}')
+    (out / "metrics.json").write_text("[1, 2]")
+    before = snapshot(out)
+    assert main([*TRAIN, "--out", str(out)]) == 2
+    assert "holds history.json, metrics.json but no 'fastdnc train' run" in capsys.readouterr().err
+    (out / "config.json").write_text('{"learning_rate": 3}')
+    before = snapshot(out)
+    assert main([*TRAIN, "--out", str(out)]) == 2
+    assert "config.json is not a 'fastdnc train' configuration" in capsys.readouterr().err
+    assert snapshot(out) == before
+    (out / "config.json").unlink()
+    (out / "history.json").unlink()
+    (out / "metrics.json").unlink()
+    (out / "checkpoint.pt").write_bytes(b"my own file")
+    assert main([*TRAIN, "--no-resume", "--out", str(out)]) == 2  # --no-resume replaces only a checkpoint of ours
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == b"my own file"
+
+
+@pytest.mark.parametrize("lost", [["metrics.json"], ["history.json"], ["history.json", "metrics.json"], ["stale"]])
+def test_a_rerun_repairs_history_and_metrics_from_the_checkpoint(run, capsys, lost):
+    """A kill between the final checkpoint and history.json / metrics.json is repaired by the rerun."""
+    import json
+
+    good = {name: json.loads((run / name).read_text()) for name in ("history.json", "metrics.json")}
+    if lost == ["stale"]:  # the files of an earlier, shorter run
+        (run / "metrics.json").write_text(json.dumps({**good["metrics.json"], "step": 20}))
+    for name in lost if lost != ["stale"] else []:
+        (run / name).unlink()
+    assert main([*TRAIN[:-1], "--out", str(run)]) == 0
+    assert "repaired" in capsys.readouterr().out
+    again = {name: json.loads((run / name).read_text()) for name in ("history.json", "metrics.json")}
+    assert again["history.json"] == good["history.json"]
+    assert {k: v for k, v in again["metrics.json"].items() if k != "train_seconds"} == {
+        k: v for k, v in good["metrics.json"].items() if k != "train_seconds"
+    }
+    assert main([*TRAIN[:-1], "--out", str(run)]) == 0  # complete now: nothing to repair
+    assert "repaired" not in capsys.readouterr().out
+
+
+def test_steps_zero_writes_what_it_says(tmp_path, capsys):
+    out = tmp_path / "zero"
+    assert main([*TRAIN[:-1], "--steps", "0", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "trained 0 steps (to step 0)" in said
+    for name in ("checkpoint.pt", "history.json", "metrics.json"):
+        assert name in said and (out / name).exists()
+
+
+# ---------------------------------------------------------------- one process per folder
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastdnc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
+
+
+LONG = ["train", "--steps", "5000000", "--width", "6", "--depth", "2", "--checkpoint-every", "4000000", "--quiet"]
+
+
+def _wait_for(path, proc, seconds: float = 60.0) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.perf_counter() - t0 < seconds, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_a_second_process_on_the_same_folder_fails_at_once_and_ctrl_c_removes_only_its_own_files(tmp_path):
+    import signal
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    first = _cli(*LONG, "--out", str(out))
+    try:
+        _wait_for(out / "config.json", first)
+        second = _cli(*TRAIN, "--out", str(out))
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and len(err.strip().splitlines()) == 1
+        assert f"is in use by process {first.pid} (fastdnc train" in err
+        assert (out / "config.json").exists()  # the first run's files are untouched
+        first.send_signal(signal.SIGINT)  # before its first checkpoint
+        _, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 130 and "no checkpoint had been written" in err and "resume" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # only what it created is removed
+    fresh = tmp_path / "fresh" / "run"  # a folder the interrupted command created goes too
+    proc = _cli(*LONG, "--out", str(fresh))
+    try:
+        _wait_for(fresh / "config.json", proc)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_ctrl_c_after_a_checkpoint_keeps_the_run_and_says_how_to_resume(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    proc = _cli(*LONG[:-3], "--checkpoint-every", "200", "--quiet", "--out", str(out))
+    try:
+        _wait_for(out / "checkpoint.pt", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "rerun the same command to resume" in err
+    assert (out / "checkpoint.pt").exists() and (out / "config.json").exists()
+
+
+def test_cleanup_removes_only_temporaries_of_finished_processes(run):
+    """A temporary whose writer is still running (another process's in-flight write) is kept."""
+    import subprocess
+    import sys
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        dead_pid = int(dead.stdout)
+        in_flight = run / f".metrics.json.{alive.pid}-abcdefgh.tmp"
+        stale = [run / f".history.json.{dead_pid}-zzzzzzzz.tmp", run / f".checkpoint.pt.{dead_pid}-q1w2e3r4.tmp"]
+        for p in [in_flight, *stale]:
+            p.write_bytes(b"half")
+        assert main([*TRAIN, "--steps", "50", "--out", str(run)]) == 0
+        assert in_flight.exists() and not any(p.exists() for p in stale)
+    finally:
+        alive.kill()
