@@ -30,3 +30,40 @@ def test_torch_save_round_trip_and_tensor_json(tmp_path):
     assert torch.equal(torch.load(tmp_path / "x.pt")["t"], torch.arange(3))
     atomic_write_json(tmp_path / "t.json", {"t": torch.tensor([1.5, 2.0])})
     assert "1.5" in (tmp_path / "t.json").read_text()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        for name, write in (("a.txt", atomic_write_text), ("b.json", atomic_write_json)):
+            write(tmp_path / name, "x" if name.endswith("txt") else {"x": 1})
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+        atomic_torch_save(tmp_path / "c.pt", {"t": torch.zeros(1)})
+        assert stat.S_IMODE((tmp_path / "c.pt").stat().st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(old)
+
+
+def test_created_files_are_recorded_and_stale_temporaries_of_dead_writers_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fastdnc.io import recording_created, remove_stale_temporaries
+
+    atomic_write_text(tmp_path / "old.txt", "was there")
+    with recording_created() as created:
+        atomic_write_text(tmp_path / "old.txt", "replaced")
+        atomic_write_text(tmp_path / "new.txt", "made")
+    assert created == [tmp_path / "new.txt"]
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    stale, live = tmp_path / f".new.txt.{dead}-abcdefgh.tmp", tmp_path / f".new.txt.{os.getppid()}-abcdefgh.tmp"
+    legacy, other = tmp_path / ".new.txt.zzzzzz.tmp", tmp_path / ".notes.txt.keep.tmp"
+    for p in (stale, live, legacy, other):
+        p.write_text("")
+    assert sorted(remove_stale_temporaries(tmp_path / "new.txt")) == sorted([stale, legacy])
+    assert live.exists() and other.exists()
