@@ -5,7 +5,8 @@ Public API (re-exports only). Conventions: layers are numbered as in the paper (
 the order ``W_1..W_L`` (biases after their weight, for MLP heads), then ``H_1``.
 """
 
-from . import alignment, curvature, kernels, spectral, theory
+from . import alignment, analysis, curvature, kernels, spectral, theory
+from .analysis import Analysis, Tracker, analyze
 from .collapse import CollapseReport, collapse_metrics
 from .curvature import (
     BatchedGaussNewton,
@@ -34,7 +35,11 @@ from .spectral import (
 from .train import History, NonFiniteError, load_checkpoint, train
 
 __all__ = [
+    "Analysis",
     "BatchedGaussNewton",
+    "Tracker",
+    "analysis",
+    "analyze",
     "alignment",
     "CollapseReport",
     "CurvatureOperator",

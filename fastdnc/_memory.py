@@ -34,6 +34,8 @@ PEAK_GN_ASSEMBLY = 2.0  # the packed Gauss-Newton assembly: the output and its p
 # (benchmarks/bench_memory.py prints the measured rate); for a warning, not a promise.
 EIGH_SECONDS_PER_N3 = {"values": 2.0e-10, "vectors": 2.5e-10}
 SLOW_EIGH = 4096
+# the largest order the analyses decompose densely (about a minute on two cores); above it, Lanczos
+DENSE_LIMIT = 6000
 
 
 class SlowComputationWarning(UserWarning):

@@ -24,10 +24,11 @@ from __future__ import annotations
 import torch
 
 from .curvature.layer import layer_hessian
-from .models import LayeredModel
+from .models import LayeredModel, require_layered
 
 
 def _check_layer(model: LayeredModel, layer: int) -> None:
+    require_layered(model, "fd.alignment", "fd.analyze(model, data, loss_fn) (f_cc' and κ_cc' of every layer)")
     if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= model.depth:
         raise ValueError(f"layer must be an int in 1..{model.depth}, got {layer!r}")
 
@@ -84,6 +85,7 @@ def balancedness(model: LayeredModel) -> list[float]:
     r"""Relative residual of the balancedness identity between each block and the one below it:
     entry 0 is :math:`\lambda_1W_1^\top W_1` against :math:`\lambda_HH_1H_1^\top` (UFMs only),
     entry l−1 is :math:`\lambda_lW_l^\top W_l` against :math:`\lambda_{l-1}W_{l-1}W_{l-1}^\top`."""
+    require_layered(model, "fd.alignment.balancedness", "the weights' own norms (no decays are known)")
     ws = [w.detach() for w in model.weights]
     lams = model.weight_decay
     out = []

@@ -288,7 +288,54 @@ def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequenc
     return fig
 
 
+def fidelity_figure(panels: Sequence[tuple[str, Sequence[Sequence[float]]]], title: str) -> plt.Figure:
+    """Heat maps of f_cc' (K × K, rows c: output-side class, columns c': input-side class) on [0, 1]:
+    1 where the class-mean pair is an eigenvector of the layer Hessian."""
+    import numpy as np
+
+    fig, axes = _panel_grid(len(panels), width=3.8, height=3.4)
+    image = None
+    for ax, (label, f) in zip(axes, panels):
+        image = ax.imshow(np.asarray(f), vmin=0.0, vmax=1.0, cmap="viridis")
+        k = len(f)
+        ax.set(title=label, xlabel="input class c'", ylabel="output class c")
+        ticks = list(range(k)) if k <= 12 else list(range(0, k, max(1, k // 6)))
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+    if image is not None:
+        fig.colorbar(image, ax=axes[: len(panels)], shrink=0.8, label="f_cc' (1: an eigenvector)")
+    return _finish_grid(fig, axes, len(panels), title)
+
+
+def curves_figure(
+    steps: Sequence[int], panels: Sequence[tuple[str, dict[str, Sequence[float | None]]]], title: str
+) -> plt.Figure:
+    """One panel per quantity, one line per series, against the training step (log x where the steps
+    span decades)."""
+    fig, axes = _panel_grid(len(panels))
+    log_x = len(steps) > 1 and min(steps) > 0 and max(steps) / max(min(steps), 1) >= 100
+    for ax, (label, series) in zip(axes, panels):
+        for name, ys in series.items():
+            pts = [(s, y) for s, y in zip(steps, ys) if y is not None and math.isfinite(y)]
+            if pts:
+                ax.plot([s for s, _ in pts], [y for _, y in pts], "o-", ms=3, label=name)
+        ax.set(xlabel="step", ylabel=label, xscale="log" if log_x else "linear")
+        ax.grid(True, which="major", alpha=0.3)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
+    return _finish_grid(fig, axes, len(panels), title)
+
+
 FIGURES = {
     f.__name__: f
-    for f in (loss_figure, metrics_figure, singular_values_figure, spectra_figure, levels_figure, density_figure)
+    for f in (
+        loss_figure,
+        metrics_figure,
+        singular_values_figure,
+        spectra_figure,
+        levels_figure,
+        density_figure,
+        fidelity_figure,
+        curves_figure,
+    )
 }

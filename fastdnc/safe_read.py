@@ -167,3 +167,37 @@ def read_json(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTE
         raise ValueError(f"{what} {path} is not a JSON object")
     check_plain_size(data, f"{what} {path}", size)
     return data
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A model's ``state_dict`` saved with ``torch.save``: read by :func:`safe_torch_load` (nothing runs)
+    and checked to be a mapping of names to tensors (also under a ``"state_dict"`` or ``"model"`` key,
+    as training scripts save it); a ValueError otherwise."""
+    obj = safe_torch_load(path, "cpu", what="weights file")
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        obj = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), obj)
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise ValueError(f"weights file {path} is not a state_dict (a mapping of parameter names to tensors)")
+    return obj
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(state)`` with one clear error naming the missing, unexpected and
+    mis-shaped entries."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else ""]
+        parts.append(f"shapes differ: {shapes[:5]}" if shapes else "")
+        raise ValueError(f"{what} does not fit the model: {'; '.join(p for p in parts if p)}")
+    model.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""Command line: ``fastdnc reproduce | train | spectrum | bench`` (``fastdnc <command> --help``).
+"""Command line: ``fastdnc reproduce | train | spectrum | analyze | bench`` (``fastdnc <command> --help``).
 
 Modules: :mod:`.parser` (arguments), :mod:`.commands` (what each command does), :mod:`.run_folder`
 (devices, output folders, run configurations). :func:`main` owns what every command shares: the
@@ -58,7 +58,7 @@ def _notes(command: str) -> Iterator[None]:
 
 def _run_folder(args) -> tuple[Path, str, bool] | None:
     """The folder a command owns while it runs: (path, its flag, whether to create it)."""
-    if args.command in ("train", "reproduce"):
+    if args.command in ("train", "reproduce", "analyze"):
         return Path(args.out), "--out", True
     if args.command == "spectrum":
         return Path(args.run), "--run", False

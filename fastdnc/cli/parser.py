@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__
-from . import commands
+from . import analyze, commands
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fastdnc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command")
-    for add in (_add_reproduce, _add_train, _add_spectrum, _add_bench):
+    for add in (_add_reproduce, _add_train, _add_spectrum, _add_analyze, _add_bench):
         add(sub)
     return parser
 
@@ -158,6 +158,48 @@ def _add_spectrum(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     _add_debug(p)
     p.set_defaults(func=commands.cmd_spectrum)
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="put your own trained network through the DNC lens",
+        description="Build your model (--model MODULE:FACTORY, your code: it runs), load its trained weights "
+        "(--weights, read with weights_only=True and checked) and analyse it on a data set (--dataset, or your "
+        "own --data FILE.npz with arrays X and y): per-layer Hessian spectra with the outliers against the "
+        "theory's K / K² counts, f_cc', κ_cc', gradient overlaps, NC metrics and the whole model's top and "
+        "density. Writes OUT/report.md, OUT/analysis.json and the figures.",
+    )
+    p.add_argument("--model", required=True, help="MODULE:FACTORY or path/to/file.py:FACTORY returning the nn.Module")
+    p.add_argument(
+        "--weights", default=None, help="a state_dict saved with torch.save (default: the factory's weights)"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--dataset", choices=["digits", "mnist1d", "mnist", "cifar10"], help="a bundled data set (training split)"
+    )
+    src.add_argument("--data", default=None, help="FILE.npz with arrays X (N, ...) and y (N,) integer labels")
+    p.add_argument(
+        "--data-dir", default=None, help="ROOT for --dataset mnist/cifar10 files (default: the offline sample)"
+    )
+    p.add_argument("--n-per-class", type=int, default=None, help="class-balanced subsample of the data (default: all)")
+    p.add_argument(
+        "--loss", choices=["ce", "mse"], default="ce", help="the loss the model was trained with (default ce)"
+    )
+    p.add_argument(
+        "--layers", nargs="+", default=None, help="linear layers to analyse (default: the trailing linear head)"
+    )
+    p.add_argument("--batch-size", type=int, default=1024, help="samples per batch of the analysis (default 1024)")
+    p.add_argument(
+        "--dtype", choices=["float64", "float32"], default="float64", help="analysis precision (default float64)"
+    )
+    p.add_argument("--no-model-curvature", action="store_true", help="skip the whole model's Hessian top and density")
+    p.add_argument("--no-density", action="store_true", help="skip the whole model's SLQ density")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: by problem size)")
+    p.add_argument("--out", default="fastdnc-analysis", help="output folder (default fastdnc-analysis)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or summary")
+    _add_debug(p)
+    p.set_defaults(func=analyze.cmd_analyze)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:

@@ -53,7 +53,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..models import LayeredModel
+from ..models import LayeredModel, require_layered
 from .gram import SampleGram, layered_blocks
 from .layout import split_flat
 from .operator import CurvatureOperator, describe
@@ -323,6 +323,8 @@ class LinearMSEHessian(_ModelOperator):
 
 
 def _full(model: LayeredModel, include_features: bool, decay: bool, ggn: bool, structured: bool | None):
+    name = "fd.ggn" if ggn else "fd.hessian"
+    require_layered(model, name, f"fd.{'GGN' if ggn else 'Hessian'}Operator(model, loss_fn, data)")
     fast = model.activation == "linear" and model.loss_type == "mse" and model.biases is None
     if structured and not fast:
         raise ValueError("the structured path needs a linear MSE model without biases")

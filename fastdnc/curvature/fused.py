@@ -16,18 +16,32 @@ the model's own forward pass on every batch (anything the structural checks cann
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from ..batches import Batch
 from ..models import MLPHead
 from .full import LayeredHessian
 from .model_state import foreign_forward, hooks, parametrized
 from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .module_operator import ModuleOperator
+
+class ModuleOperator(Protocol):
+    """What the fused path reads of a drop-in operator (:class:`~fastdnc.curvature.module_operator.ModuleOperator`)."""
+
+    model: Any
+    loss_fn: Callable
+    batches: list[Batch]
+    names: list[str]
+    num_data: int
+    reduction: str
+    is_ggn: bool
+    size: int
+    dtype: torch.dtype
+    device: torch.device
 
 
 def layers_obstacle(mods: list[nn.Module]) -> str | None:

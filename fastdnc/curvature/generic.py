@@ -6,7 +6,7 @@ risk :math:`\mathcal L(\theta) = \sum_b \frac{n_b}{N}\,\ell_b(\theta)` over the 
 give the full-data mean; ``reduction="sum"`` gives :math:`\sum_b \ell_b`), with respect to
 ``params`` (default: every parameter of the model that requires grad, in ``named_parameters()``
 order), flattened row-major **in the order of ``params``**. The accepted data formats, batch sizes,
-devices and reductions are those of :mod:`fastdnc.curvature.batches` (curvlinops' formats, plus
+devices and reductions are those of :mod:`fastdnc.batches` (curvlinops' formats, plus
 plain loss functions with ``reduction=`` given or detected).
 
 The operator follows the model as it is **now**: every product reads the live parameters (an
@@ -71,8 +71,8 @@ import torch
 from torch import nn
 from torch.func import grad, jvp, vjp
 
+from ..batches import Batch
 from .admission import MissingDerivativeError, NonDeterministicError
-from .batches import Batch
 from .module_operator import MODES, ModuleOperator
 
 __all__ = [

@@ -130,21 +130,6 @@ class SampleGram:
         rank = min(int((kept > tol).sum()), self.size)
         return values, GramEigenvectors(self, sigma[sigma.numel() - rank :], u[:, u.shape[1] - rank :])
 
-    def top(self, k: int, tol: float | None = None):
-        r"""The k largest eigenpairs of G by Lanczos on the dense Gram (products of M × M, no operator
-        product), as a :class:`~fastdnc.spectral.lanczos.LanczosResult` with ``num_matvecs`` = 0.
-        Its ``residuals`` bound :math:`\|Gv-\lambda v\|` by the Gram's Ritz residual times
-        :math:`\sqrt{\sigma_{\max}/\sigma}`."""
-        from ..spectral.lanczos import LanczosResult, lanczos
-
-        if not 1 <= k <= min(self.dim, self.size):
-            raise ValueError(f"k must be in 1..{min(self.dim, self.size)} (the rank bound of this Gram), got {k}")
-        res = lanczos(self.matrix(), k, tol=tol, check_symmetric=False)
-        sigma = res.eigenvalues.clamp_min(torch.finfo(res.eigenvalues.dtype).tiny)
-        bound = res.residuals * (sigma[0] / sigma).sqrt()
-        vectors = self.vectors(sigma, res.eigenvectors)
-        return LanczosResult(res.eigenvalues + self.shift, vectors, bound, res.converged, 0, res.iterations)
-
     def vectors(self, sigma: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """:math:`\\sqrt c\\,\\Phi u/\\sqrt\\sigma` for the Gram eigenpairs (σ, u): (P × m), unit columns."""
         m = u.shape[1]

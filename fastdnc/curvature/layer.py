@@ -16,25 +16,37 @@ r"""Exact layer-wise Hessians of UFMs and MLP heads: ``fd.layer_hessian`` and ``
 ``decay=True`` adds :math:`\lambda_l\,\mathrm{Id}`. ``feature_hessian`` is the same for the UFM
 features :math:`H_1` (vec index a·N + i), with :math:`x_i = e_i`. The operators capture the model's
 state when they are built: rebuild them after training further.
+
+**Any other model**: ``layer_hessian(net, layer, data=(X, y), loss_fn=…)`` with ``layer`` an
+``nn.Linear`` of ``net`` (the module or its dotted name) is the exact Hessian of that layer's weight
+in any ``nn.Module`` (:mod:`fastdnc.curvature.module_layer`: the batched Gauss–Newton block from
+captured inputs and per-sample Jacobian roots, plus the residual term where the layers above are
+not piecewise linear, or the generic operator with the reason).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..models import LayeredModel
+from ..models import LayeredModel, require_layered
 from .gauss_newton import BatchedGaussNewton, output_probabilities, upstream_of
 from .kronecker import Factor, KroneckerOperator
+from .module_layer import module_layer_hessian
 
 
-@torch.no_grad()
 def layer_hessian(
-    model: LayeredModel,
-    layer: int,
+    model,
+    layer,
     decay: bool = False,
     backend: str = "auto",
     mode: str = "auto",
     relu_prime_at_zero: float = 0.0,
+    *,
+    data=None,
+    loss_fn=None,
+    curvature: str = "hessian",
+    bias: bool = False,
+    reduction: str | None = None,
 ):
     """The exact Hessian of the loss with respect to ``W_layer`` (see the module docstring).
 
@@ -43,12 +55,39 @@ def layer_hessian(
     ``relu_prime_at_zero`` is δ = σ′(0) for pre-activations that are exactly 0 (PyTorch's
     convention is 0; at exact DNC points the spectrum depends on it, theory.md §3.7).
 
+    For any other ``nn.Module``: ``layer`` is one of its ``nn.Linear`` layers (the module or its dotted
+    name), ``data`` the batches and ``loss_fn`` the loss (as for :class:`~fastdnc.HessianOperator`);
+    ``curvature="ggn"`` gives the Gauss–Newton part, ``bias=True`` the block of ``[W | b]``
+    (:func:`~fastdnc.curvature.module_layer.module_layer_hessian`).
+
     >>> import fastdnc as fd
     >>> m = fd.DeepUFM(3, 2, 4, 3)
     >>> H = fd.layer_hessian(m, layer=2)
     >>> H.shape, type(H).__name__
     ((16, 16), 'KroneckerOperator')
     """
+    if not isinstance(model, LayeredModel):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"layer_hessian needs an nn.Module, got {type(model).__name__}")
+        if data is None or loss_fn is None:
+            raise ValueError(
+                f"layer_hessian of a {type(model).__name__} needs its data and loss: "
+                "fd.layer_hessian(model, layer, data=(X, y), loss_fn=torch.nn.CrossEntropyLoss())"
+            )
+        if decay:
+            raise ValueError("decay applies to DeepUFM / MLPHead (their λ_l); add λ·I to the operator yourself")
+        return module_layer_hessian(
+            model, layer, data, loss_fn, curvature=curvature, bias=bias, reduction=reduction, backend=backend
+        )
+    if data is not None or loss_fn is not None:
+        raise ValueError(f"a {type(model).__name__} holds its own data and loss: call fd.layer_hessian(model, layer)")
+    return _layered_hessian(model, layer, decay, backend, mode, relu_prime_at_zero)
+
+
+@torch.no_grad()
+def _layered_hessian(
+    model: LayeredModel, layer: int, decay: bool, backend: str, mode: str, relu_prime_at_zero: float
+) -> KroneckerOperator | BatchedGaussNewton:
     if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= model.depth:
         raise ValueError(f"layer must be an int in 1..{model.depth} (W_1..W_L), got {layer!r}")
     model.check()
@@ -80,11 +119,12 @@ def layer_hessian(
 
 @torch.no_grad()
 def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "auto", mode: str = "auto"):
-    r"""The exact Hessian with respect to the features :math:`H_1` (d × N, row-major vec).
+    r"""The exact Hessian with respect to the features :math:`H_1` (d × N, row-major vec) of a UFM or head.
 
     Linear MSE: :math:`(A_1^\top A_1) \otimes I_N/N`; otherwise block diagonal over samples,
     :math:`\frac1N\sum_i (J_i^\top\Lambda_iJ_i)\otimes e_ie_i^\top`. ``decay`` adds λ_H (UFMs).
     """
+    require_layered(model, "fd.feature_hessian", "fd.HessianOperator(model, loss_fn, data, params=[...])")
     model.check()
     st = model.states()
     d, n = model.features.shape

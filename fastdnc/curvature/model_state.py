@@ -72,6 +72,11 @@ def _what(hook: object) -> str:
     return f"({getattr(hook, '__qualname__', None) or type(hook).__name__})"
 
 
+def global_hooks() -> list[str]:
+    """The global module hooks (``torch.nn.modules.module.register_module_*_hook``) now registered."""
+    return hooks(nn.Module())
+
+
 def parametrized(model: nn.Module) -> list[str]:
     """The modules of ``model`` with a ``torch.nn.utils.parametrize`` parametrisation, by name."""
     return [name or "(the model)" for name, mod in _named(model) if parametrize.is_parametrized(mod)]

@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import grad, linearize, vmap
 
 from .._memory import available_bytes, resident_bytes
+from ..batches import Batch, declared_reduction, detect_reduction, read_batches, tensors_of
 from .admission import (
     MissingDerivativeError,
     NonDeterministicError,
@@ -23,7 +24,6 @@ from .admission import (
     refuse_batch_statistics,
     refuse_wrong_derivatives,
 )
-from .batches import Batch, declared_reduction, detect_reduction, read_batches, tensors_of
 from .functional import autodiff_friendly_attention, frozen, substituted
 from .fused import FusedSequential
 from .fused import obstacle as fused_obstacle

@@ -47,7 +47,7 @@ from .forward import (
     forward_states,
 )
 from .head import MLPHead
-from .layered import LayeredModel
+from .layered import LayeredModel, require_layered
 from .ufm import DeepUFM
 
 __all__ = [
@@ -61,4 +61,5 @@ __all__ = [
     "class_means",
     "fit_loss_of",
     "forward_states",
+    "require_layered",
 ]

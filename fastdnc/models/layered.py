@@ -315,3 +315,11 @@ class LayeredModel(nn.Module):
             f"loss={self.loss_type}, weight_decay={self.weight_decay}, feature_decay={self.feature_decay}, "
             f"bias={self.biases is not None}, dtype={self.dtype}"
         )
+
+
+def require_layered(model: object, call: str, instead: str) -> None:
+    """A TypeError that names the call that can take ``model`` when it is not a DeepUFM / MLPHead."""
+    if not isinstance(model, LayeredModel):
+        raise TypeError(
+            f"{call} takes a DeepUFM or an MLPHead, not a {type(model).__name__}: for any nn.Module use {instead}"
+        )

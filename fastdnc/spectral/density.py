@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .._memory import require_vectors
-from .lanczos import apply_operator
+from .apply import Meter, apply_operator
 
 
 @dataclass
@@ -71,10 +71,13 @@ def spectral_density(
     sigma: float | None = None,
     log: bool = False,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> SpectralDensity:
     """SLQ spectral density of a symmetric operator (see the module docstring).
 
-    ``sigma`` defaults to 1% of the node range (of log10 nodes with ``log``).
+    ``sigma`` defaults to 1% of the node range (of log10 nodes with ``log``). ``progress``: a bar
+    with the estimated time when the call will take more than 10 s (``None``), always, or never
+    (:class:`~fastdnc.spectral.progress.Meter`).
     """
     size = op.shape[0]
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -85,12 +88,14 @@ def spectral_density(
     require_vectors(size, min(steps, size) + 4, op.dtype, op.device, f"SLQ with {steps} steps", "fewer steps")
     gen = torch.Generator().manual_seed(seed)
     nodes, weights = [], []
+    meter = Meter(op, f"SLQ density ({num_probes} probes × {steps} steps)", num_probes * min(steps, size), progress)
     for _ in range(num_probes):
         v = torch.randn(size, generator=gen, dtype=op.dtype).to(op.device)
-        th, w = tridiagonal_quadrature(op, v, steps)
+        th, w = tridiagonal_quadrature(meter, v, steps)
         pad = steps - th.numel()
         nodes.append(torch.nn.functional.pad(th, (0, pad)))
         weights.append(torch.nn.functional.pad(w, (0, pad)))
+    meter.close()
     nodes_t, weights_t = torch.stack(nodes), torch.stack(weights)
     x, wts = nodes_t.reshape(-1), weights_t.reshape(-1) / num_probes
     nonpositive = 0.0

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .._memory import require_vectors
+from .._memory import DENSE_LIMIT, require_vectors
 from ..curvature.operator import CurvatureOperator
+from .apply import Meter, apply_operator
 from .krylov import KrylovBasis, orthonormal, project_out
 
 WHICH = ("LA", "SA", "LM", "BE")
@@ -56,13 +57,6 @@ class LanczosResult:
     num_matvecs: int
     iterations: int
     low_precision_matvecs: int = 0
-
-
-def apply_operator(op, v: torch.Tensor) -> torch.Tensor:
-    """``op @ v`` for a :class:`~fastdnc.curvature.operator.CurvatureOperator`, a tensor or any matmul-able."""
-    if isinstance(op, torch.Tensor):
-        return op @ v
-    return op.matmat(v) if isinstance(op, CurvatureOperator) else op @ v
 
 
 def _random_block(q: torch.Tensor, count: int, gen: torch.Generator, pool: torch.Tensor | None = None) -> torch.Tensor:
@@ -126,6 +120,7 @@ def lanczos(
     v0: torch.Tensor | None = None,
     check_symmetric: bool = True,
     low_precision=None,
+    progress: bool | None = None,
 ) -> LanczosResult:
     """The k extreme eigenpairs of a symmetric operator (see the module docstring).
 
@@ -156,6 +151,9 @@ def lanczos(
             ``num_matvecs``). The low-precision run stops at 1e-5 (float32 products cannot
             resolve more); ill-conditioned clusters (gaps near that level) are left to the warm
             finish, so the result meets ``tol`` in ``op``'s precision either way.
+        progress: a bar with the estimated time when the run will take more than 10 s (``None``),
+            always, or never (:class:`~fastdnc.spectral.progress.Meter`; the estimate assumes about
+            3k + 20 products).
         check_symmetric: refuse an operator whose projection :math:`Q^\top\\mathcal HQ` on the
             first two Krylov vectors is not symmetric to 1e-8 (1e-3 in float32) of its largest
             entry: Lanczos on a non-symmetric operator returns confident wrong values. The check
@@ -176,6 +174,7 @@ def lanczos(
                        check_symmetric=check_symmetric)  # fmt: skip
         return _mixed(op, low_precision, k, which, tol, start=start, v0=v0, **options)
     b, max_basis, max_matvecs = _sizes(op, size, k, block_size, max_basis, max_matvecs)
+    meter = Meter(op, f"Lanczos top {k}", min(3 * k + 20, max_matvecs), progress)
     gen = torch.Generator().manual_seed(seed)
     first = _start_block(op, start, v0, size, b, k, gen)
     # a warm start wider than the block: the block is random combinations of it, and refills and
@@ -189,7 +188,7 @@ def lanczos(
     probe_at: int | None = None  # the iteration of the last probe
     first_done = 0  # the iteration of the first convergence
     while True:
-        hv = apply_operator(op, basis.pending())
+        hv = meter @ basis.pending()
         matvecs += hv.shape[1]
         iterations += 1
         basis.extend(hv, b)
@@ -221,6 +220,7 @@ def lanczos(
             basis.append(_random_block(basis.q[:, : basis.mt], b if fresh else b - basis.num_pending, gen, pool))
         exhausted = basis.num_pending == 0
         if finished or exhausted or matvecs >= max_matvecs:
+            meter.close()
             order = torch.argsort(theta[idx], descending=True)
             return LanczosResult(
                 theta[idx][order], basis.applied() @ sk[:, order], res[order], done or exhausted, matvecs, iterations
@@ -244,6 +244,20 @@ def _sizes(
         f"fd.lanczos with k={k} (a basis of {max_basis})", "a smaller k or max_basis",
     )  # fmt: skip
     return b, max_basis, max_matvecs or min(50 * size, 50 * k + 2000)
+
+
+def gram_top(gram, k: int, tol: float | None = None) -> LanczosResult:
+    r"""The k largest eigenpairs of a Gauss–Newton operator by Lanczos on its dense sample-space Gram
+    (:class:`~fastdnc.curvature.gram.SampleGram`; products of M × M, no operator product), with
+    ``num_matvecs`` = 0. The ``residuals`` bound :math:`\|Gv-\lambda v\|` by the Gram's Ritz residual
+    times :math:`\sqrt{\sigma_{\max}/\sigma}`."""
+    if not 1 <= k <= min(gram.dim, gram.size):
+        raise ValueError(f"k must be in 1..{min(gram.dim, gram.size)} (the rank bound of this Gram), got {k}")
+    res = lanczos(gram.matrix(), k, tol=tol, check_symmetric=False)
+    sigma = res.eigenvalues.clamp_min(torch.finfo(res.eigenvalues.dtype).tiny)
+    bound = res.residuals * (sigma[0] / sigma).sqrt()
+    vectors = gram.vectors(sigma, res.eigenvectors)
+    return LanczosResult(res.eigenvalues + gram.shift, vectors, bound, res.converged, 0, res.iterations)
 
 
 def _open_cluster(theta: torch.Tensor, idx: torch.Tensor, gap: float) -> int:
@@ -292,12 +306,14 @@ def _start_block(op, start, v0, size: int, b: int, k: int, gen: torch.Generator)
     if not hasattr(start, "eigh") or tuple(getattr(start, "shape", ())) != (size, size):
         raise ValueError(f"start must be a tensor of shape ({size},) or ({size}, m), or a {size} × {size} operator")
     gram = start._gram_route("auto") if isinstance(start, CurvatureOperator) and start.symmetric else None
-    if gram is not None:  # the top of a Gauss-Newton operator: Lanczos on its sample-space Gram
-        block = gram.top(min(k + 2, gram.dim, size)).eigenvectors
-    else:
+    if gram is not None and gram.dim <= DENSE_LIMIT:  # a Gauss-Newton operator's top through its Gram
+        block = gram_top(gram, min(k + 2, gram.dim, size)).eigenvectors
+    elif size <= DENSE_LIMIT or not isinstance(start, CurvatureOperator) or hasattr(start, "output_factor"):
         values, vectors = start.eigh()
         m = min(k + 2, size, getattr(vectors, "rank", size))
         block = vectors.top(m) if hasattr(vectors, "top") else vectors[:, torch.argsort(values, descending=True)[:m]]
+    else:  # never a dense decomposition above the limit: the start operator's own top, by Lanczos
+        block = lanczos(start, min(k + 2, size), tol=1e-4).eigenvectors
     return _check_start(block.to(dtype=dtype, device=device), size, "start")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..curvature.full import ggn, hessian
 from ..curvature.operator import CurvatureOperator
 from ..models import LayeredModel
-from .lanczos import LanczosResult, lanczos
+from .lanczos import LanczosResult, gram_top, lanczos
 
 
 def top_eigenpairs(
@@ -29,14 +29,14 @@ def top_eigenpairs(
       by :func:`lanczos` started from the exact top k + 2 eigenvectors of ``fd.ggn`` with the same
       arguments; ``num_matvecs`` counts Hessian products only (the GGN's eigenpairs need none);
     * a Gauss–Newton operator with a sample-space Gram smaller than P (after grouping identical
-      samples): Lanczos on the Gram, no operator product (:meth:`~fastdnc.curvature.gram.SampleGram.top`);
+      samples): Lanczos on the Gram, no operator product (:func:`~fastdnc.spectral.lanczos.gram_top`);
     * any other operator: :func:`lanczos`.
 
     ``options`` go to :func:`lanczos` (``tol``, ``max_matvecs``, …).
     """
     if isinstance(model, CurvatureOperator):
         gram = model._gram_route("auto") if model.symmetric else None
-        return gram.top(k, options.get("tol")) if gram is not None else lanczos(model, k, **options)
+        return gram_top(gram, k, options.get("tol")) if gram is not None else lanczos(model, k, **options)
     if not isinstance(model, LayeredModel):
         raise TypeError(f"top_eigenpairs needs a DeepUFM, an MLPHead or an operator, got {type(model).__name__}")
     start = ggn(model, include_features=include_features, decay=decay)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .._memory import require_vectors
-from .lanczos import apply_operator
+from .apply import apply_operator
 
 
 @dataclass

@@ -136,7 +136,7 @@ def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -
 def _read_finitely(data: Iterable) -> list:
     """The batches of ``data`` in a list, refusing more than :data:`MAX_BATCHES` of them or tensors
     beyond half the memory available on their devices (each storage counted once)."""
-    from .._memory import available_bytes, gib
+    from ._memory import available_bytes, gib
 
     raw: list = []
     seen: set[tuple[torch.device, int]] = set()

@@ -1,0 +1,64 @@
+r"""The spectrum of an operator by the cheapest exact route: ``fd.spectral.spectrum(op, top=…)``.
+
+* **all eigenvalues** when the operator is small enough to be exact cheaply: P ≤ :data:`DENSE_LIMIT`
+  (its own ``eigh``: exact from Kronecker factors, the sample-space Gram of a Gauss–Newton block when
+  that is smaller, or the dense matrix), or a Gauss–Newton block whose sample-space Gram (after
+  grouping identical samples) has at most :data:`DENSE_LIMIT` rows;
+* else the ``top`` largest by :func:`~fastdnc.spectral.lanczos.lanczos` (warm-started from ``start``
+  when given: a block, or an operator with exact eigenpairs).
+
+One limit for the whole package (the analyses, ``fastdnc spectrum``, the presets): 6000 unknowns,
+where a dense symmetric eigendecomposition takes about a minute on two cores
+(:mod:`fastdnc._memory` warns above 4096 with its estimate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .._memory import DENSE_LIMIT
+from .lanczos import lanczos
+
+
+@dataclass
+class Spectrum:
+    """``eigenvalues`` in descending order (all of them when ``complete``, else the top), the
+    eigenvectors of the first ``vectors.shape[1]`` of them, how they were computed, and the operator
+    products spent (0 for the factor, Gram and dense routes)."""
+
+    eigenvalues: torch.Tensor
+    vectors: torch.Tensor
+    method: str
+    complete: bool
+    products: int = 0
+
+
+def _top_vectors(vecs, m: int) -> torch.Tensor:
+    if hasattr(vecs, "top"):
+        return vecs.top(min(m, getattr(vecs, "rank", m)))
+    return vecs[:, -m:].flip(1) if m else vecs[:, :0]
+
+
+def spectrum(op, top: int, dense_limit: int = DENSE_LIMIT, start=None, tol: float | None = None) -> Spectrum:
+    """The spectrum of the symmetric ``op`` (see the module docstring), with the eigenvectors of its
+    ``top`` largest eigenvalues."""
+    size = op.size
+    top = max(1, min(top, size))
+    gram = None
+    if size > dense_limit and op.gram_size() is not None and op.gram_size() <= 4 * dense_limit:
+        gram = op.sample_gram()
+        gram = gram if gram is not None and gram.dim <= dense_limit else None
+    if size <= dense_limit or gram is not None:
+        if gram is not None:
+            values, vecs = gram.eigh()
+            method = f"exact (sample-space Gram, {gram.dim} rows)"
+        else:
+            values, vecs = op.eigh()
+            method = "exact (Kronecker factors)" if hasattr(vecs, "uo") else "exact (dense)"
+            method = "exact (sample-space Gram)" if hasattr(vecs, "gram") else method
+        return Spectrum(values.flip(0), _top_vectors(vecs, top), method, True)
+    res = lanczos(op, k=top, start=start, tol=tol)
+    how = "warm-started Lanczos" if start is not None else "Lanczos"
+    return Spectrum(res.eigenvalues, res.eigenvectors, f"top {top} ({how})", False, res.num_matvecs)
