@@ -62,7 +62,8 @@ def rows() -> list[list[str]]:
                 f"{wall:.1f} s",
                 f"train accuracy {res['train_accuracy']:.2%}, held-out {res['test_accuracy']:.2%} "
                 f"({res['test_samples']} samples); outliers per head layer "
-                f"{[layer['outlier_count'] for layer in res['analysis']['layers']]} (K = 10, K² = 100)",
+                f"{[layer['outliers'] for layer in res['analysis']['layers']]} (expected at DNC "
+                f"{[layer['expected_outliers']['count'] for layer in res['analysis']['layers']]})",
             ]
         )
         rng = np.random.default_rng(0)

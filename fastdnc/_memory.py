@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import resource
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -239,3 +241,34 @@ def resident_bytes(device: torch.device) -> int:
     except OSError:  # pragma: no cover - not Linux: no estimate, the cache is built
         pass
     return 0
+
+
+@contextmanager
+def graph_budget(device: torch.device, what: str, instead: str, share: float = 0.5) -> Iterator[None]:
+    """Stop building an autograd graph before it exhausts memory: the tensors autograd saves
+    inside the block (forward and ``create_graph`` backward, counted once per storage) are summed as
+    they are saved, and past ``share`` of the memory available at entry
+    :class:`InsufficientMemoryError` is raised ("``what`` keeps more than X GiB of intermediate
+    results alive, … available; use ``instead``"). The count is a lower bound of the graph's size,
+    so a refusal is never spurious; torch.func transforms save no tensors through these hooks."""
+    have = available_bytes(device)
+    if have is None:
+        yield
+        return
+    budget, seen, total = share * have, set(), [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.device == device and not t.is_sparse and t.layout == torch.strided:
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            if key not in seen:
+                seen.add(key)
+                total[0] += key[1]
+                if total[0] > budget:
+                    raise InsufficientMemoryError(
+                        f"{what} keeps more than {gib(total[0])} of intermediate results alive and only "
+                        f"{gib(have)} is available; use {instead}"
+                    )
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield

@@ -53,13 +53,33 @@ def check_threads(threads: int | None, warn: bool = True) -> int | None:
     return min(threads, cores)
 
 
+_FIXED: list[int] = []  # a count every operation uses (the command line's --threads), innermost last
+
+
 def threads_for(gemm_flops: float, threads: int | None = None) -> int:
     """The intra-op thread count for work whose largest GEMM costs ``gemm_flops``: ``threads`` when
-    given (capped at the usable cores), one thread below :data:`SERIAL_GEMM_FLOPS`, else the
-    current setting."""
+    given (capped at the usable cores), the count of an enclosing :func:`fixed_threads`, one thread
+    below :data:`SERIAL_GEMM_FLOPS`, else the current setting."""
     if threads is not None:
         return check_threads(threads) or 1
+    if _FIXED:
+        return _FIXED[-1]
     return 1 if gemm_flops < SERIAL_GEMM_FLOPS else torch.get_num_threads()
+
+
+@contextmanager
+def fixed_threads(count: int | None) -> Iterator[None]:
+    """Within the block every operation uses ``count`` threads (capped at the usable cores, with a
+    :class:`ThreadCountWarning`) instead of choosing by size; ``None`` changes nothing."""
+    if count is None:
+        yield
+        return
+    _FIXED.append(check_threads(count) or 1)
+    try:
+        with intra_op_threads(_FIXED[-1]):
+            yield
+    finally:
+        _FIXED.pop()
 
 
 @contextmanager

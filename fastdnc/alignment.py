@@ -1,4 +1,4 @@
-r"""Alignment of Hessian eigenvectors and gradients with class-mean Kronecker pairs (theory.md §5).
+r"""Alignment of Hessian eigenvectors and gradients with class-mean Kronecker pairs (docs/theory.md §5).
 
 For layer l the candidate eigenvectors are the K² pairs
 

@@ -13,6 +13,9 @@ warning. ``X`` is
 * a tuple or list of tensors: ``model(*X)`` (models with several inputs);
 * a dict (any mapping) of tensors: ``model(**X)``.
 
+(:mod:`fastdnc.compat.curvlinops` keeps curvlinops' own convention instead: ``model(X)`` whatever
+``X`` is, so a model taking a dict reads its keys itself.)
+
 One batch may be passed bare as ``(X, y)`` when ``y`` is a tensor and ``X`` one of the above. The
 **size** of a batch (its weight :math:`n_b/N` under a mean reduction) is ``batch_size_fn(X)`` when
 given, else the leading dimension of ``X`` (of every tensor in it, which must agree). Empty batches
@@ -101,9 +104,12 @@ def _size(x: Any, index: int, batch_size_fn: Callable[[Any], int] | None) -> int
     return int(size)
 
 
-def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -> list[Batch]:
+def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None, unpack: bool = True) -> list[Batch]:
     """``data`` (see the module docstring) as a list of :class:`Batch`; a ValueError or TypeError
-    that says what was wrong and what is accepted."""
+    that says what was wrong and what is accepted. ``unpack=False`` is curvlinops' convention: ``X``
+    of any kind is passed whole, ``model(X)``. A list of :class:`Batch` (already read) is returned as is."""
+    if isinstance(data, list) and data and all(isinstance(b, Batch) for b in data):
+        return data
     if isinstance(data, (tuple, list)) and len(data) >= 2 and isinstance(data[1], torch.Tensor) and _is_input(data[0]):
         raw: list = [data]
     elif isinstance(data, Iterable) and not isinstance(data, (torch.Tensor, Mapping, str, bytes)):
@@ -119,7 +125,10 @@ def read_batches(data: Any, batch_size_fn: Callable[[Any], int] | None = None) -
             )
         extra |= len(b) > 2
         x = b[0]
-        if isinstance(x, Mapping):
+        args: tuple
+        if not unpack:
+            args, kwargs = (x,), {}
+        elif isinstance(x, Mapping):
             args, kwargs = (), dict(x)
         else:
             args, kwargs = ((x,) if isinstance(x, torch.Tensor) else tuple(x)), {}

@@ -138,6 +138,9 @@ class ShardedOperator(CurvatureOperator):
         self.local, self.weight = local, float(weight)
         self.symmetric = getattr(local, "symmetric", True)
 
+    def gemm_flops(self, k: int = 1) -> float:
+        return self.local.gemm_flops(k)
+
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         out = self.local._matmat(v) * self.weight
         return all_reduce_(out.contiguous(), f"product of {type(self.local).__name__}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -153,9 +154,35 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def strict_json(obj: Any) -> tuple[Any, dict[str, str]]:
+    """``obj`` as plain data that strict JSON can hold: every non-finite float becomes ``null`` and
+    is listed in the second result by its path (``"a.b[2]"``) with what it was (``"Infinity"``,
+    ``"-Infinity"``, ``"NaN"``)."""
+    where: dict[str, str] = {}
+
+    def walk(x: Any, path: str) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            where[path or "."] = "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+            return None
+        if isinstance(x, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(x)]
+        return x
+
+    return walk(plain(obj), ""), where
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (NaN is written as ``NaN``)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Atomically write ``obj`` as indented strict JSON (RFC 8259: no ``NaN``/``Infinity``). A
+    non-finite number is written as ``null``; a top-level object then gains ``"non_finite"``, the
+    path of each such value with what it was (:func:`strict_json`)."""
+    clean, where = strict_json(obj)
+    if where:
+        if not isinstance(clean, dict):
+            raise ValueError(f"non-finite values {where} in a JSON list: there is no field to say so")
+        clean = {**clean, "non_finite": where}
+    return atomic_write_text(path, json.dumps(clean, indent=2, allow_nan=False) + "\n")
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:

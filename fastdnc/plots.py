@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .io import atomic_write_bytes  # noqa: E402
-from .train import History  # noqa: E402
+from .training import History  # noqa: E402
 
 
 class FigureWriter:
@@ -91,29 +91,33 @@ def _positive(xs: Sequence[float | None], ys: Sequence[float | None]) -> tuple[l
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt.Figure:
-    """Loss terms against the step (log-log); with ``optimal_loss``, the gap to the optimum too."""
+def loss_figure(
+    history: History, reference: float | None, title: str, reference_name: str = "theory optimum"
+) -> plt.Figure:
+    """Loss terms against the step (log-log); with a ``reference`` loss (the closed-form optimum,
+    the CE DNC critical point), its line and the gap to it (``reference_name`` names it)."""
     fig, axes = plt.subplots(
-        1, 2 if optimal_loss is not None else 1, figsize=(11 if optimal_loss else 5.5, 4), layout="constrained"
+        1, 2 if reference is not None else 1, figsize=(11 if reference else 5.5, 4), layout="constrained"
     )
-    axes = list(axes) if optimal_loss is not None else [axes]
+    axes = list(axes) if reference is not None else [axes]
     ax = axes[0]
     for key, label in (("loss", "total loss"), ("fit_loss", "fit term"), ("reg_loss", "decay term")):
         if key in history:
             ax.plot(*_positive(history.steps, history[key]), label=label)
-    if optimal_loss is not None:
-        ax.axhline(optimal_loss, color="k", ls="--", lw=1, label=f"theory optimum {optimal_loss:.4g}")
-    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="loss", title=title)
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"{reference_name} {reference:.4g}")
+    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="loss", title=_two_lines(title, 45))
     ax.legend()
-    if optimal_loss is not None:
-        gap = [None if v is None else v - optimal_loss for v in history["loss"]]
+    if reference is not None:
+        gap = [None if v is None else abs(v - reference) for v in history["loss"]]
+        below = any(v is not None and v < reference * (1 - 1e-9) for v in history["loss"])
         axes[1].plot(*_positive(history.steps, gap), color="C3")
         axes[1].set(
             xscale="log",
             yscale="log",
             xlabel="step",
-            ylabel=r"loss $-$ optimal loss",
-            title="distance to the closed-form optimum",
+            ylabel=f"|loss − {reference_name}|",
+            title=f"distance to the {reference_name}" + (" (training went below it)" if below else ""),
         )
     for a in axes:
         a.grid(True, which="major", alpha=0.3)
@@ -121,9 +125,9 @@ def loss_figure(history: History, optimal_loss: float | None, title: str) -> plt
 
 
 def _panel_grid(n: int, width: float = 4.6, height: float = 3.6):
-    """A figure with n panels and the axes as a flat list: three a row when that fills every row,
-    else two when that does, else one row of up to five (so no grid cell is left blank)."""
-    cols = 3 if n % 3 == 0 else 2 if n % 2 == 0 else min(n, 5) if n <= 5 else 3
+    """A figure with n panels and the axes as a flat list: two a row for 2 and 4 panels, else three
+    (readable at page width; a blank cell of the last row is hidden)."""
+    cols = 1 if n == 1 else 2 if n in (2, 4) else 3
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     return fig, list(axes.flat)
@@ -137,20 +141,53 @@ def _finish_grid(fig, axes: list, used: int, title: str) -> plt.Figure:
     return fig
 
 
-def metrics_figure(history: History, metrics: Sequence[tuple[str, str]], depth: int, title: str) -> plt.Figure:
-    """One panel per metric (log-log against the step), one line per layer ``<metric>/l<l>``."""
+# metric -> the logged rank that its value depends on: a drop of the rank is marked on the curve
+RANK_OF = {"nc1": "nc1_rank"}
+
+
+def metrics_figure(
+    history: History, metrics: Sequence[tuple[str, ...]], depth: int, title: str, note: str | None = None
+) -> plt.Figure:
+    """One panel per metric against the step (log x), one line per layer ``<metric>/l<l>``.
+
+    ``metrics``: ``(key, label)`` on a log y axis, or ``(key, label, "linear")`` for a quantity
+    that is exactly 0 where it matters (a fraction). Where :data:`RANK_OF` names the rank a metric
+    depends on (NC1: the rank of Σ_B in its pseudo-inverse), the steps where that rank drops are
+    marked: the value jumps there because a direction left the pseudo-inverse, not by collapse.
+    ``note``: a line under the panels (e.g. that the run is not at the point the theory describes).
+    """
     fig, axes = _panel_grid(len(metrics))
-    for ax, (key, label) in zip(axes, metrics):
+    for ax, (key, label, *scale) in zip(axes, metrics):
+        linear = scale == ["linear"]
+        marked = False
         for l in range(1, depth + 2):
             name = f"{key}/l{l}"
-            if name in history:
+            if name not in history:
+                continue
+            if linear:
+                pts = [(x, y) for x, y in zip(history.steps, history[name]) if x and y is not None and math.isfinite(y)]
+                xs, ys = [float(p[0]) for p in pts], [float(p[1]) for p in pts]
+            else:
                 xs, ys = _positive(history.steps, history[name])
-                if xs:
-                    ax.plot(xs, ys, label=f"layer {l}" if l <= depth else "output Z")
-        ax.set(xscale="log", yscale="log", xlabel="step", ylabel=label)
+            if not xs:
+                continue
+            line = ax.plot(xs, ys, label=f"layer {l}" if l <= depth else "output Z")[0]
+            rank = f"{RANK_OF.get(key)}/l{l}"
+            if rank in history:
+                value = dict(zip(history.steps, history[name]))
+                ranks = [(x, r) for x, r in zip(history.steps, history[rank]) if r is not None]
+                drops = [x for (_, a), (x, b) in zip(ranks, ranks[1:]) if b < a and value.get(x)]
+                if drops:
+                    ax.plot(drops, [value[x] for x in drops], "v", color=line.get_color(), ms=6)
+                    marked = True
+        if marked:  # one legend entry, after the layers
+            ax.plot([], [], "v", color="0.3", ms=6, label="rank of Σ_B drops (a jump, not collapse)")
+        ax.set(xscale="log", yscale="linear" if linear else "log", xlabel="step", ylabel=label)
         ax.grid(True, which="major", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
+    if note:
+        fig.supxlabel(note, fontsize=8)
     return _finish_grid(fig, axes, len(metrics), title)
 
 
@@ -163,7 +200,7 @@ def singular_values_figure(
         ax.plot(range(1, len(sv) + 1), [max(s, 1e-300) for s in sv], "o-", ms=3, label=f"$W_{{{l}}}$")
         if predicted is not None:
             ax.axhline(predicted[l - 1], color=f"C{l - 1}", ls="--", lw=0.8)
-    ax.set(yscale="log", xlabel="index", ylabel="singular value", title=title)
+    ax.set(yscale="log", xlabel="index", ylabel="singular value", title=_two_lines(title))
     if predicted is not None:
         ax.plot([], [], "k--", lw=0.8, label="theory $s_l$")
     ax.legend(fontsize=8)
@@ -179,12 +216,13 @@ def spectra_figure(
     spike_label: str = "top {n}",
     sizes: Sequence[int] | None = None,
 ) -> plt.Figure:
-    """Histograms of eigenvalues (log-spaced bins of |λ|), the top ``spikes`` drawn as spikes.
+    """Histograms of eigenvalues (log-spaced bins of |λ|): the top ``spikes`` in red, the rest (the
+    bulk) in blue, on shared bins, so that a bar's height counts the eigenvalues in it (sixteen
+    equal outliers make one bar of 16).
 
     ``spikes``: one count for every panel, or one per panel (e.g. each layer's measured outlier
     count); ``spike_label`` names them (``{n}`` is the count). A panel with no bulk left (every other
-    eigenvalue a numerical zero) has no histogram: its spikes stand on an axis without counts,
-    and the text says how many zeros there are. ``sizes``: the operators' dimensions, for panels
+    eigenvalue a numerical zero) says how many zeros there are. ``sizes``: the operators' dimensions, for panels
     that hold only the top of a spectrum (Lanczos): the legend then says how much was computed.
     """
     import numpy as np
@@ -196,35 +234,39 @@ def spectra_figure(
     for ax, spectrum, label, n_top, dim in zip(axes, spectra, labels, counts, dims):
         ev = np.sort(np.asarray(spectrum))[::-1]
         floor = 1e-12 * float(np.abs(ev).max()) if ev.size else 0.0  # below: numerical zeros
-        top, bulk = ev[:n_top][np.abs(ev[:n_top]) > floor], ev[n_top:]
+        top, bulk = np.abs(ev[:n_top][np.abs(ev[:n_top]) > floor]), ev[n_top:]
         pos = np.abs(bulk[np.abs(bulk) > floor]) if bulk.size else np.array([])
         zeros = ev.size - top.size - pos.size
         top_label = spike_label.format(n=n_top, s="" if n_top == 1 else "s")
         top_label += f" ({top.size} nonzero)" if top.size < min(n_top, ev.size) else ""
-        if pos.size:
-            lo, hi = np.log10(pos.min()), np.log10(max(pos.max(), np.abs(top).max() if top.size else pos.max()))
-            bulk_label = f"bulk ({pos.size})" if ev.size == dim else f"the rest of the top {ev.size} ({pos.size})"
-            bulk_label += f"; {zeros} below 1e-12·max not shown" if zeros else ""
-            bulk_label += f"; {dim - ev.size} not computed" if ev.size < dim else ""
-            ax.hist(pos, bins=np.logspace(lo, hi + 1e-9, 40), color="C0", alpha=0.7, label=bulk_label)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel("count")
-        else:
-            ax.set_yticks([])
+        shown = np.concatenate([top, pos])
+        if shown.size:
+            # the data's range and a factor 3 either side (equal values still get a readable axis); the
+            # outliers and the bulk share the bins, so a bar's height is how many eigenvalues it holds
+            lo, hi = np.log10(shown.min() / 3), np.log10(shown.max() * 3)
+            bins = np.logspace(lo, hi, 48)
+            if pos.size:
+                bulk_label = f"bulk ({pos.size})" if ev.size == dim else f"the rest of the top {ev.size} ({pos.size})"
+                bulk_label += f"; {zeros} below 1e-12·max not shown" if zeros else ""
+                bulk_label += f"; {dim - ev.size} not computed" if ev.size < dim else ""
+                ax.hist(pos, bins=bins, color="C0", alpha=0.7, label=bulk_label)
+            if top.size:
+                ax.hist(top, bins=bins, color="C3", alpha=0.9, label=top_label)
+            ax.set_xlim(bins[0], bins[-1])
+        if not pos.size:
             note = f"no bulk: the other {zeros} eigenvalues are\nnumerical zeros (< 1e-12·max)" if zeros else "no bulk"
             ax.text(0.5, 0.5, note, transform=ax.transAxes, fontsize=8, ha="center", va="center", backgroundcolor="w")
-        for i, t in enumerate(top):
-            ax.axvline(abs(t), color="C3", lw=1, label=top_label if i == 0 else None)
-        ax.set(xscale="log", xlabel="|eigenvalue|", title=label)
-        shown = np.abs(np.concatenate([top, pos]))
-        shown = shown[shown > 0]
-        if shown.size:  # at least a decade either side, so that equal spikes do not squash the axis
-            ax.set_xlim(min(shown.min(), shown.max() / 100) / 3, shown.max() * 3)
-        if pos.size:
-            ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # head room for the legend above the bars
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xscale="log", xlabel="|eigenvalue|", ylabel="count", title=label)
+        ax.set_ylim(0, max(ax.get_ylim()[1], 1) * 1.35)  # head room for the legend above the bars
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     return _finish_grid(fig, axes, len(spectra), title)
+
+
+def _two_lines(title: str, width: int = 60) -> str:
+    """A long "what: detail" title on two lines, so that a single-panel figure does not cut it."""
+    return title.replace(": ", ":\n", 1) if len(title) > width and ": " in title else title
 
 
 def _symlog_ticks(ax, thresh: float, lo: float, hi: float) -> None:
@@ -280,7 +322,7 @@ def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequenc
             alpha=0.8,
             label=f"{len(top)} outlier{'' if len(top) == 1 else 's'} (Lanczos)" if i == 0 else None,
         )
-    ax.set(yscale="log", xlabel="eigenvalue", ylabel="density", title=title)
+    ax.set(yscale="log", xlabel="eigenvalue", ylabel="density", title=_two_lines(title))
     if ys:
         ax.set_ylim(max(ys) * 1e-8, max(ys) * 3)
     ax.grid(True, which="major", alpha=0.3)

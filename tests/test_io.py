@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -67,3 +69,22 @@ def test_created_files_are_recorded_and_stale_temporaries_of_dead_writers_remove
         p.write_text("")
     assert sorted(remove_stale_temporaries(tmp_path / "new.txt")) == sorted([stale, legacy])
     assert live.exists() and other.exists()
+
+
+def _strict(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_is_strict_and_says_where_non_finite_values_were(tmp_path):
+    obj = {"gap_ratio": float("inf"), "loss": [1.0, float("nan")], "t": torch.tensor([-float("inf"), 2.0]), "ok": 3}
+    data = _strict(atomic_write_json(tmp_path / "r.json", obj).read_text())
+    assert data == {
+        "gap_ratio": None, "loss": [1.0, None], "t": [None, 2.0], "ok": 3,
+        "non_finite": {"gap_ratio": "Infinity", "loss[1]": "NaN", "t[0]": "-Infinity"},
+    }  # fmt: skip
+    assert "non_finite" not in _strict(atomic_write_json(tmp_path / "f.json", {"a": 1.5}).read_text())
+    with pytest.raises(ValueError, match="non-finite values"):
+        atomic_write_json(tmp_path / "l.json", [float("nan")])

@@ -26,10 +26,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fastdnc"
 
 LEVELS = {
-    0: ["_checks", "_memory", "_threads", "_comm", "io", "safe_read", "run_lock", "stages", "batches", "capture",
+    0: ["_checks", "_text", "_memory", "_threads", "_comm", "io", "safe_read", "run_lock", "stages", "batches", "capture",
         "kernels", "_C", "_cuda"],
     1: ["models", "data", "networks", "theory"],
-    2: ["collapse", "train"],
+    2: ["collapse", "training"],
     3: ["curvature"],
     4: ["spectral", "alignment", "distributed"],
     5: ["analysis", "plots", "compat"],

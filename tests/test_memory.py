@@ -180,6 +180,24 @@ def test_eigenvector_views_estimate_their_memory(tiny_machine):
         vecs.top(500_000)
 
 
+def test_an_autograd_graph_that_would_not_fit_stops_while_it_is_built(monkeypatch):
+    """The kept gradient graph of a batch is counted as autograd saves it: past half the available
+    memory the product is refused with the batch size, before the graph exhausts the machine."""
+    net = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Tanh(), torch.nn.Linear(64, 3)).double()
+    x, y = torch.randn(4000, 20, dtype=torch.float64), torch.arange(4000) % 3
+    op = fd.HessianOperator(net, torch.nn.CrossEntropyLoss(), (x, y), fused=False)
+    v = torch.randn(op.size, 1, dtype=torch.float64)
+    before = op @ v  # fits: the same operator with memory to spare
+    monkeypatch.setattr(_memory, "available_bytes", lambda device="cpu": 4 * 2**20)
+    op.release_cache()
+    with pytest.raises(
+        _memory.InsufficientMemoryError, match=r"batch of 4,000 samples keeps more than .* MiB.*smaller batches"
+    ):
+        op @ v
+    monkeypatch.undo()
+    assert torch.equal(op @ v, before)  # nothing half-built was kept
+
+
 def _memory_cgroup(limit: int):
     """A fresh memory cgroup (v1 or v2) limited to ``limit`` bytes, as (folder, write of a pid into
     it), or None where this process cannot make one (not root, no writable hierarchy)."""

@@ -23,7 +23,7 @@ def tiny(backbone_cls, **kw):
 @pytest.mark.parametrize("backbone", [ConvBackbone, ResNet20], ids=["cnn", "resnet20"])
 def test_backbone_head_trains_and_checkpoints(tmp_path, backbone):
     model = tiny(backbone)
-    before = float(model.loss())
+    before = float(model.loss().detach())
     hist = fd.train(model, 30, 0.05, optimizer="adam", checkpoint=tmp_path / "ck.pt", progress=False)
     assert hist.last("loss") < before
     # resume from the finished checkpoint: the data are not stored in it, the weights are

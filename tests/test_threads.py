@@ -55,3 +55,38 @@ def test_training_picks_threads_and_restores_them(two_threads, model, threads, i
         progress=False,
     )
     assert set(seen) == {inside} and torch.get_num_threads() == 2
+
+
+def test_operator_products_and_lanczos_choose_threads_by_size_and_restore_the_callers():
+    """A small operator's product and a small Lanczos run on one thread; a large product keeps the
+    caller's setting; the caller's count is back afterwards either way."""
+    import fastdnc as fd
+    from fastdnc.curvature.operator import CurvatureOperator
+
+    seen = []
+
+    class Probe(CurvatureOperator):
+        def __init__(self, size, flops):
+            super().__init__(size, torch.float64, "cpu")
+            self.flops = flops
+
+        def gemm_flops(self, k=1):
+            return self.flops
+
+        def _matmat(self, v):
+            seen.append(torch.get_num_threads())
+            return v * torch.arange(1, self.size + 1, dtype=v.dtype)[:, None]
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        Probe(50, 1e3) @ torch.ones(50, dtype=torch.float64)
+        Probe(50, 1e12) @ torch.ones(50, dtype=torch.float64)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        seen.clear()
+        res = fd.lanczos(Probe(50, 1e3), k=3)
+        torch.testing.assert_close(res.eigenvalues, torch.tensor([50.0, 49.0, 48.0], dtype=torch.float64))
+        assert set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

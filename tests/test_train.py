@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import fastdnc as fd
-from fastdnc.train import log_steps, lr_factor
+from fastdnc.training import log_steps, lr_factor
 
 
 def test_linear_ufm_reaches_the_closed_form_optimum():
@@ -263,7 +263,7 @@ def test_the_progress_bar_is_named(monkeypatch):
 
     import sys
 
-    monkeypatch.setattr(sys.modules["fastdnc.train.loop"], "tqdm", Bar)
+    monkeypatch.setattr(sys.modules["fastdnc.training.loop"], "tqdm", Bar)
     fd.train(fd.DeepUFM(3, 2, 4, 2), 5, 0.1, progress=True, label="relu_mse 2/5")
     assert seen["desc"] == "relu_mse 2/5" and seen["total"] == 5
 
@@ -288,7 +288,7 @@ def test_the_progress_bar_measures_its_rate_after_the_densely_logged_warm_up():
 
     from tqdm import tqdm
 
-    from fastdnc.train.loop import WARM_UP_FORMAT, _measure_rate_from_here, _warm_up_end
+    from fastdnc.training.loop import WARM_UP_FORMAT, _measure_rate_from_here, _warm_up_end
 
     assert _warm_up_end(40_000, 40) == 400 and _warm_up_end(50, 1) == 10 and _warm_up_end(5, 1) == 5
     out = io.StringIO()

@@ -1,6 +1,6 @@
 """What an :class:`~fastdnc.analysis.result.Analysis` writes: ``analysis.json`` (strict JSON),
 ``report.md`` (one table row per layer, each outlier count beside the theory's expectation, the
-whole model's curvature) and the figures: the layer spectra with the measured outliers as spikes,
+whole model's curvature) and the figures: the layer spectra with the measured outliers in red,
 the f_cc' heat maps and the whole model's SLQ density with its top eigenvalues."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._text import plural
 from ..io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,10 +22,6 @@ def gap_text(ratio: float | None, null_space: bool) -> str:
     if null_space or ratio is None or not math.isfinite(ratio):
         return "the rest is the null space (no bulk)"
     return f"gap ×{ratio:.3g}"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def verdict(layer) -> str:
@@ -83,7 +80,7 @@ def figures(a: Analysis, folder: Path, prefix: str = "") -> dict[str, str]:
             [layer.eigenvalues for layer in a.layers],
             [f"{layer.name}: {layer.spectrum}; expected {layer.expected.count or '—'}" for layer in a.layers],
             [layer.outliers for layer in a.layers],
-            f"layer Hessians (measured outliers as spikes; K = {k}, K² = {k * k})",
+            f"layer Hessians (measured outliers in red; K = {k}, K² = {k * k})",
             spike_label="{n} outlier{s} (measured)",
             sizes=[layer.parameters for layer in a.layers],
         ),
@@ -114,7 +111,7 @@ def save_analysis(a: Analysis, folder: Path) -> list[Path]:
 
 def tracker_figures(tracker: Tracker, folder: Path) -> dict[str, str]:
     """The paper's figures over training for the tracked network: f and κ against the step (Figs 1
-    and 4), the layer spectra at up to six recorded steps with the measured outliers as spikes
+    and 4), the layer spectra at up to six recorded steps with the measured outliers in red
     (Figs 2 and 5, one figure per layer), NC1 of each layer's input."""
     from .. import plots
 
@@ -155,7 +152,7 @@ def tracker_figures(tracker: Tracker, folder: Path) -> dict[str, str]:
             [layer.eigenvalues for layer in layers],
             [f"step {r.step}: {layer.spectrum}" for r, layer in zip(shown, layers)],
             [layer.outliers for layer in layers],
-            f"layer {n}: Hessian spectrum over training (measured outliers as spikes; expected "
+            f"layer {n}: Hessian spectrum over training (measured outliers in red; expected "
             f"{layers[-1].expected.count or '—'})",
             spike_label="{n} outlier{s}",
             sizes=[layer.parameters for layer in layers],

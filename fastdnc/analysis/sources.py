@@ -13,13 +13,14 @@ Hessian and the gradient. The analysis (:mod:`fastdnc.analysis.analyze`) asks no
 * :class:`ShardedSource` is a LayeredSource whose samples are sharded over a process group (the
   operators and reductions of :mod:`fastdnc.distributed`): it is passed in, not swapped in by name.
 
-Conventions (theory.md §2, §5): the pairs :math:`v_{cc'} = \mu_c^{(l+1)} \otimes \mu_{c'}^{(l)}` with
+Conventions (docs/theory.md §2, §5): the pairs :math:`v_{cc'} = \mu_c^{(l+1)} \otimes \mu_{c'}^{(l)}` with
 the row-major vec of the weight; means are uncentred class means of the current features
 (post-activation inputs).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import distributed as D
+from .._memory import available_bytes, resident_bytes
 from ..batches import Batch, read_batches
 from ..capture import ACTIVATIONS, call_order, trailing_linear_head
 from ..collapse import FeatureStatistics, module_feature_statistics, streaming_feature_metrics
@@ -70,11 +72,13 @@ def loss_kind(loss_fn: Callable) -> str | None:
 
 
 class LayeredSource:
-    """A :class:`~fastdnc.models.DeepUFM` or :class:`~fastdnc.models.MLPHead` (all its layers)."""
+    """A :class:`~fastdnc.models.DeepUFM` or :class:`~fastdnc.models.MLPHead` (all its layers). The
+    whole model's Hessian is that of the training objective (fit + weight decay, docs/theory.md §3.5;
+    ``decay=False``: the fit term), over the weights (and H_1 with ``include_features``)."""
 
-    def __init__(self, model: LayeredModel) -> None:
+    def __init__(self, model: LayeredModel, decay: bool = True, include_features: bool = False) -> None:
         model.check()
-        self.model = model
+        self.model, self.decay, self.include_features = model, decay, include_features
         self.names = [f"W_{l}" for l in range(1, model.depth + 1)]
         self.num_classes = model.num_classes
         self.loss: str | None = model.loss_type
@@ -122,10 +126,10 @@ class LayeredSource:
         return self._all_metrics()[-1]
 
     def full_hessian(self) -> CurvatureOperator:
-        return hessian(self.model, decay=False)
+        return hessian(self.model, include_features=self.include_features, decay=self.decay)
 
     def full_gradient(self) -> torch.Tensor:
-        return oracles.fit_gradient(self.model)
+        return oracles.fit_gradient(self.model, include_features=self.include_features)
 
 
 class ShardedSource(LayeredSource):
@@ -134,8 +138,10 @@ class ShardedSource(LayeredSource):
 
     _reduce = staticmethod(D.all_reduce_)  # type: ignore[assignment]
 
-    def __init__(self, model: LayeredModel) -> None:
-        super().__init__(model)
+    def __init__(self, model: LayeredModel, decay: bool = True, include_features: bool = False) -> None:
+        if include_features:
+            raise ValueError("include_features is not sharded: every rank holds only its columns of H_1")
+        super().__init__(model, decay)
         self.num_samples = D.global_count(model.num_samples)
 
     def hessian(self, i: int) -> CurvatureOperator:
@@ -148,10 +154,15 @@ class ShardedSource(LayeredSource):
         return D.sharded_layer_fit_gradient(self.model, i + 1)
 
     def full_hessian(self) -> CurvatureOperator:
-        return D.sharded_hessian(self.model, decay=False)
+        return D.sharded_hessian(self.model, decay=self.decay)
 
     def full_gradient(self) -> torch.Tensor:
         return D.sharded_fit_gradient(self.model)
+
+
+# The traced product's memory over the kept graphs' (5-6 on a ResNet-20 and a small ViT, measured as
+# resident growth of their first product), with a margin.
+TRACED_OVER_GRAPHS = 8
 
 
 class ModuleSource:
@@ -211,7 +222,7 @@ class ModuleSource:
         return dims and all(isinstance(m, ACTIVATIONS) for m in self._between(i))
 
     def activation(self, i: int) -> str | None:
-        """The activation the theory's table needs (theory.md §3.8): ``None`` when a module other than
+        """The activation the theory's table needs (docs/theory.md §3.8): ``None`` when a module other than
         ReLU / LeakyReLU / identity / dropout follows the layer (GELU, LayerNorm, …: no prediction),
         ``"relu"`` when ReLUs follow it or, where nothing visible does (a functional activation, the
         last layer), when the features it acts on are non-negative, else ``"linear"``."""
@@ -257,11 +268,40 @@ class ModuleSource:
         return self._stats[-1].metrics(_keep)
 
     def full_hessian(self) -> CurvatureOperator:
-        return HessianOperator(self.model, self.loss_fn, batches_as_data(self.batches))
+        """The whole model's Hessian on the faster of the generic path's two cached modes, timed on one
+        product each: the kept gradient graphs (one backward per product) or the traced Jacobian-vector
+        product of the gradient (``mode="linearize"``, about twice as fast on convolutional models,
+        slower on attention); the fused path where it applies."""
+        data = batches_as_data(self.batches)
+        auto = HessianOperator(self.model, self.loss_fn, data)
+        if auto.fused:
+            return auto
+        probe = torch.randn(auto.size, 2, generator=torch.Generator().manual_seed(0), dtype=auto.dtype).to(auto.device)
+        before = resident_bytes(auto.device)
+        seconds = _time_product(auto, probe)
+        graphs = resident_bytes(auto.device) - before
+        auto.release_cache()  # one set of graphs alive at a time
+        have = available_bytes(auto.device)
+        if have is not None and TRACED_OVER_GRAPHS * graphs > have / 2:  # the traced product would not fit
+            return auto
+        try:
+            traced = HessianOperator(self.model, self.loss_fn, data, mode="linearize", check_deterministic=False)
+            faster = _time_product(traced, probe) < seconds
+        except (RuntimeError, NotImplementedError):  # a layer torch.func cannot trace: the kept graphs
+            return auto
+        return traced if faster else auto
 
     def full_gradient(self) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.cat([g.reshape(-1) for g in _gradient(self.model, self.loss_fn, self.batches, params)])
+
+
+def _time_product(op: CurvatureOperator, v: torch.Tensor) -> float:
+    """Seconds of one product after a first one (which builds the operator's cache)."""
+    op @ v
+    t0 = time.perf_counter()
+    op @ v
+    return time.perf_counter() - t0
 
 
 def _keep(t: torch.Tensor, what: str = "") -> torch.Tensor:

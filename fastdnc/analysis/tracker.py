@@ -15,7 +15,7 @@ both product counts (:attr:`Tracker.products`), which is how the saving is measu
 
 :meth:`Tracker.save` writes the records (``records.json``), a summary ``report.md`` and the paper's
 figures over training for the user's network: f_cc' and κ_cc' against the step (Figs 1 and 4),
-the layer spectra at the recorded steps with the measured outliers as spikes (Figs 2 and 5), and the
+the layer spectra at the recorded steps with the measured outliers in red (Figs 2 and 5), and the
 NC1 of each layer's input.
 """
 

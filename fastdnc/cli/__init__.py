@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from .._comm import shutdown
+    from .._threads import fixed_threads
     from ..io import recording_created
     from ..run_lock import locked
     from .run_folder import make_folder, output_folder
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     made += make_folder(output_folder(str(folder), flag), flag)
                 if folder.is_dir():
                     lock = locked(folder, f"{flag} {folder}", folder=True)
-            with lock:
+            with lock, fixed_threads(getattr(args, "threads", None) if args.command != "train" else None):
                 status = args.func(args)
             success = status == 0
             return status

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._text import plural
+
 
 def _factory(spec: str):
     """The callable named by ``MODULE:FACTORY`` (an importable module) or ``path/file.py:FACTORY``."""
@@ -87,7 +89,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
         for layer in res.layers:
             want = layer.expected.count
             print(
-                f"{layer.name}: {layer.outliers} outliers (expected at DNC: {'—' if want is None else want}), "
+                f"{layer.name}: {plural(layer.outliers, 'outlier')} (expected at DNC: {'—' if want is None else want}), "
                 f"f same/cross {layer.f_same:.3f}/{layer.f_cross:.3f}, NC1 of its input {layer.collapse.get('nc1', float('nan')):.3g}"
             )
         print(f"wrote {Path(a.out) / 'report.md'} and analysis.json in {res.seconds:.1f} s")

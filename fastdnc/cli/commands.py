@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._text import plural
 from .run_folder import (
     check_train_folder,
     checked_device,
@@ -40,7 +41,7 @@ def _model_from_args(a: argparse.Namespace):
     import torch
 
     from ..models import DeepUFM
-    from ..train import check_training
+    from ..training import check_training
 
     if a.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {a.steps}")
@@ -67,7 +68,7 @@ def _checkpoint_step(a: argparse.Namespace, out: Path, cfg: dict, model) -> int 
     """The step of ``out``'s checkpoint when this command may continue it (``None`` without one);
     refuses a run of another configuration, judged by the checkpoint (the record) or, before the
     first checkpoint, by config.json (its copy)."""
-    from ..train.checkpoint import check_same_configuration, read_checkpoint, run_config
+    from ..training.checkpoint import check_same_configuration, read_checkpoint, run_config
 
     config = check_train_folder(out, a.no_resume)
     checkpoint = out / "checkpoint.pt"
@@ -138,7 +139,7 @@ def _repair(out: Path, step: int, quiet: bool) -> None:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from ..io import atomic_write_json, remove_stale_temporaries
-    from ..train import train
+    from ..training import train
 
     model = _model_from_args(a)
     out = output_folder(a.out)  # created and locked by fastdnc.cli.main
@@ -150,7 +151,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         _repair(out, done, a.quiet)
         if not a.quiet:
             print(
-                f"{out} has already trained {done} steps (--steps {a.steps}): nothing to do; pass a larger "
+                f"{out} has already trained {plural(done, 'step')} (--steps {a.steps}): nothing to do; pass a larger "
                 "--steps to continue it"
             )
         return 0
@@ -173,113 +174,77 @@ def cmd_train(a: argparse.Namespace) -> int:
         start, end = history.start_step, history.end_step
         resumed = f"resumed from step {start}, " if start else ""
         print(
-            f"{resumed}trained {end - start} steps (to step {end}) in {seconds:.1f} s; final loss "
+            f"{resumed}trained {plural(end - start, 'step')} (to step {end}) in {seconds:.1f} s; final loss "
             f"{model.loss().item():.10g}"
         )
         print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'metrics.json'}")
     return 0
 
 
-def _layer_spectra(model, layer_hessian, a: argparse.Namespace) -> tuple[list[dict], list[list[float]], list[str]]:
-    """Every layer Hessian's spectrum: exact from the Kronecker factors or the assembled block up to
-    ``--max-dense``, else the top ``-k`` by Lanczos; with its outlier count and gap."""
-    from ..curvature import KroneckerOperator
-    from ..spectral import lanczos, outliers
+def _print_spectrum(result: dict, run: Path) -> None:
+    from ..analysis.report import gap_text
 
-    k2 = model.num_classes**2
-    layers, spectra, labels = [], [], []
-    for layer in range(1, model.depth + 1):
-        op = layer_hessian(model, layer)
-        if isinstance(op, KroneckerOperator) or op.size <= a.max_dense:
-            ev, how = op.eigvalsh(), "exact (all eigenvalues)"
-        else:
-            ev, how = lanczos(op, k=min(op.size, a.k)).eigenvalues, f"lanczos top {a.k}"
-        out = outliers(ev, max_count=min(ev.numel() - 1, 2 * k2))
-        layers.append(
-            {
-                "layer": layer,
-                "method": how,
-                "size": op.size,
-                "outliers": out.count,
-                "gap_ratio": out.gap_ratio,
-                "top": sorted(ev.tolist(), reverse=True)[: 2 * k2],
-            }
-        )
-        spectra.append(ev.tolist())
-        labels.append(f"Hess_{layer}: {how}")
-    return layers, spectra, labels
-
-
-def _gap(ratio: float) -> str:
-    """The outlier gap as a ratio, or what an infinite one means: the rest is the null space."""
-    return "the rest is the null space (no bulk)" if ratio == float("inf") else f"gap ×{ratio:.3g}"
-
-
-def _print_spectrum(result: dict, k2: int, run: Path) -> None:
-    full = result["full_hessian"]
-    overlap = next(key for key in full if key.startswith("gradient_overlap_top_"))
     for row in result["layers"]:
+        want = row["expected_outliers"]["count"]
         print(
-            f"layer {row['layer']}: {row['outliers']} outliers (K² = {k2}), {_gap(row['gap_ratio'])}, {row['method']}"
+            f"layer {row['name']}: {plural(row['outliers'], 'outlier')} (expected at DNC: {'—' if want is None else want}), "
+            f"{gap_text(row['gap_ratio'], row['null_space'])}, {row['spectrum']}"
         )
+    m = result["model"]
     print(
-        f"full Hessian top {len(full['eigenvalues'])}: {full['outliers']} outliers; gradient overlap with the top "
-        f"{overlap.rsplit('_', 1)[1]}: {full[overlap]:.6f}"
+        f"full Hessian top {len(m['eigenvalues'])}: {plural(m['outliers'], 'outlier')}; gradient overlap with the top K²: "
+        f"{m['overlap_top_k2']:.6f}"
     )
     print(f"wrote {run / 'spectrum.json'} and {run / 'spectrum.png'}")
 
 
 def cmd_spectrum(a: argparse.Namespace) -> int:
     from .. import plots
-    from ..curvature import feature_hessian, hessian, layer_hessian
-    from ..curvature.oracles import fit_gradient
+    from ..analysis import LayeredSource, ShardedSource, analyze_source
+    from ..curvature import feature_hessian
     from ..io import atomic_write_json
-    from ..spectral import gradient_overlap, lanczos, outliers
 
     run = Path(a.run)
     model, step, _ = model_from_run(run)
+    k2 = model.num_classes**2
+    if a.k < 1:
+        raise ValueError(f"-k must be >= 1, got {a.k}")
+    source: LayeredSource
     if a.distributed:
         from .. import distributed as D
 
         D.init()
         model = D.shard_model(model)
-        # the sharded versions, same signatures
-        layer_hessian, hessian, fit_gradient = D.sharded_layer_hessian, D.sharded_hessian, D.sharded_fit_gradient  # type: ignore[assignment]
+        source = ShardedSource(model, decay=False, include_features=a.features)
         a.quiet = a.quiet or D.rank() > 0
-    full = hessian(model, include_features=a.features, decay=False)  # first: bad options fail before any work
-    k2 = model.num_classes**2
-    layers, spectra, labels = _layer_spectra(model, layer_hessian, a)
-    res = lanczos(full, k=min(full.size, a.k))
-    grad = fit_gradient(model, include_features=a.features)
-    top = res.eigenvectors[:, : min(k2, res.eigenvectors.shape[1])]
-    result = {
-        "step": step,
-        "layers": layers,
-        "full_hessian": {
-            "eigenvalues": res.eigenvalues.tolist(),
-            "residuals": res.residuals.tolist(),
-            "converged": res.converged,
-            "outliers": outliers(res.eigenvalues).count,
-            f"gradient_overlap_top_{top.shape[1]}": gradient_overlap(grad, top),
-        },
-    }
+    else:
+        source = LayeredSource(model, decay=False, include_features=a.features)
+    analysis = analyze_source(
+        source, extra=max(1, a.k - k2), dense_limit=a.max_dense, density=False, label=None if a.quiet else "spectrum"
+    )
+    result = {"step": step, **analysis.to_dict()}
     if a.features:
         result["feature_hessian_trace"] = float(feature_hessian(model).trace())
     if a.distributed and D.rank() > 0:
         return 0
     atomic_write_json(run / "spectrum.json", result)
-    counts = [row["outliers"] for row in layers]
+    layers, m = analysis.layers, analysis.model
+    panels = [(l.eigenvalues, f"{l.name}: {l.spectrum}", l.outliers, l.parameters) for l in layers]
+    title = (
+        f"{type(model).__name__} ({model.loss_type.upper()}, {model.activation}, K={model.num_classes}, "
+        f"L={model.depth}) at step {step}:\nthe layer Hessians"
+    )
+    if m is not None:
+        panels.append((m.eigenvalues, f"whole model: top {len(m.eigenvalues)} of {m.parameters:,}", m.outliers,
+                       m.parameters))  # fmt: skip
+        title += f" and the whole model's (gradient overlap with its top K²: {m.overlap_top_k2:.3f})"
+    spectra, labels, counts, sizes = zip(*panels)
     fig = plots.spectra_figure(
-        spectra,
-        labels,
-        counts,
-        f"layer Hessian spectra at step {step}",
-        spike_label=f"{{n}} outlier{{s}} (K² = {k2})",
-        sizes=[row["size"] for row in layers],
+        list(spectra), list(labels), list(counts), title, spike_label="{n} outlier{s} (measured)", sizes=list(sizes)
     )
     plots.save(fig, run / "spectrum.png")
     if not a.quiet:
-        _print_spectrum(result, k2, run)
+        _print_spectrum(result, run)
     return 0
 
 
@@ -332,7 +297,8 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                     else "not available (no test files)"
                 )
                 + "; outliers per head layer "
-                f"{[l['outlier_count'] for l in res['analysis']['layers']]} (K = {res['num_classes']}); "
+                f"{[l['outliers'] for l in res['analysis']['layers']]} (expected at DNC "
+                f"{[l['expected_outliers']['count'] for l in res['analysis']['layers']]}); "
                 f"wrote {Path(a.out) / 'report.md'}"
             )
             print(regime(res).replace("**", ""))

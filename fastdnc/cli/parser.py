@@ -4,9 +4,28 @@ training argument groups."""
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
 from .. import __version__
 from . import analyze, commands
+
+
+def _quick_time() -> str:
+    """The quick preset's measured wall time, read from docs/benchmarks.md (a source checkout)."""
+    page = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+    try:
+        text = page.read_text()
+    except OSError:
+        return "about a minute on 2 CPU cores"
+    found = re.search(r"^\| alone \| ([0-9.]+ s) \|", text.split("fastdnc reproduce --preset quick", 1)[-1], re.M)
+    return f"{found.group(1)} on 2 CPU cores, measured by `make bench`" if found else "about a minute on 2 CPU cores"
+
+
+THREADS_HELP = (
+    "intra-op threads for every operation (default: chosen by problem size, one thread for small work, "
+    "which would only wait for each other on a busy machine; at most the cores this process may use)"
+)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -15,8 +34,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-per-class", type=int, default=5, help="n, samples per class (default 5)")
     g.add_argument("--width", type=int, default=12, help="d, width (default 12)")
     g.add_argument("--depth", type=int, default=4, help="L, number of weight matrices (default 4)")
-    g.add_argument("--activation", choices=["linear", "relu"], default="linear")
-    g.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    g.add_argument("--activation", choices=["linear", "relu"], default="linear", help="σ (default linear)")
+    g.add_argument("--loss", choices=["mse", "ce"], default="mse", help="fit term (default mse)")
     g.add_argument(
         "--weight-decay",
         type=float,
@@ -25,20 +44,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="λ_W: one value, or L values λ_1..λ_L (default 5e-3)",
     )
     g.add_argument("--feature-decay", type=float, default=None, help="λ_H (default: the weight decay)")
-    g.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="(default float64)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    g.add_argument("--seed", type=int, default=0, help="initialisation and sampler seed (default 0)")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=20_000)
-    g.add_argument("--lr", type=float, default=0.1)
-    g.add_argument("--optimizer", choices=["gd", "sgd", "adam"], default="gd")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=20_000,
+        help="total steps (default 20000); rerun with a larger --steps to continue a run from its checkpoint",
+    )
+    g.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    g.add_argument("--optimizer", choices=["gd", "sgd", "adam"], default="gd", help="(default gd: full-batch)")
     g.add_argument("--momentum", type=float, default=0.9, help="for sgd")
     g.add_argument("--batch-size", type=int, default=None, help="mini-batch size for sgd/adam (default: full)")
-    g.add_argument("--schedule", choices=["constant", "cosine", "linear", "step", "exponential"], default="constant")
-    g.add_argument("--checkpoint-every", type=int, default=None)
+    g.add_argument(
+        "--schedule",
+        choices=["constant", "cosine", "linear", "step", "exponential"],
+        default="constant",
+        help="learning-rate schedule (default constant)",
+    )
+    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default steps/20)")
     g.add_argument("--no-resume", action="store_true", help="start afresh even if OUT/checkpoint.pt exists")
     g.add_argument(
         "--threads",
@@ -76,7 +105,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=["quick", "paper", "real"],
         default="quick",
-        help="quick: minutes on 2 CPU cores (default); paper: paper-scale settings, about 16 minutes; real: a "
+        help=f"quick: {_quick_time()} (default); paper: paper-scale settings, about 16 minutes; real: a "
         "network on real data (--dataset), analysed layer by layer",
     )
     p.add_argument(
@@ -106,6 +135,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="real preset under torchrun: data-parallel training and sharded analysis (gloo)",
     )
     p.add_argument("--out", default="fastdnc-results", help="output folder (default fastdnc-results)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument(
         "--doc",
         default=None,
@@ -126,7 +156,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     _add_train_args(p)
     p.add_argument("--out", default="fastdnc-train", help="output folder (default fastdnc-train)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     _add_debug(p)
     p.set_defaults(func=commands.cmd_train)
 
@@ -149,13 +179,14 @@ def _add_spectrum(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-k", type=int, default=40, help="eigenpairs of the full Hessian (default 40)")
     p.add_argument("--features", action="store_true", help="include H_1 in the full Hessian")
-    p.add_argument("--max-dense", type=int, default=5000, help="largest layer block assembled explicitly")
+    p.add_argument("--max-dense", type=int, default=6000, help="largest layer block decomposed densely (default 6000)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument(
         "--distributed",
         action="store_true",
         help="under torchrun: shard the samples over the ranks (gloo); rank 0 writes the results",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     _add_debug(p)
     p.set_defaults(func=commands.cmd_spectrum)
 
@@ -195,7 +226,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-model-curvature", action="store_true", help="skip the whole model's Hessian top and density")
     p.add_argument("--no-density", action="store_true", help="skip the whole model's SLQ density")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: by problem size)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--out", default="fastdnc-analysis", help="output folder (default fastdnc-analysis)")
     p.add_argument("--quiet", action="store_true", help="no progress lines or summary")
     _add_debug(p)
@@ -209,6 +240,6 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         description="Run benchmarks/run_all.py (about 10 minutes on 2 cores; the peers extra adds the "
         "curvlinops, BackPACK, PyHessian and hessian-eigenthings columns).",
     )
-    p.add_argument("--out", default="docs/benchmarks.md")
+    p.add_argument("--out", default="docs/benchmarks.md", help="the page to write (default docs/benchmarks.md)")
     _add_debug(p)
     p.set_defaults(func=commands.cmd_bench)

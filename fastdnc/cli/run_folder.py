@@ -156,7 +156,7 @@ def check_train_folder(out: Path, no_resume: bool) -> dict | None:
     with ``no_resume`` the checkpoint must still be a fastdnc checkpoint to be replaced. Without a
     checkpoint, ``config.json`` must be a 'fastdnc train' configuration, and ``history.json`` /
     ``metrics.json`` need one of the two beside them."""
-    from ..train.checkpoint import read_checkpoint
+    from ..training.checkpoint import read_checkpoint
 
     checkpoint, cfg_path = out / "checkpoint.pt", out / "config.json"
     if checkpoint.exists():
@@ -252,8 +252,8 @@ def model_from_run(run: Path):
     """The DeepUFM of a 'fastdnc train' run folder at its checkpoint, the checkpoint's step and its
     history. The checkpoint is the record: the model is built from the settings it holds, and a
     ``config.json`` that disagrees with it is refused (it is only a copy)."""
-    from ..train import load_checkpoint
-    from ..train.checkpoint import read_checkpoint
+    from ..training import load_checkpoint
+    from ..training.checkpoint import read_checkpoint
 
     cfg_path, ck_path = run / "config.json", run / "checkpoint.pt"
     if not ck_path.exists():
@@ -277,7 +277,7 @@ def model_from_run(run: Path):
     else:  # a checkpoint of a version that did not record the command line: its model record
         model = _model_from_checkpoint_record(ck, str(ck_path), config.get("device", "cpu") if config else "cpu")
         if config is not None:
-            from ..train.checkpoint import config_differences
+            from ..training.checkpoint import config_differences
 
             claimed = model_from_config(config, str(cfg_path)).checkpoint_config()
             diffs = config_differences(ck["config"]["model"], claimed)

@@ -14,8 +14,10 @@ Conventions (pinned here, once, and tested; other codes differ on each of them):
 * :math:`\Sigma_W = \frac1N\sum_i (h_i-\mu_{y_i})(h_i-\mu_{y_i})^\top`,
   :math:`\Sigma_B = \frac1K\sum_c (\mu_c-\mu_G)(\mu_c-\mu_G)^\top`.
 * **NC1** :math:`= \operatorname{tr}(\Sigma_W\Sigma_B^\dagger)/K` (**with** the 1/K of Papyan,
-  Han & Donoho; pseudo-inverse with relative cut-off ``pinv_rtol``; rounding below 0 is clipped). ``nc1_trace_ratio`` is
-  :math:`\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B`.
+  Han & Donoho; pseudo-inverse with relative cut-off ``pinv_rtol``; rounding below 0 is clipped). ``nc1_rank`` is the number of
+  directions of :math:`\Sigma_B` that the pseudo-inverse keeps: where it drops during training, NC1
+  jumps by the within-class variance along the lost direction (not by collapse); ``nc1_trace_ratio``
+  is :math:`\operatorname{tr}\Sigma_W/\operatorname{tr}\Sigma_B`, which has no such jump.
 * **Orthogonal-frame distance** (the DNC geometry of MSE UFMs and of ReLU layers):
   :math:`\|\bar H^\top\bar H/\|\bar H^\top\bar H\|_F - I_K/\sqrt K\|_F` on **uncentred** means.
 * **Simplex-ETF distance** (the CE / NC2 geometry): the same with the centred means

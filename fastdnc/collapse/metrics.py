@@ -44,8 +44,11 @@ def _moment_metrics(means: torch.Tensor, sigma_w: torch.Tensor, pinv_rtol: float
     centred = means - mu_g
     sigma_b = centred @ centred.T / k
     eye = torch.eye(k, dtype=means.dtype, device=means.device)
+    between = torch.linalg.eigvalsh(sigma_b)
     out: dict[str, float | list[float]] = {
         "nc1": max(0.0, float(torch.trace(sigma_w @ torch.linalg.pinv(sigma_b, rtol=pinv_rtol, hermitian=True)) / k)),
+        # the directions of Σ_B that its pseudo-inverse keeps: NC1 jumps where this drops
+        "nc1_rank": int((between > pinv_rtol * between.max().clamp_min(0)).sum()),
         "nc1_trace_ratio": float(torch.trace(sigma_w) / torch.trace(sigma_b)),
         "orthogonal_frame_distance": _normalised_gram_distance(means, eye / math.sqrt(k)),
         "etf_distance": _normalised_gram_distance(centred, (eye - 1.0 / k) / math.sqrt(k - 1)),
@@ -60,6 +63,7 @@ def _moment_metrics(means: torch.Tensor, sigma_w: torch.Tensor, pinv_rtol: float
     return out
 
 
+@torch.no_grad()
 def feature_metrics(
     h: torch.Tensor,
     targets: torch.Tensor,
@@ -91,6 +95,7 @@ def feature_metrics(
     return out
 
 
+@torch.no_grad()
 def weight_metrics(weight: torch.Tensor, input_means: torch.Tensor, rank_rtol: float = 1e-3) -> dict:
     """Singular values, numerical rank and DNC3 alignment of one weight ``W_l`` (d_out × d_in)
     with the uncentred class means of its input (d_in × K)."""

@@ -23,6 +23,7 @@ class FeatureStatistics:
         self.scatter: torch.Tensor | None = None
         self.tallies: torch.Tensor | None = None  # ncc hits, ncc total, negatives, entries
 
+    @torch.no_grad()
     def add_means(self, h: torch.Tensor, labels: torch.Tensor) -> None:
         h = h.to(torch.float64)
         if self.sums is None:
@@ -32,6 +33,7 @@ class FeatureStatistics:
         self.sums.index_add_(1, labels, h)
         self.counts += torch.bincount(labels, minlength=self.k).to(self.counts)
 
+    @torch.no_grad()
     def finish_means(self, reduce) -> torch.Tensor:
         if self.sums is None or self.counts is None:
             raise ValueError("streaming_feature_metrics: the batches were empty")
@@ -45,6 +47,7 @@ class FeatureStatistics:
         self.tallies = torch.zeros(4, dtype=torch.float64, device=self.means.device)
         return self.means
 
+    @torch.no_grad()
     def add_scatter(
         self,
         h: torch.Tensor,
@@ -69,6 +72,7 @@ class FeatureStatistics:
         assert self.tallies is not None
         return bool(self.tallies[3] > 0) and float(self.tallies[2]) == 0.0
 
+    @torch.no_grad()
     def metrics(self, reduce, rank_rtol: float = 1e-3, pinv_rtol: float = 1e-10) -> dict[str, float | list[float]]:
         assert self.means is not None and self.scatter is not None and self.tallies is not None
         assert self.counts is not None

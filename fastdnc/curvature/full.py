@@ -38,7 +38,7 @@ With :math:`U_r = A_{r+1}\dot W_r` (K × d):
     + \lambda_l\dot W_l,
 
 the three terms being the Gauss–Newton block row :math:`\sum_r G_{lr}`, and the residual blocks
-through :math:`\dot A_{l+1}` and through :math:`\dot H_l` (theory.md §3.5). Two recursions give
+through :math:`\dot A_{l+1}` and through :math:`\dot H_l` (docs/theory.md §3.5). Two recursions give
 every term: backward, :math:`Y_l = U_l + Y_{l+1}W_l` yields :math:`\hat E_l^\top = Y_{l+1}` and
 :math:`\sum_r U_rB_r = Y_1`; forward, :math:`Z_l = QB_l^\top + X_l` obeys
 :math:`Z_{l+1} = Z_lW_l^\top + MB_l^\top\dot W_l^\top`, so
@@ -88,6 +88,11 @@ class _ModelOperator(CurvatureOperator):
         lam["H_1"] = model.feature_decay
         self.lams = [lam.get(n, 0.0) if decay else 0.0 for n in self.names]
         self.num_samples, self.num_outputs = model.num_samples, model.num_classes
+        self._largest = max(w.numel() for w in model.weights)
+
+    def gemm_flops(self, k: int = 1) -> float:
+        """A weight times the layer inputs over the samples, per vector."""
+        return 2.0 * self._largest * self.num_samples * k
 
     def _add_decay(self, out: list[torch.Tensor], vs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [o + lam * v if lam else o for o, v, lam in zip(out, vs, self.lams)]

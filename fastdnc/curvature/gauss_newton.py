@@ -1,6 +1,6 @@
 r"""Batched Gauss–Newton blocks: :math:`c\sum_i (J_i^\top\Lambda_i J_i)\otimes x_i x_i^\top + s\,\mathrm{Id}`.
 
-This is the exact layer Hessian of ReLU and CE UFMs and MLP heads (theory.md §3.6–3.7): the map
+This is the exact layer Hessian of ReLU and CE UFMs and MLP heads (docs/theory.md §3.6–3.7): the map
 :math:`W_l \mapsto Z` is piecewise linear, so the Hessian of the fit term with respect to one
 layer is its Gauss–Newton matrix. Here :math:`x_i` is the input of layer l for sample i,
 :math:`J_i` the Jacobian of sample i's output with respect to the layer's output (the ReLU masks
@@ -183,6 +183,10 @@ class BatchedGaussNewton(CurvatureOperator):
         )
         op._roots = self._roots
         return op
+
+    def gemm_flops(self, k: int = 1) -> float:
+        """The products with the inputs (N × q by q × p per vector)."""
+        return 2.0 * self.n * self.p * self.q * k
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         x = v.T.reshape(v.shape[1], self.p, self.q)

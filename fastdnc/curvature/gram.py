@@ -20,8 +20,13 @@ M × M eigendecomposition, never a P × P matrix nor :math:`\Phi` itself.
 
 **Identical samples** (a collapsed UFM: equal feature columns and activation patterns) have equal
 columns of :math:`\Phi`; a group of m of them is replaced by one sample with its roots times
-:math:`\sqrt m`, which leaves :math:`\Phi\Phi^\top` unchanged (exact, M shrinks m-fold). Samples
-are grouped only when their inputs and roots are bitwise equal: nothing is approximated.
+:math:`\sqrt m`, which leaves :math:`\Phi\Phi^\top` unchanged (M shrinks m-fold). Samples are
+grouped when their inputs and roots agree to :data:`GROUP_RTOL` (1000 machine epsilons) relative to
+the largest input and root of the block: within-class columns that differ by rounding (1e-17 after a
+product of layers) are one sample, while any difference the data resolves keeps them apart.
+Grouping moves the eigenvalues of G by at most :attr:`SampleGram.grouping_bound` (Weyl's
+inequality on :math:`\sum_i \phi_i\phi_i^\top - m\,\phi_g\phi_g^\top`, computed from the
+merged samples themselves: 0 when they were bitwise equal).
 
 :meth:`SampleGram.eigh` returns **all P eigenvalues** (ascending, the P − rank ones equal to the
 shift included) and :class:`GramEigenvectors`, lazy eigenvectors for the eigenvalues above the
@@ -36,6 +41,40 @@ import torch
 
 from .._memory import require_memory, require_vectors
 from ..kernels import dispatch
+
+GROUP_RTOL = 1000  # machine epsilons: samples this close (relative to the block's scale) are one
+
+
+def _representatives(signature: torch.Tensor, rtol: float) -> torch.Tensor:
+    """For every row, the first row within ``rtol`` of it in every coordinate (rows are compared
+    within buckets of a grid a million times coarser, so that rounding never splits equal rows
+    across a boundary of the fine tolerance)."""
+    n = signature.shape[0]
+    coarse = torch.round(signature / (1e6 * rtol)).to(torch.int64)
+    _, bucket, sizes = torch.unique(coarse, dim=0, return_inverse=True, return_counts=True)
+    rep = torch.arange(n, device=signature.device)
+    for b in torch.nonzero(sizes > 1).flatten().tolist():
+        rows = torch.nonzero(bucket == b).flatten()
+        free = rows
+        while free.numel():
+            near = (signature[free] - signature[free[0]]).abs().amax(dim=1) <= rtol
+            rep[free[near]] = free[0]
+            free = free[~near]
+    return rep
+
+
+def _merge_bound(blocks: list[GramBlock], rep: torch.Tensor) -> float:
+    """Σ_i ‖φ_i − φ_r(i)‖(‖φ_i‖ + ‖φ_r(i)‖) for samples i merged into the representative r(i): a bound
+    on ‖Σ_i φ_iφ_iᵀ − φ_rφ_rᵀ‖ (per-sample column blocks φ_i = [B_i ⊗ x_i], Frobenius norms)."""
+    own = torch.stack([b.roots.square().sum((1, 2)) * b.inputs.square().sum(0) for b in blocks]).sum(0)
+    # ‖r⊗x − r'⊗x'‖ ≤ ‖r − r'‖‖x‖ + ‖r'‖‖x − x'‖ (no cancellation between nearly equal samples)
+    norm = torch.linalg.vector_norm
+    diff = torch.stack([
+        norm(b.roots - b.roots[rep], dim=(1, 2)) * norm(b.inputs, dim=0)
+        + norm(b.roots[rep], dim=(1, 2)) * norm(b.inputs - b.inputs[:, rep], dim=0)
+        for b in blocks
+    ]).sum(0)  # fmt: skip
+    return float((diff * (own.sqrt() + own[rep].sqrt())).sum())
 
 
 @dataclass
@@ -78,6 +117,7 @@ class SampleGram:
         self.scale, self.shift = float(scale), float(shift)
         self.num_samples = blocks[0].roots.shape[0]
         self.multiplicity: torch.Tensor | None = None
+        self.grouping_bound = 0.0  # how far grouping can move an eigenvalue of G (Weyl)
         self.order: torch.Tensor | None = None  # a permutation of the rows of the eigenvectors
         if group and all(b.inputs is not None for b in blocks):
             blocks = self._grouped(blocks)
@@ -86,15 +126,18 @@ class SampleGram:
         self.dim = blocks[0].roots.shape[0] * blocks[0].roots.shape[1]
 
     def _grouped(self, blocks: list[GramBlock]) -> list[GramBlock]:
-        """Merge bitwise-identical samples (equal inputs and roots in every block)."""
+        """Merge samples whose inputs and roots agree to :data:`GROUP_RTOL` of the block's scale."""
         n = self.num_samples
-        signature = torch.cat([torch.cat([b.roots.reshape(n, -1), b.inputs.T], dim=1) for b in blocks], dim=1)
-        _, inverse, counts = torch.unique(signature, dim=0, return_inverse=True, return_counts=True)
+        rtol = GROUP_RTOL * torch.finfo(blocks[0].roots.dtype).eps
+        signature = torch.cat(
+            [t / (float(t.abs().max()) or 1.0) for b in blocks for t in (b.roots.reshape(n, -1), b.inputs.T)], dim=1
+        )
+        rep = _representatives(signature, rtol)
+        first, inverse, counts = torch.unique(rep, return_inverse=True, return_counts=True)
         if counts.numel() == n:
             return blocks
-        first = torch.full((counts.numel(),), n, dtype=torch.long, device=inverse.device)
-        first = first.scatter_reduce(0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
         self.multiplicity = counts
+        self.grouping_bound = self.scale * _merge_bound(blocks, first[inverse])
         weights = counts.to(blocks[0].roots.dtype).sqrt()
         return [b.restricted(first, weights) for b in blocks]
 

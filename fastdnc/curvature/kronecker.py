@@ -10,7 +10,7 @@ Vec convention (row-major, torch ``reshape(-1)``): for a parameter block :math:`
 
 so the **output factor** O (p × p) acts on the rows of X (the output side of the layer) and the
 **input factor** I (q × q) on its columns. For the linear MSE UFM,
-:math:`\mathrm{Hess}_l = (A_{l+1}^\top A_{l+1}) \otimes (H_l H_l^\top / N)` (theory.md §3.1).
+:math:`\mathrm{Hess}_l = (A_{l+1}^\top A_{l+1}) \otimes (H_l H_l^\top / N)` (docs/theory.md §3.1).
 
 Each factor is stored in the cheapest exact form, a :class:`Factor`: dense, a Gram matrix
 :math:`c\,R^\top R` of a short root R (r × n, r < n), or a scaled identity. Products use the
@@ -210,6 +210,10 @@ class KroneckerOperator(CurvatureOperator):
         return NotImplemented
 
     __rmul__ = __mul__
+
+    def gemm_flops(self, k: int = 1) -> float:
+        """The two GEMMs of O V I: p × p × q and p × q × q, per vector."""
+        return 2.0 * self.p * self.q * max(self.p, self.q) * k
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         x = _unvec(v, self.p, self.q)

@@ -4,7 +4,7 @@ r"""Exact layer-wise Hessians of UFMs and MLP heads: ``fd.layer_hessian`` and ``
 (row-major vec, P = d_out · d_in), equal to autograd's (tested to 1e-10 in float64):
 
 * **linear, MSE**: :math:`(A_{l+1}^\top A_{l+1}) \otimes (H_l H_l^\top/N)`
-  (theory.md §3.1), a :class:`~fastdnc.curvature.kronecker.KroneckerOperator` whose factors are kept
+  (docs/theory.md §3.1), a :class:`~fastdnc.curvature.kronecker.KroneckerOperator` whose factors are kept
   as Gram roots :math:`A_{l+1}` (K × d) and :math:`H_l^\top/\sqrt N`, so a product costs
   O(K d²) and ``eigh`` is exact from the factors;
 * **linear CE, ReLU (MSE or CE)**: the batched Gauss–Newton block
@@ -53,7 +53,7 @@ def layer_hessian(
     ``backend`` picks the kernels; ``mode`` the Gauss–Newton product path (``"jacobian"`` or
     ``"rop"``, see :class:`~fastdnc.curvature.gauss_newton.BatchedGaussNewton`).
     ``relu_prime_at_zero`` is δ = σ′(0) for pre-activations that are exactly 0 (PyTorch's
-    convention is 0; at exact DNC points the spectrum depends on it, theory.md §3.7).
+    convention is 0; at exact DNC points the spectrum depends on it, docs/theory.md §3.7).
 
     For any other ``nn.Module``: ``layer`` is one of its ``nn.Linear`` layers (the module or its dotted
     name), ``data`` the batches and ``loss_fn`` the loss (as for :class:`~fastdnc.HessianOperator`);

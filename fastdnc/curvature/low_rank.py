@@ -31,6 +31,9 @@ class LowRankOperator(CurvatureOperator):
             raise ValueError("LowRankOperator needs non-negative weights")
         self.root = columns * w.sqrt()
 
+    def gemm_flops(self, k: int = 1) -> float:
+        return 2.0 * self.size * self.root.shape[1] * k
+
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         return self.root @ (self.root.T @ v)
 

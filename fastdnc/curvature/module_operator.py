@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.func import grad, linearize, vmap
 
-from .._memory import available_bytes, resident_bytes
+from .._memory import available_bytes, graph_budget, resident_bytes
+from .._threads import intra_op_threads, threads_for
 from ..batches import Batch, declared_reduction, detect_reduction, read_batches, tensors_of
 from .admission import (
     MissingDerivativeError,
@@ -88,19 +89,20 @@ class ModuleOperator(CurvatureOperator):
         self._cache_refused = False
         self._autograd_only = False  # torch.func cannot run the model (backward hooks, custom autograd.Functions)
         self._generic_checked = False
-        self.fused_reason = "fused=False" if fused is False else fused_obstacle(self, len(named), self.is_ggn)
-        self.fused = self.fused_reason is None
-        if self.fused:
-            self._current_fused()
-        if fused and self.fused_reason:
-            raise ValueError(
-                f"the fused path cannot take this model: {self.fused_reason}; use fused=None (the exact "
-                "generic path) instead"
-            )
-        if not self.fused:
-            self._check_generic()
-        if check_deterministic:
-            self._check_loss_deterministic()
+        with intra_op_threads(threads_for(self.gemm_flops())):  # the checks' passes, at the products' count
+            self.fused_reason = "fused=False" if fused is False else fused_obstacle(self, len(named), self.is_ggn)
+            self.fused = self.fused_reason is None
+            if self.fused:
+                self._current_fused()
+            if fused and self.fused_reason:
+                raise ValueError(
+                    f"the fused path cannot take this model: {self.fused_reason}; use fused=None (the exact "
+                    "generic path) instead"
+                )
+            if not self.fused:
+                self._check_generic()
+            if check_deterministic:
+                self._check_loss_deterministic()
 
     # ------------------------------------------------------------------ data and parameters
     def _weight(self, n_b: int) -> float:
@@ -158,6 +160,12 @@ class ModuleOperator(CurvatureOperator):
         return detect_reduction(self.loss_fn, z, b.target)
 
     # ------------------------------------------------------------------ products
+    def gemm_flops(self, k: int = 1) -> float:
+        """The largest parameter applied to the largest batch, per vector (a lower bound for
+        convolutions, whose work is larger: enough to keep small models on one thread)."""
+        largest = max(p.numel() for p in self.model.parameters())
+        return 2.0 * largest * max(b.size for b in self.batches) * k
+
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         if self.fused:
             fused = self._current_fused()
@@ -227,7 +235,9 @@ class ModuleOperator(CurvatureOperator):
                 f = lambda p, b=b: self._loss(p, b)  # noqa: E731
                 try:
                     if self.mode == "linearize":  # the traced jvp of the gradient: no forward pass per product
-                        with frozen(self.model):
+                        with frozen(self.model), warnings.catch_warnings():
+                            # torch.fx's constant folding warns about its own get_attr nodes
+                            warnings.filterwarnings("ignore", "Attempted to insert a get_attr Node", UserWarning)
                             linear = linearize(grad(f), params)[1]
                         pulls.append(lambda t, linear=linear: (self._runfrozen(linear, t),))
                     else:
@@ -242,11 +252,16 @@ class ModuleOperator(CurvatureOperator):
         self._cache = pulls
         return pulls
 
+    def release_cache(self) -> None:
+        """Drop the kept per-batch graphs (the next product rebuilds them): frees their memory."""
+        self._cache = self._cache_snapshot = None
+
     def _cached_backward(self, params: dict[str, torch.Tensor], b: Batch) -> Callable:
         """Autograd with a kept graph: the gradient of the loss at leaf copies of the parameters
         (sharing their storage) with ``create_graph=True``, and per product one backward through it."""
         leaves = {n: p.detach().requires_grad_() for n, p in params.items()}
-        with torch.enable_grad():
+        what = f"the Hessian's autograd graph of a batch of {b.size:,} samples"
+        with torch.enable_grad(), graph_budget(self.device, what, "smaller batches (they are summed exactly)"):
             g = torch.autograd.grad(
                 self._loss(leaves, b), list(leaves.values()), create_graph=True, materialize_grads=True
             )

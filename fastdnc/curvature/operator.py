@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .gram import SampleGram
 
 from .._memory import PEAK_EIGH, PEAK_EIGVALSH, peak_to_dense, require_dense
+from .._threads import intra_op_threads, threads_for
 
 
 class CurvatureOperator(ABC):
@@ -72,12 +73,24 @@ class CurvatureOperator(ABC):
         return v
 
     # ----------------------------------------------------------------- products
+    def gemm_flops(self, k: int = 1) -> float:
+        """2·m·n·k of the largest GEMM of one product with ``k`` vectors: what the intra-op thread
+        count is chosen by (:mod:`fastdnc._threads`: one thread for small work, whose threads would
+        only wait for each other on a busy machine). Unknown (infinite: the caller's setting) by
+        default; every structured operator states its own."""
+        return float("inf")
+
+    def _product(self, v: torch.Tensor) -> torch.Tensor:
+        """``_matmat`` with the thread count of its size; the caller's setting is restored."""
+        with intra_op_threads(threads_for(self.gemm_flops(v.shape[1] if v.ndim == 2 else 1))):
+            return self._matmat(v)
+
     def matmat(self, v: torch.Tensor) -> torch.Tensor:
         """Product with a checked (P, k) matrix."""
         self._check_matrix(v)
         if v.ndim != 2 or v.shape[0] != self.size or v.shape[1] == 0:
             raise ValueError(f"expected a matrix of shape ({self.size}, k) with k >= 1, got {tuple(v.shape)}")
-        return self._matmat(v)
+        return self._product(v)
 
     def __matmul__(self, v: Any) -> Any:
         if isinstance(v, CurvatureOperator):
@@ -93,15 +106,15 @@ class CurvatureOperator(ABC):
         if v.ndim == 2 and v.shape[0] == self.size and v.shape[1] == 0:
             raise ValueError(f"the block of vectors has shape {tuple(v.shape)}: no columns to multiply")
         if v.ndim == 1 and v.shape[0] == self.size:
-            return self._matmat(v[:, None])[:, 0]
+            return self._product(v[:, None])[:, 0]
         if v.ndim == 2 and v.shape[0] == self.size:
-            return self._matmat(v)
+            return self._product(v)
         if self.block_shapes is not None and len(self.block_shapes) == 1:
             bs = self.block_shapes[0]
             if tuple(v.shape) == tuple(bs):
-                return self._matmat(v.reshape(-1, 1)).reshape(bs)
+                return self._product(v.reshape(-1, 1)).reshape(bs)
             if tuple(v.shape[:-1]) == tuple(bs):
-                return self._matmat(v.reshape(self.size, -1)).reshape(v.shape)
+                return self._product(v.reshape(self.size, -1)).reshape(v.shape)
         expect = f"({self.size},) or ({self.size}, k)"
         if self.block_shapes is not None:
             expect += f" or parameter-shaped {[tuple(s) for s in self.block_shapes]}"
@@ -125,7 +138,7 @@ class CurvatureOperator(ABC):
                     + (" plus a trailing k" if trailing else "")
                 )
             cols.append(b.reshape(s.numel(), -1))
-        out = self._matmat(torch.cat(cols, dim=0))
+        out = self._product(torch.cat(cols, dim=0))
         return split_flat(out if trailing else out[:, 0], self.block_shapes)
 
     # ----------------------------------------------------------------- algebra
@@ -172,7 +185,7 @@ class CurvatureOperator(ABC):
             width = min(chunk, self.size - i)
             unit = torch.zeros(self.size, width, dtype=self.dtype, device=self.device)
             unit[i : i + width].fill_diagonal_(1.0)
-            out[:, i : i + width] = self._matmat(unit)
+            out[:, i : i + width] = self._product(unit)
         return out
 
     def diagonal(self) -> torch.Tensor:
@@ -239,23 +252,28 @@ class CurvatureOperator(ABC):
         """What the operator precomputed and keeps: ``{name: "shape dtype (bytes)"}``."""
         return {}
 
-    def to_scipy(self):
-        """A ``scipy.sparse.linalg.LinearOperator`` (NumPy in and out, in the operator's dtype)."""
+    def to_scipy(self, dtype: np.dtype | type | None = None):
+        """A ``scipy.sparse.linalg.LinearOperator`` of NumPy ``dtype`` (default: the operator's own).
+        Inputs are converted to the operator's dtype for the product and results back to the input's
+        dtype."""
         from scipy.sparse.linalg import LinearOperator
 
-        np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            t = torch.as_tensor(np.ascontiguousarray(x, dtype=np_dtype), device=self.device)
-            return (self @ t.reshape(self.size, -1)).reshape(x.shape).cpu().numpy()
-
+        own = np.float64 if self.dtype == torch.float64 else np.float32
         adj = self.adjoint()
 
-        def rmv(x: np.ndarray) -> np.ndarray:
-            t = torch.as_tensor(np.ascontiguousarray(x, dtype=np_dtype), device=self.device)
-            return (adj @ t.reshape(self.size, -1)).reshape(x.shape).cpu().numpy()
+        def apply(op: CurvatureOperator, x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.ascontiguousarray(x, dtype=own), device=self.device)
+            out = (op @ t.reshape(self.size, -1)).reshape(x.shape).cpu().numpy()
+            return out.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else own, copy=False)
 
-        return LinearOperator(self.shape, matvec=mv, rmatvec=rmv, matmat=mv, rmatmat=rmv, dtype=np_dtype)
+        return LinearOperator(
+            self.shape,
+            matvec=lambda x: apply(self, x),
+            rmatvec=lambda x: apply(adj, x),
+            matmat=lambda x: apply(self, x),
+            rmatmat=lambda x: apply(adj, x),
+            dtype=np.dtype(own if dtype is None else dtype),
+        )
 
 
 def _same_space(ops: Sequence[CurvatureOperator]) -> None:
@@ -283,6 +301,9 @@ class DenseOperator(CurvatureOperator):
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         return self.matrix @ v
 
+    def gemm_flops(self, k: int = 1) -> float:
+        return 2.0 * self.size * self.size * k
+
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
         return self.matrix.clone()
 
@@ -307,6 +328,9 @@ class SumOperator(CurvatureOperator):
             out = out + op._matmat(v)
         return out
 
+    def gemm_flops(self, k: int = 1) -> float:
+        return max(op.gemm_flops(k) for op in self.ops)
+
     def diagonal(self) -> torch.Tensor:
         return torch.stack([op.diagonal() for op in self.ops]).sum(dim=0)
 
@@ -324,6 +348,9 @@ class ScaledOperator(CurvatureOperator):
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         return self.scale * self.op._matmat(v)
+
+    def gemm_flops(self, k: int = 1) -> float:
+        return self.op.gemm_flops(k)
 
     def diagonal(self) -> torch.Tensor:
         return self.scale * self.op.diagonal()

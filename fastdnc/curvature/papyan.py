@@ -4,7 +4,7 @@ With the per-sample output-side roots :math:`u_{ij}` (column j of :math:`B_i = J
 :math:`L_iL_i^\top = \Lambda_i`: the rows of :math:`A_{l+1}` for a linear MSE UFM, masked per
 sample for ReLU, weighted by the softmax Hessian for CE) and the layer inputs :math:`x_i`, the fit
 Hessian of :math:`W_l` is :math:`\frac1N\sum_{i,j} v_{ij}v_{ij}^\top` with
-:math:`v_{ij} = u_{ij}\otimes x_i` (theory.md §3.2). With :math:`v_{cj}` the class-c average and
+:math:`v_{ij} = u_{ij}\otimes x_i` (docs/theory.md §3.2). With :math:`v_{cj}` the class-c average and
 :math:`v_c = \mathrm{Avg}_j v_{cj}`, and :math:`n_c` samples in class c (K′ = K roots per sample):
 
 .. math::

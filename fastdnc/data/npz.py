@@ -1,10 +1,11 @@
 """A user's own data as a NumPy ``.npz`` file: ``X`` (N × …, floats) and ``y`` (N, integer labels).
 
 Read with ``allow_pickle=False`` (object arrays are refused: nothing in the file runs) after the zip
-container is checked: only the two arrays, each member's declared size within
-:data:`MAX_NPZ_BYTES` and equal to what its ``.npy`` header declares (a compressed member is read
-only after its declared size is known to fit, so a zip bomb is refused before it inflates). Then
-the values: finite inputs, whole labels in 0..K−1, as many labels as inputs.
+container is checked: only the two arrays; each member's uncompressed size (the zip's record) equal
+to what its ``.npy`` header declares (a member whose body is shorter than its header claims is a
+bomb, since NumPy allocates the declared array before reading), within :data:`MAX_NPZ_BYTES` and
+within the memory available (with the float64 copy). Then the values: finite inputs, whole labels
+in 0..K−1, as many labels as inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._memory import require_memory
 from .errors import DataError, regular_file
 from .sampling import Dataset, check_labels
 
@@ -22,15 +24,16 @@ MAX_NPZ_BYTES = 8 * 2**30
 INPUT_KEYS, LABEL_KEYS = ("X", "x", "inputs"), ("y", "labels", "targets")
 
 
-def _header(z: zipfile.ZipFile, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+def _header(z: zipfile.ZipFile, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     with z.open(name) as f:
         try:
             major, _ = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(f)
-        except (ValueError, OSError) as e:
+            offset = f.tell()
+        except (ValueError, OSError, EOFError) as e:
             raise DataError(f"{path}: member {name!r} is not a .npy array ({e})") from None
-    return tuple(shape), np.dtype(dtype)
+    return tuple(shape), np.dtype(dtype), offset
 
 
 def load_npz(path: str | Path, num_classes: int | None = None) -> Dataset:
@@ -51,14 +54,16 @@ def load_npz(path: str | Path, num_classes: int | None = None) -> Dataset:
         arrays = {}
         for key in (xk, yk):
             info = members[key]
-            shape, dtype = _header(z, info.filename, path)
+            shape, dtype, offset = _header(z, info.filename, path)
             if dtype.hasobject:
                 raise DataError(f"{path}: {key} holds Python objects (refused: nothing in a data file is executed)")
             declared = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if declared > MAX_NPZ_BYTES or info.file_size > declared + 4096:
+            if declared > MAX_NPZ_BYTES or info.file_size != offset + declared:
                 raise DataError(
-                    f"{path}: {key} declares {declared:,} bytes in {info.file_size:,} (limit {MAX_NPZ_BYTES:,})"
+                    f"{path}: {key} declares {declared:,} bytes but its member holds {info.file_size - offset:,} "
+                    f"(at most {MAX_NPZ_BYTES:,})"
                 )
+            require_memory(declared + 8 * declared // dtype.itemsize, f"reading {key} of {path}")
             with z.open(info.filename) as f:
                 arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
     x, y = arrays[xk], arrays[yk]

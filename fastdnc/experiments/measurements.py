@@ -1,4 +1,4 @@
-r"""Measurements of theory.md §5 as training callbacks, logged on the trainer's log-spaced schedule.
+r"""Measurements of docs/theory.md §5 as training callbacks, logged on the trainer's log-spaced schedule.
 
 :func:`dnc_callback` returns a ``train(callbacks=[...])`` callback that logs, per layer l:
 

@@ -3,13 +3,11 @@
 Trains an MLP (``model="mlp"``: the input, then L fully connected layers of width d) or a backbone
 with a fully connected head (``"cnn"`` or ``"resnet20"``, :mod:`fastdnc.networks`; λ_W on the head,
 λ_H on the backbone's output features) with the package's trainer (progress, checkpoints, resume),
-then analyses every head layer on the frozen features in float64:
-
-* the exact spectrum of every layer Hessian (dense through the batched Gauss–Newton assembly up to
-  ``dense_limit`` parameters, else the top by Lanczos), with the outlier count next to K and K²;
-* f_cc' and κ_cc' of the class-mean pairs, and the per-layer NC metrics;
-* the top of the full head Hessian, the Gur-Ari overlap of the fit gradient with its top K², and
-  its SLQ density.
+then analyses every head layer on the frozen features in float64 through the package's one
+analysis path, :mod:`fastdnc.analysis` (a :class:`~fastdnc.analysis.LayeredSource`, or a
+:class:`~fastdnc.analysis.ShardedSource` under torchrun): the exact spectrum of every layer Hessian
+with the outlier count beside the theory's expectation, f_cc', κ_cc', the gradient overlaps and the
+NC metrics, and the top, outliers, overlaps and SLQ density of the full head Hessian.
 
 For the MLP the "head" is the whole network and its input is the (standardised) data.
 """
@@ -25,18 +23,13 @@ import torch
 
 from .. import distributed as D
 from .. import plots
-from ..alignment import eigenvector_fidelity, gradient_coefficients
-from ..collapse import streaming_feature_metrics
-from ..curvature import oracles
-from ..curvature.full import hessian
-from ..curvature.layer import layer_hessian
+from ..analysis import Analysis, LayeredSource, ShardedSource, analyze_source
+from ..analysis.report import figures
 from ..data import DataError, load_dataset, standardize
 from ..io import atomic_write_json, atomic_write_text
 from ..models import MLPHead, forward_states
 from ..networks import BackboneHead, ConvBackbone, ResNet20
-from ..spectral import gradient_overlap, lanczos, outliers, spectral_density
-from ..stages import Stages
-from ..train import train
+from ..training import train
 from .real_report import report
 
 MODELS = ("mlp", "cnn", "resnet20")
@@ -155,9 +148,9 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
     )
     head = model if isinstance(model, MLPHead) else model.head()
     head64 = _as_float64(head)
-    t0 = time.perf_counter()
-    analysis = analyze_head(head64, cfg.dense_limit, distributed, label=name if progress and D.rank() == 0 else None)
-    analysis["seconds"] = time.perf_counter() - t0
+    source = ShardedSource(head64) if distributed else LayeredSource(head64)
+    label = name if progress and D.rank() == 0 else None
+    analysis = analyze_source(source, dense_limit=cfg.dense_limit, label=label)
     test_accuracy, test_samples = held_out_accuracy(cfg, model)
     hits = torch.tensor(
         [float((head64.output().argmax(0) == head64.labels).sum()), float(head64.num_samples)], dtype=torch.float64
@@ -165,7 +158,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
     if distributed:
         D.all_reduce_(hits, "counting correct predictions")
     accuracy = float(hits[0] / hits[1])
-    figs = _figures(name, cfg, history, analysis, head64.num_classes, out) if D.rank() == 0 else {}
+    figs = _figures(name, cfg, history, analysis, out) if D.rank() == 0 else {}
     return {
         "config": asdict(cfg),
         "samples": data.num_samples,
@@ -177,7 +170,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
         "test_samples": test_samples,
         "train_seconds": history.last("wall_time"),
         "final_loss": history.last("loss"),
-        "analysis": analysis,
+        "analysis": analysis.to_dict(),
         "figures": figs,
     }
 
@@ -187,93 +180,11 @@ def _as_float64(head: MLPHead) -> MLPHead:
     return copy.deepcopy(head).double()
 
 
-@torch.no_grad()
-def analyze_head(head: MLPHead, dense_limit: int = 6000, distributed: bool = False, label: str | None = None) -> dict:
-    """Layer spectra, outlier counts against K and K², f, κ, NC metrics and the full head Hessian.
-
-    ``distributed``: ``head`` holds this rank's shard; every quantity is over all ranks' samples
-    (sharded operators, reduced class means and gradients, streaming NC metrics). ``label``: print
-    each stage and its time to stderr under that name (silent when None)."""
-    stage = Stages(label or "", head.depth + 2, label is not None)
-    k = head.num_classes
-    eye = torch.eye(k, dtype=torch.bool)
-    st = head.states()
-    feats = st.inputs + [st.output]
-    pred = st.output.argmax(0)
-    nc = [
-        streaming_feature_metrics(
-            lambda h=h, p=p: [(h, head.labels, pred, p)], k, reduce=None if distributed else (lambda t, what="": t)
-        )
-        for h, p in zip(feats, st.preactivations)
-    ]
-    layers = []
-    for l in range(1, head.depth + 1):
-        if distributed:
-            H = D.sharded_layer_hessian(head, l)
-            means = (D.global_class_means(head, l + 1), D.global_class_means(head, l))
-            grad = D.sharded_layer_fit_gradient(head, l)
-        else:
-            H, means, grad = layer_hessian(head, l), None, None
-        with stage(f"layer {l} Hessian ({H.size} parameters)"):
-            if H.size <= dense_limit:
-                ev, how = torch.sort(H.eigvalsh(), descending=True).values, "exact (dense)"
-            else:
-                ev, how = lanczos(H, k=min(k * k + 20, H.size)).eigenvalues, f"top {k * k + 20} (Lanczos)"
-            out = outliers(ev, max_count=min(k * k + k, ev.numel() - 1))
-            f, kappa = eigenvector_fidelity(head, l, H, means), gradient_coefficients(head, l, grad, means)
-        layers.append(
-            {
-                "layer": l,
-                "parameters": H.size,
-                "spectrum": how,
-                "eigenvalues": ev.tolist(),
-                "outlier_count": out.count,
-                "gap_ratio": out.gap_ratio,
-                "f_same": float(f[eye].mean()),
-                "f_cross": float(f[~eye].mean()),
-                "kappa_same": float(kappa[eye].mean()),
-                "kappa_cross_max": float(kappa[~eye].max()),
-                "nc1_input": nc[l - 1]["nc1"],
-            }
-        )
-    full = D.sharded_hessian(head) if distributed else hessian(head)
-    with stage(f"full head Hessian, top {min(k * k + 10, full.size)} (Lanczos)"):
-        top = lanczos(full, k=min(k * k + 10, full.size))
-    g = D.sharded_fit_gradient(head) if distributed else oracles.fit_gradient(head)
-    with stage("full head Hessian, spectral density (SLQ)"):
-        dens = spectral_density(full, num_probes=4, steps=60)
-    return {
-        "layers": layers,
-        "full_top": top.eigenvalues.tolist(),
-        "full_outliers": outliers(top.eigenvalues, max_count=min(k * k + k, top.eigenvalues.numel() - 1)).count,
-        "full_overlap_top_k2": gradient_overlap(g, top.eigenvectors[:, : k * k]),
-        "full_overlap_top_k": gradient_overlap(g, top.eigenvectors[:, :k]),
-        "density": {"grid": dens.grid.tolist(), "density": dens.density.tolist()},
-        "nc1_output": nc[-1]["nc1"],
-        "collapse": nc,
-    }
-
-
-def _figures(name: str, cfg: RealConfig, history, analysis: dict, k: int, out: Path) -> dict[str, str]:
-    layers = analysis["layers"]
-    figs = {
-        "loss": plots.loss_figure(history, None, f"{cfg.dataset} {cfg.model}: training"),
-        "spectra": plots.spectra_figure(
-            [l["eigenvalues"] for l in layers],
-            [f"W_{l['layer']} ({l['spectrum']})" for l in layers],
-            [l["outlier_count"] for l in layers],
-            f"{cfg.dataset} {cfg.model}: layer Hessians (measured outliers as spikes)",
-            spike_label=f"{{n}} outlier{{s}} (K = {k}, K² = {k * k})",
-            sizes=[l["parameters"] for l in layers],
-        ),
-        "density": plots.density_figure(
-            analysis["density"]["grid"],
-            analysis["density"]["density"],
-            analysis["full_top"][: analysis["full_outliers"]],
-            f"{cfg.dataset} {cfg.model}: full head Hessian (SLQ) and its outliers (K = {k}, K² = {k * k})",
-        ),
-    }
-    return {key: Path(plots.save(fig, out / f"{name}_{key}.png")).name for key, fig in figs.items()}
+def _figures(name: str, cfg: RealConfig, history, analysis: Analysis, out: Path) -> dict[str, str]:
+    """The training curve and the analysis' figures (layer spectra with the measured outliers as
+    spikes, the f_cc' heat maps, the head Hessian's density), prefixed by the run's name."""
+    loss = plots.loss_figure(history, None, f"{cfg.dataset} {cfg.model}: training")
+    return {"loss": Path(plots.save(loss, out / f"{name}_loss.png")).name, **figures(analysis, out, f"{name}_")}
 
 
 DEFAULTS: dict[str, dict] = {

@@ -4,7 +4,7 @@ The paper's figures, per model: (a) the loss and its gap to the closed form; (b)
 metrics; for ReLU, the negative-entry fraction of the pre-activations and the orthogonal-frame
 distance (Fig. 3); (c) the eigenvector fidelities f_cc' and gradient coefficients κ_cc' over
 training (Figs. 1 and 4); (d) histograms of the spectrum of the layer Hessian over training with the
-top K² drawn as spikes (Figs. 2 and 5); (e) the weight spectra against s_l; (f) for the linear MSE
+the expected outliers in red (Figs. 2 and 5); (e) the weight spectra against s_l; (f) for the linear MSE
 model, the full-Hessian spectrum (weights only and with H_1) against the closed-form table.
 
 At the end, a theory-versus-measurement table: every prediction that applies to the model, the
@@ -23,23 +23,24 @@ from .. import plots, theory
 from ..collapse import collapse_metrics
 from ..models import DeepUFM
 from ..stages import Stages
-from ..train import log_steps, train
+from ..theory.expectations import expected_outliers
+from ..training import log_steps, train
 from .measurements import dnc_callback
 from .ufm_comparison import explain, full_hessian_rows, layer_rows, loss_rows, weight_rows
 
 COLLAPSE_PANELS = (
-    ("nc1", "NC1 = tr(Σ_W Σ_B^†)/K"),
+    ("nc1", r"NC1 = tr($\Sigma_W\Sigma_B^{\dagger}$)/K"),
     ("orthogonal_frame_distance", "orthogonal-frame distance"),
     ("etf_distance", "simplex-ETF distance"),
-    ("negative_fraction", "fraction of pre-activations < −1e−6"),
+    ("negative_fraction", "fraction of pre-activations < −1e−6", "linear"),
     ("equinorm", "equinorm (CV of norms)"),
     ("weight_dnc3", "DNC3: 1 − ‖W P_μ‖²/‖W‖²"),
 )
 ALIGNMENT_PANELS = (
     ("f_diag", "f_cc (same class)"),
     ("f_off", "f_cc' (c ≠ c')"),
-    ("kappa_diag", "κ_cc (→ 1/K)"),
-    ("kappa_off", "max κ_cc' (c ≠ c') (→ 0)"),
+    ("kappa_diag", "κ_cc (1/K at DNC)"),
+    ("kappa_off", "max κ_cc' (c ≠ c') (0 at DNC)"),
 )
 
 
@@ -112,7 +113,7 @@ def run(
 
 
 def _has_full_table(cfg: UFMConfig) -> bool:
-    """The closed-form full-Hessian table (theory.md §3.5) exists for the linear MSE model only."""
+    """The closed-form full-Hessian table (docs/theory.md §3.5) exists for the linear MSE model only."""
     return cfg.activation == "linear" and cfg.loss == "mse"
 
 
@@ -136,7 +137,8 @@ def _results(
         with stage("full Hessian against the closed-form table"):
             full_rows, full = full_hessian_rows(cfg, model, opt)
     with stage("figures (drawn in the background)" if writer.background else "figures"):
-        figures = _figures(cfg, history, snaps, svs, opt, full, out, writer)
+        reference = (ce_point.loss, "CE DNC critical point") if ce_point else (opt.optimal_loss, _reference_name(cfg))
+        figures = _figures(cfg, history, snaps, svs, opt, full, reference, report, out, writer)
     return {
         "config": asdict(cfg),
         "theory": {"optimum": opt.to_dict(), "ce_point": ce_point.to_dict() if ce_point else None},
@@ -164,11 +166,29 @@ def _results(
     }
 
 
-def _figures(cfg, history, snaps, svs, opt, full, out: Path, writer: plots.FigureWriter) -> dict[str, str]:
+def _reference_name(cfg: UFMConfig) -> str:
+    return "closed-form optimum" if _has_full_table(cfg) else "best DNC point"
+
+
+# the output's simplex-ETF distance above which a run is not at a DNC point (its figures say so)
+OFF_DNC = 1e-2
+
+
+def _figures(
+    cfg, history, snaps, svs, opt, full, reference, report, out: Path, writer: plots.FigureWriter
+) -> dict[str, str]:
     """Draw the experiment's figures with ``writer`` (perhaps in the background); their file names."""
     name, k = cfg.name, cfg.num_classes
+    etf = report.layers[-1]["etf_distance"]
+    off = (
+        f"This run is not at a DNC point (the output's simplex-ETF distance ends at {etf:.2f}), so f and κ need "
+        "not reach their DNC values (f = 1, κ_cc = 1/K, κ_cc' = 0)."
+        if etf > OFF_DNC
+        else None
+    )
+    want = expected_outliers(cfg.loss, cfg.activation, cfg.layer == cfg.depth, k)
     jobs: dict[str, tuple] = {
-        "loss": ("loss_figure", history, opt.optimal_loss if cfg.loss == "mse" else None, cfg.title),
+        "loss": ("loss_figure", history, reference[0], cfg.title, reference[1]),
         "collapse": (
             "metrics_figure",
             history,
@@ -182,14 +202,15 @@ def _figures(cfg, history, snaps, svs, opt, full, out: Path, writer: plots.Figur
             ALIGNMENT_PANELS,
             cfg.depth,
             f"{cfg.title}: eigenvector fidelity f and gradient coefficients κ",
+            off,
         ),
         "spectra": (
             "spectra_figure",
             [history[f"spectrum/l{cfg.layer}"][history.steps.index(s)] for s in snaps],
             [f"step {s}" for s in snaps],
-            k * k,
+            want.count,
             f"{cfg.title}: spectrum of the fit Hessian of W_{cfg.layer}",
-            "top K² = {n}",
+            "top {n}: the outliers expected at DNC, " + want.reason.split(" (")[0],
         ),
         "singular_values": (
             "singular_values_figure",
@@ -217,12 +238,13 @@ def markdown(res: dict, figure_dir: str | None = None) -> str:
         f"λ={cfg['weight_decay']}, full-batch GD, lr={cfg['lr']}, {cfg['steps']} steps, {cfg['dtype']} "
         f"({res['train_seconds']:.1f} s with every metric logged).",
         "",
-        "| quantity | theory | measured | error | note |",
+        "| quantity | theory | measured | error | verdict |",
         "|---|---|---|---|---|",
     ]
     for r in res["table"]:
-        err = "" if r["error"] is None else f"{r['error']:.2e}"
-        lines.append(f"| {r['quantity']} | {_fmt(r['theory'])} | {_fmt(r['measured'])} | {err} | {r['note']} |")
+        err = "—" if r["error"] is None else f"{r['error']:.2e}"
+        said = r["verdict"] + (f": {r['note']}" if r["note"] else "")
+        lines.append(f"| {r['quantity']} | {_fmt(r['theory'])} | {_fmt(r['measured'])} | {err} | {said} |")
     lines.append("")
     for key, fname in res["figures"].items():
         lines += [f"![{key}]({fname if figure_dir is None else f'{figure_dir}/{fname}'})", ""]

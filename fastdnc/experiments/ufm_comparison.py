@@ -1,9 +1,9 @@
-"""The theory-versus-measurement rows of a trained UFM (theory.md §3): the loss, every layer
+"""The theory-versus-measurement rows of a trained UFM (docs/theory.md §3): the loss, every layer
 Hessian's outliers, rank, eigenvector fidelity f, gradient coefficients κ and overlap, Papyan's
 split, the weights' singular values and balancedness, and the top of the full Hessian.
 
-A row is ``{"quantity", "predicted", "measured", "error", "note"}``; ``error`` is relative (or
-``None`` for a count)."""
+A row is ``{"quantity", "theory", "measured", "error", "note", "verdict"}``; ``error`` is relative
+(or ``None`` for a count); :func:`explain` sets the verdict and the reason of a row that differs."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from .. import theory
-from ..alignment import balancedness, eigenvector_fidelity, gradient_coefficients
+from ..alignment import balancedness
+from ..analysis import LayeredSource, analyze_layer
+from ..analysis.report import gap_text
 from ..curvature import oracles
 from ..curvature.full import hessian
-from ..curvature.layer import layer_hessian
 from ..curvature.papyan import papyan_split
 from ..models import DeepUFM
-from ..spectral import gradient_overlap, lanczos, outliers
+from ..spectral import gradient_overlap, lanczos
 
 if TYPE_CHECKING:
     from .ufm import UFMConfig
@@ -43,13 +44,26 @@ def explain(table: list[dict], final_loss: float, reference_loss: float, what: s
     else:
         reason = f"unexplained: the loss agrees with {what} to {abs(gap):.1e}, so this is not a convergence gap"
     for r in table:
-        if r["error"] is not None and not r["error"] <= AGREEMENT_TOL and not r["note"]:
+        r["verdict"] = verdict(r)
+        if r["verdict"] == "differs" and not r["note"]:
             r["note"] = reason
     return table
 
 
+def verdict(r: dict) -> str:
+    """``"agrees"`` (error at most :data:`AGREEMENT_TOL`, or a count equal to the theory's),
+    ``"differs"``, or ``"not compared"`` (a count row whose theory is not a number)."""
+    if r["error"] is not None:
+        return "agrees" if r["error"] <= AGREEMENT_TOL else "differs"
+    if isinstance(r["theory"], (int, float)) and isinstance(r["measured"], (int, float)):
+        return "agrees" if r["theory"] == r["measured"] else "differs"
+    return "not compared"
+
+
 def row(quantity: str, predicted, measured, error: float | None, note: str = "") -> dict:
-    return {"quantity": quantity, "theory": predicted, "measured": measured, "error": error, "note": note}
+    """One comparison; ``error`` is made non-negative (NaN, a failed measurement, stays NaN)."""
+    err = None if error is None else abs(float(error))
+    return {"quantity": quantity, "theory": predicted, "measured": measured, "error": err, "note": note}
 
 
 def spectrum_rows(levels: list[theory.SpectrumLevel], ev: torch.Tensor, what: str) -> list[dict]:
@@ -129,28 +143,27 @@ def loss_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, ce_point) -> 
 
 
 def _layer_measurements(model: DeepUFM, l: int) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The spectrum of W_l's Hessian (descending), its outliers, rank, f, κ and gradient overlap."""
+    """W_l through the package's one analysis path (:func:`fastdnc.analysis.analyze_layer`): its whole
+    spectrum (descending), outliers beside the theory's count, rank, f, κ and gradient overlap."""
     k = model.num_classes
-    H = layer_hessian(model, l)
-    vals, vecs = torch.linalg.eigh(H.to_dense())
-    ev, vecs = vals.flip(0), vecs.flip(1)
-    f = eigenvector_fidelity(model, l, H)
-    kappa = gradient_coefficients(model, l)
-    out_l = outliers(ev, max_count=k * k)
+    res, _ = analyze_layer(LayeredSource(model), l - 1)
+    ev = torch.tensor(res.eigenvalues, dtype=model.dtype)
     info = {
-        "top": ev[: k * k].tolist(),
-        "outlier_count": out_l.count,
-        "gap_ratio": out_l.gap_ratio,
-        "f": f.tolist(),
-        "kappa": kappa.tolist(),
-        "overlap_top_k2": gradient_overlap(oracles.layer_fit_gradient(model, l), vecs[:, : k * k]),
+        "top": res.eigenvalues[: k * k],
+        "outliers": res.outliers,
+        "expected_outliers": res.expected.count,
+        "gap_ratio": res.gap_ratio,
+        "null_space": res.null_space,
+        "f": res.f,
+        "kappa": res.kappa,
+        "overlap_top_k2": res.overlap_top_k2,
         "rank": int((ev.abs() > 1e-8 * ev.abs().max()).sum()),
     }
-    return info, ev, f, kappa
+    return info, ev, torch.tensor(res.f), torch.tensor(res.kappa)
 
 
 def layer_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, ce_point) -> tuple[list[dict], list[dict]]:
-    """Per layer: the K² outliers, rank, f_cc', κ and gradient overlap against theory.md §3.1–3.7."""
+    """Per layer: the K² outliers, rank, f_cc', κ and gradient overlap against docs/theory.md §3.1–3.7."""
     k, rows, layers = cfg.num_classes, [], []
     linear_mse = cfg.activation == "linear" and cfg.loss == "mse"
     eye = torch.eye(k, dtype=torch.bool)
@@ -172,15 +185,14 @@ def layer_rows(cfg: UFMConfig, model: DeepUFM, opt: theory.Optimum, ce_point) ->
         if ce_point is not None and cfg.activation == "linear":
             rows += spectrum_rows(ce_point.layer_spectrum(l), ev, f"{tag} CE levels (§3.6)")
         if cfg.activation == "relu":
+            want = info["expected_outliers"]
             rows.append(
                 row(
-                    f"{tag}: outliers separated from the bulk",
-                    "K² (l = L), K (l < L, δ = 0)",
-                    info["outlier_count"],
-                    None,
-                    "no bulk: the rest is the null space"
-                    if info["gap_ratio"] == float("inf")
-                    else f"gap ratio {info['gap_ratio']:.3g}",
+                    f"{tag}: outliers separated from the bulk (§3.7–3.8, δ = 0)",
+                    want,
+                    info["outliers"],
+                    abs(info["outliers"] - want) / want,
+                    gap_text(info["gap_ratio"], info["null_space"]),
                 )
             )
         if cfg.loss == "mse":

@@ -45,7 +45,13 @@ class Meter:
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(
-                    total=self.expected, initial=self.columns, desc=f"{self.what} (~{estimate:.0f} s)", unit="product"
+                    total=self.expected,
+                    initial=self.columns,
+                    desc=f"{self.what} (~{estimate:.0f} s)",
+                    unit="product",
+                    leave=False,
+                    disable=None if self.show is None else False,  # estimated: only on a terminal
+                    mininterval=1.0,
                 )
         elif self.bar is not None:
             self.bar.total = max(self.bar.total, self.columns)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .._memory import require_vectors
+from .._threads import intra_op_threads, threads_for
 from .apply import Meter, apply_operator
 
 
@@ -91,7 +92,8 @@ def spectral_density(
     meter = Meter(op, f"SLQ density ({num_probes} probes × {steps} steps)", num_probes * min(steps, size), progress)
     for _ in range(num_probes):
         v = torch.randn(size, generator=gen, dtype=op.dtype).to(op.device)
-        th, w = tridiagonal_quadrature(meter, v, steps)
+        with intra_op_threads(threads_for(4.0 * size * steps)):  # the reorthogonalisation's GEMMs
+            th, w = tridiagonal_quadrature(meter, v, steps)
         pad = steps - th.numel()
         nodes.append(torch.nn.functional.pad(th, (0, pad)))
         weights.append(torch.nn.functional.pad(w, (0, pad)))

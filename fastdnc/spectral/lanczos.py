@@ -31,16 +31,30 @@ in magnitude. Eigenvalue errors are then of order residual² / gap.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .._memory import DENSE_LIMIT, require_vectors
+from .._threads import intra_op_threads, threads_for
 from ..curvature.operator import CurvatureOperator
 from .apply import Meter, apply_operator
 from .krylov import KrylovBasis, orthonormal, project_out
 
 WHICH = ("LA", "SA", "LM", "BE")
+
+
+class PrecisionWarning(UserWarning):
+    """A requested tolerance below what the operator's products can resolve (it is clamped)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iteration stopped on its product budget before its tolerance."""
+
+
+# the smallest relative residual a product of this dtype resolves (the default tolerances sit at or above)
+REACHABLE_TOL = {torch.float64: 1e-13, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
 @dataclass
@@ -168,6 +182,33 @@ def lanczos(
     >>> lanczos(a, k=3).eigenvalues.tolist()
     [100.0, 99.0, 98.0]
     """
+    options = dict(block_size=block_size, tol=tol, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
+                   start=start, v0=v0, check_symmetric=check_symmetric, low_precision=low_precision,
+                   progress=progress)  # fmt: skip
+    size = op.shape[0] if hasattr(op, "shape") and len(op.shape) == 2 else 0
+    # the orthogonalisation's GEMMs (P × basis × block) set the thread count between products; each
+    # product runs with its operator's own (CurvatureOperator.gemm_flops)
+    with intra_op_threads(threads_for(4.0 * size * max(4 * k, 60))):
+        return _lanczos(op, k, which, **options)
+
+
+def _lanczos(
+    op,
+    k: int,
+    which: str,
+    *,
+    block_size: int | None,
+    tol: float | None,
+    max_matvecs: int | None,
+    max_basis: int | None,
+    seed: int,
+    start,
+    v0: torch.Tensor | None,
+    check_symmetric: bool,
+    low_precision,
+    progress: bool | None,
+) -> LanczosResult:
+    """:func:`lanczos` with its arguments checked by the caller's thread setting."""
     size, tol = _check_arguments(op, k, which, block_size, tol, max_matvecs, max_basis)
     if low_precision is not None:
         options = dict(block_size=block_size, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
@@ -221,6 +262,13 @@ def lanczos(
         exhausted = basis.num_pending == 0
         if finished or exhausted or matvecs >= max_matvecs:
             meter.close()
+            if not (done or exhausted):
+                warnings.warn(
+                    f"Lanczos stopped at its budget of {max_matvecs:,} products (max_matvecs) before tol={tol:g}: "
+                    f"largest relative residual {float(res.max()) / scale:.2e} (converged=False)",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
             order = torch.argsort(theta[idx], descending=True)
             return LanczosResult(
                 theta[idx][order], basis.applied() @ sk[:, order], res[order], done or exhausted, matvecs, iterations
@@ -336,7 +384,19 @@ def _check_arguments(
         isinstance(tol, (int, float)) and not isinstance(tol, bool) and math.isfinite(tol) and tol > 0
     ):
         raise ValueError(f"tol must be a finite number > 0 (or None), got {tol!r}")
-    return size, tol if tol is not None else (1e-10 if op.dtype == torch.float64 else 1e-5)
+    if tol is None:
+        return size, 1e-10 if op.dtype == torch.float64 else 1e-5
+    product = getattr(op, "product_dtype", op.dtype)
+    floor = REACHABLE_TOL.get(product, REACHABLE_TOL[torch.float32])
+    if tol < floor:
+        warnings.warn(
+            f"tol={tol:g} is below what {str(product).removeprefix('torch.')} products resolve: clamped to "
+            f"{floor:g} (a float64 operator, or low_precision= with one, reaches 1e-10)",
+            PrecisionWarning,
+            stacklevel=4,
+        )
+        return size, floor
+    return size, tol
 
 
 class _InPrecision:

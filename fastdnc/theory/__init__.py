@@ -1,4 +1,4 @@
-r"""Closed forms of the deep UFM at deep neural collapse (theory.md §3), against which every
+r"""Closed forms of the deep UFM at deep neural collapse (docs/theory.md §3), against which every
 measurement of :mod:`fastdnc.experiments` is compared.
 
 Modules: :mod:`.optimum` (the global optimum of the deep linear MSE UFM, its derivation, λ* and a

@@ -1,4 +1,4 @@
-r"""The DNC critical point of the deep linear UFM with cross-entropy loss (theory.md §3.6): its logit
+r"""The DNC critical point of the deep linear UFM with cross-entropy loss (docs/theory.md §3.6): its logit
 scale, loss, layer spectra and a model placed at it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .spectra import SpectrumLevel
 
 @dataclass(frozen=True)
 class CECriticalPoint:
-    r"""The cross-entropy DNC critical point of a deep linear UFM (theory.md §3.6).
+    r"""The cross-entropy DNC critical point of a deep linear UFM (docs/theory.md §3.6).
 
     Class means form a simplex ETF at every layer and the logits are :math:`Z = \alpha S\otimes
     1_n^\top` (S = I − 11ᵀ/K). Every block has K − 1 equal singular values :math:`s_b` with

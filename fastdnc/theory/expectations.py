@@ -1,5 +1,5 @@
 r"""How many outliers the theory expects in a layer Hessian at deep neural collapse, by loss, activation
-and the layer's position (theory.md §3.1, §3.6, §3.7; the table of docs/theory.md §3.8).
+and the layer's position (docs/theory.md §3.1, §3.6, §3.7; the table of docs/theory.md §3.8).
 
 At a DNC point the fit-term layer Hessian has rank
 

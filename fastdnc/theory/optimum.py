@@ -1,4 +1,4 @@
-r"""The global optimum of the deep linear MSE UFM and a model placed at it (theory.md §3.0).
+r"""The global optimum of the deep linear MSE UFM and a model placed at it (docs/theory.md §3.0).
 
 Global optimum of the deep linear UFM with MSE loss. At every critical point consecutive factors
 align and share singular values; at the global minimiser the output is :math:`Z^* = \gamma Y`
@@ -210,7 +210,7 @@ def optimum_model(
     so the class means of every layer are an orthogonal frame with the norms of :func:`optimum`
     and :math:`Z = \gamma Y`. ``frames="random"`` (the linear default) draws the frames from
     ``seed``; ``"coordinate"`` uses the first K coordinates. ReLU needs ``"coordinate"`` (its
-    default): then every pre-activation is ≥ 0 with disjoint class supports (theory.md §3.7), the
+    default): then every pre-activation is ≥ 0 with disjoint class supports (docs/theory.md §3.7), the
     ReLU model computes exactly the linear one, and it is a critical point for every σ′(0).
     """
 

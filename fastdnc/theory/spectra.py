@@ -1,5 +1,5 @@
 r"""Predicted Hessian spectra at the DNC optimum: the full (weight, optionally feature) Hessian of the
-deep linear MSE UFM (theory.md §3.5) and the outliers of the ReLU layer Hessians (§3.7)."""
+deep linear MSE UFM (docs/theory.md §3.5) and the outliers of the ReLU layer Hessians (§3.7)."""
 
 from __future__ import annotations
 

@@ -224,14 +224,14 @@ def test_hessian_eigenthings_classic_signature():
 
 
 @pytest.mark.skipif(not installed("hessian_eigenthings"), reason="hessian-eigenthings (peers extra) not installed")
-def test_installed_hessian_eigenthings_signature_where_it_has_the_function():
+def test_the_installed_hessian_eigenthings_is_compared():
+    """0.x: the same signature as the classic function; 1.x (no such function): its operator and
+    Lanczos, which the swap test above compares with."""
     import hessian_eigenthings as he
 
-    if not hasattr(he, "compute_hessian_eigenthings"):
-        pytest.skip(
-            f"the installed hessian-eigenthings {he.__version__} has no compute_hessian_eigenthings "
-            "(its 1.x API replaced it); the classic signature is checked above"
+    if hasattr(he, "compute_hessian_eigenthings"):
+        assert _params(inspect.signature(c_eigenthings.compute_hessian_eigenthings)) == _params(
+            inspect.signature(he.compute_hessian_eigenthings)
         )
-    assert _params(inspect.signature(c_eigenthings.compute_hessian_eigenthings)) == _params(
-        inspect.signature(he.compute_hessian_eigenthings)
-    )
+    else:
+        assert callable(he.HessianOperator) and callable(he.lanczos)

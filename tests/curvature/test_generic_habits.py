@@ -61,6 +61,7 @@ def sequential_call(model, x):
 
 
 def rel(a, b):
+    a, b = a.detach(), b.detach()
     return float((a - b).norm() / max(float(b.norm()), 1e-300)) if float(b.norm()) else float((a - b).norm())
 
 

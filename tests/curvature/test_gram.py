@@ -143,3 +143,34 @@ def test_papyan_within_class_term_in_sample_space(activation, loss):
         assert _rel(gram[:k], dense[:k]) <= TOL
         if dense.numel() > k:
             assert float(dense[k:].abs().max()) <= 1e-12 * float(dense.abs().max())
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 12, 4), (4, 5, 12, 3), (4, 5, 8, 4), (3, 4, 10, 5)])
+@pytest.mark.parametrize("noise", [0.0, 3e-17, 1e-15])
+def test_grouping_survives_rounding_and_bounds_what_it_moves(shape, noise):
+    """Within-class samples that differ by rounding (1e-17 after a product of layers, depending on the
+    BLAS) are one sample; the eigenvalues move by at most ``grouping_bound``; a difference the data
+    resolves (1e-6) keeps samples apart."""
+    from fastdnc.curvature.gram import GramBlock, SampleGram
+
+    k = shape[0]
+    exact = fd.ggn(fd.theory.optimum_model(*shape, 5e-3)).sample_gram(group=False)
+    g = torch.Generator().manual_seed(0)
+
+    def jitter(t, size):
+        return t * (1 + size * torch.randn(t.shape, generator=g, dtype=t.dtype))
+
+    blocks = [GramBlock(jitter(b.roots, noise), jitter(b.inputs, noise)) for b in exact.blocks]
+    grouped = SampleGram(blocks, exact.scale, exact.shift)
+    assert grouped.multiplicity is not None and grouped.multiplicity.tolist() == [shape[1]] * k
+    ungrouped = SampleGram(blocks, exact.scale, exact.shift, group=False)
+    a, b = grouped.eigh(vectors=False)[0], ungrouped.eigh(vectors=False)[0]
+    assert float((a - b).abs().max()) <= grouped.grouping_bound + 1e-12 * float(b.abs().max())
+    assert (grouped.grouping_bound == 0.0) == (noise == 0.0)
+    apart = SampleGram([GramBlock(jitter(b.roots, 1e-6), b.inputs) for b in exact.blocks], exact.scale, exact.shift)
+    assert apart.multiplicity is None  # every sample kept
+
+
+def test_the_readme_grouping_example():
+    GN = fd.ggn(fd.theory.optimum_model(4, 5, 12, 4, 5e-3))
+    assert GN.sample_gram().multiplicity.tolist() == [5, 5, 5, 5]

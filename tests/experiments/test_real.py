@@ -14,15 +14,19 @@ from test_loaders import make_cifar, make_mnist  # noqa: E402
 from fastdnc.cli import main  # noqa: E402
 
 
+def _no_constant(constant: str):
+    raise AssertionError(f"results.json is not strict JSON: {constant}")
+
+
 def test_digits_default_reaches_97_percent_and_reports_every_head_layer(tmp_path):
     assert main(["reproduce", "--preset", "real", "--dataset", "digits", "--out", str(tmp_path), "--quiet"]) == 0
-    res = json.loads((tmp_path / "results.json").read_text())["experiments"]["digits"]
+    res = json.loads((tmp_path / "results.json").read_text(), parse_constant=_no_constant)["experiments"]["digits"]
     assert res["train_accuracy"] >= 0.97
     layers = res["analysis"]["layers"]
-    assert [l["layer"] for l in layers] == [1, 2, 3, 4] and all(l["spectrum"] == "exact (dense)" for l in layers)
-    assert layers[-1]["outlier_count"] == 100  # the last layer of a ReLU net: K² outliers
+    assert [l["name"] for l in layers] == ["W_1", "W_2", "W_3", "W_4"] and all(l["complete"] for l in layers)
+    assert layers[-1]["outliers"] == 100 == layers[-1]["expected_outliers"]["count"]  # MSE, last layer: K²
     report = (tmp_path / "report.md").read_text()
-    assert "| W_4 | 640 | exact (dense) | **100** | 10 | 100 |" in report
+    assert "| W_4 | 640 | exact (dense) | **100** | 100 | agrees |" in report
     for name in res["figures"].values():
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in report
 
@@ -54,7 +58,7 @@ def test_mnist_and_cifar_from_local_files(tmp_path):
             *extra,
         ]
         assert main(argv) == 0
-        res = json.loads((out / "results.json").read_text())["experiments"][dataset]
+        res = json.loads((out / "results.json").read_text(), parse_constant=_no_constant)["experiments"][dataset]
         assert res["samples"] == 30 and len(res["analysis"]["layers"]) >= 3
 
 
@@ -87,7 +91,9 @@ def test_missing_files_are_a_clear_error(tmp_path, capsys):
 def test_the_report_says_whether_the_run_reached_collapse(accuracy, nc1, collapsed):
     from fastdnc.experiments.real_report import regime
 
-    text = regime({"train_accuracy": accuracy, "analysis": {"layers": [{"nc1_input": 9.0}, {"nc1_input": nc1}]}})
+    text = regime(
+        {"train_accuracy": accuracy, "analysis": {"layers": [{"collapse": {"nc1": 9.0}}, {"collapse": {"nc1": nc1}}]}}
+    )
     assert text.startswith("**Regime: collapsed**" if collapsed else "**Regime: not collapsed**")
     assert f"{accuracy:.2%}" in text and f"{nc1:.3g}" in text
     assert ("--steps" in text) is not collapsed

@@ -9,12 +9,16 @@ import pytest
 from fastdnc.cli import main
 
 
+def _no_constant(constant: str):
+    raise AssertionError(f"results.json is not strict JSON: {constant}")
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    doc = out / "docs" / "theory.md"
+    doc = out / "docs" / "theory-vs-measurement.md"
     assert main(["reproduce", "--preset", "quick", "--out", str(out), "--doc", str(doc), "--quiet"]) == 0
-    return out, json.loads((out / "results.json").read_text()), doc
+    return out, json.loads((out / "results.json").read_text(), parse_constant=_no_constant), doc
 
 
 def test_report_figures_and_results_are_written(quick):
@@ -27,8 +31,14 @@ def test_report_figures_and_results_are_written(quick):
             png = out / name
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
             assert f"]({name})" in report
-            assert f"](theory_figures/{name})" in page and (doc.parent / "theory_figures" / name).exists()
+            figures = "theory-vs-measurement_figures"
+            assert f"]({figures}/{name})" in page and (doc.parent / figures / name).exists()
     assert "| loss |" in report and res["wall_seconds"] > 0
+    assert "| quantity | theory | measured | error | verdict |" in report
+    for exp in res["experiments"].values():  # every row says whether it agrees, and a differing one why
+        for r in exp["table"]:
+            assert r["verdict"] in ("agrees", "differs", "not compared"), r
+            assert r["verdict"] != "differs" or r["note"], r
 
 
 def test_trained_linear_ufm_meets_every_prediction_to_1e6(quick):
@@ -42,8 +52,8 @@ def test_trained_linear_ufm_meets_every_prediction_to_1e6(quick):
 def test_relu_outliers_separate_and_ce_reaches_its_critical_point(quick):
     exps = quick[1]["experiments"]
     layers = exps["relu_mse"]["measured"]["layers"]
-    assert all(l["gap_ratio"] > 2 for l in layers)
-    assert layers[-1]["outlier_count"] == 16
+    assert all(l["gap_ratio"] > 2 if l["gap_ratio"] is not None else l["null_space"] for l in layers)  # None: no bulk
+    assert layers[-1]["outliers"] == 16
     ce = {r["quantity"]: r["error"] for r in exps["linear_ce"]["table"] if r["error"] is not None}
     assert max(ce.values()) < 1e-8
     deep = exps["linear_ce_deep"]  # here gradient descent beats the DNC critical point
@@ -56,19 +66,24 @@ def test_unknown_preset_is_refused():
         main(["reproduce", "--preset", "nope"])
 
 
-def test_the_theory_page_summary_lists_every_row_beyond_the_tolerance():
+def test_the_theory_page_summary_lists_every_row_that_differs():
     from fastdnc.experiments.reproduce import summary
+    from fastdnc.experiments.ufm_comparison import row, verdict
 
     table = [
-        {"quantity": "loss", "error": 1e-12, "note": ""},
-        {"quantity": "overlap", "error": 0.107, "note": "not converged"},
-        {"quantity": "rank", "error": None, "note": ""},
-        {"quantity": "levels", "error": float("nan"), "note": ""},
+        row("loss", 1.0, 1.0, 1e-12),
+        row("overlap", 1.0, 0.893, 0.107, "not converged"),
+        row("rank", 16, 16, None),
+        row("outliers", 4, 9, None),
+        row("levels", 1.0, "nan", float("nan")),
     ]
+    for r in table:
+        r["verdict"] = verdict(r)
+    assert [r["verdict"] for r in table] == ["agrees", "differs", "agrees", "differs", "differs"]
     text = "\n".join(summary({"experiments": {"linear_mse": {"table": table}}}))
-    assert "1 of 3 compared rows within 0.001 (largest error 0.11)" in text
+    assert "* `linear_mse`: 2 of 5 compared rows agree (largest relative error 0.11)." in text
     assert "`linear_mse` overlap: 0.107 (not converged)" in text and "`linear_mse` levels: nan (no note)" in text
-    assert "loss:" not in text
+    assert "`linear_mse` outliers: count (no note)" in text and "loss:" not in text
 
 
 @pytest.mark.parametrize(

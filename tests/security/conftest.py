@@ -29,7 +29,7 @@ def reset_peak():
 RUNNER = textwrap.dedent(
     """
     import json, sys, time, traceback
-    import numpy, torch, fastdnc, fastdnc.data, fastdnc.train  # imported before the baseline
+    import numpy, torch, fastdnc, fastdnc.data, fastdnc.training  # imported before the baseline
     {peak}
     {code}
     reset_peak()

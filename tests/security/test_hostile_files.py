@@ -426,7 +426,7 @@ def test_a_history_of_shared_references_is_refused_without_expanding_it(tmp_path
     assert path.stat().st_size < 2 * 2**20
     for call in (
         "fastdnc.load_checkpoint({p!r}, fastdnc.DeepUFM(3, 2, 4, 2))",
-        "__import__('fastdnc.train.checkpoint', fromlist=['_']).checkpoint_step({p!r})",
+        "__import__('fastdnc.training.checkpoint', fromlist=['_']).checkpoint_step({p!r})",
     ):
         res = isolated(f"""
             def run():
@@ -494,7 +494,8 @@ def test_oversized_and_deeply_nested_json_is_refused(tmp_path):
 # runs fastdnc.cli.main on argv[1:] and prints the growth of the peak resident memory in MB
 _PEAK_RSS = (
     PEAK_KB
-    + "import sys\nfrom fastdnc.cli import main\nsys.argv[0] = 'fastdnc'\nreset_peak()\nbefore = status_kb('VmRSS')\n"
+    + "import sys\nimport torch, fastdnc, fastdnc.cli.commands  # the CLI imports these lazily: before the baseline\n"
+    + "from fastdnc.cli import main\nsys.argv[0] = 'fastdnc'\nreset_peak()\nbefore = status_kb('VmRSS')\n"
     + "main(sys.argv[1:])\nprint((status_kb('VmHWM') - before) / 1024)\n"
 )
 

@@ -86,7 +86,7 @@ def test_resume_says_so_and_no_resume_starts_afresh(run, capsys):
     assert main([*TRAIN[:-1], "--steps", "20", "--width", "8", "--no-resume", "--out", str(run)]) == 0
     assert "trained 20 steps (to step 20)" in capsys.readouterr().out
     assert '"width": 8' in (run / "config.json").read_text()
-    from fastdnc.train import checkpoint_step
+    from fastdnc.training import checkpoint_step
 
     assert checkpoint_step(run / "checkpoint.pt") == 20
 
@@ -353,3 +353,4 @@ def test_cleanup_removes_only_temporaries_of_finished_processes(run):
         assert in_flight.exists() and not any(p.exists() for p in stale)
     finally:
         alive.kill()
+        alive.wait()

@@ -242,3 +242,23 @@ def test_warm_and_mixed_lanczos_on_known_spectra(name):
         assert res.converged and v.dtype == torch.float64
         assert float((a @ v - v * res.eigenvalues).norm(dim=0).max()) <= tol * float(ref.abs().max())
         torch.testing.assert_close(res.eigenvalues, ref, rtol=0, atol=1e-8)
+
+
+def test_a_tolerance_below_the_products_precision_is_clamped_and_a_budget_stop_says_so():
+    """float32 products cannot resolve 1e-10: the tolerance becomes 1e-5 with a warning, and the
+    run converges in a few products instead of spending its budget; a run stopped by its budget
+    warns in one line with the residual it reached."""
+    from fastdnc.spectral import ConvergenceWarning, PrecisionWarning
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(400, 400, generator=g, dtype=torch.float64))[0]
+    a64 = (q * torch.linspace(0, 1, 400, dtype=torch.float64) ** 4) @ q.T
+    op = DenseOperator(a64.float())
+    with pytest.warns(PrecisionWarning, match=r"tol=1e-10 is below what float32 products resolve: clamped to 1e-05"):
+        res = fd.lanczos(op, k=5, tol=1e-10)
+    assert res.converged and res.num_matvecs < 400
+    exact = torch.linalg.eigvalsh(a64)[-5:].flip(0)
+    assert float((res.eigenvalues.double() - exact).abs().max()) < 1e-5
+    with pytest.warns(ConvergenceWarning, match=r"stopped at its budget of 12 products .* residual \d\.\d\de-\d\d"):
+        res = fd.lanczos(DenseOperator(a64), k=5, max_matvecs=12)
+    assert not res.converged

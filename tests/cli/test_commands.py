@@ -48,10 +48,34 @@ def test_spectrum_of_a_trained_run(tmp_path, capsys):
     assert main(["train", "--steps", "20000", "--out", str(tmp_path), "--quiet"]) == 0
     assert main(["spectrum", "--run", str(tmp_path), "-k", "20"]) == 0
     out = capsys.readouterr().out
-    assert "16 outliers (K² = 16)" in out
-    res = json.loads((tmp_path / "spectrum.json").read_text())
+    assert "16 outliers (expected at DNC: 16)" in out
+    res = json.loads((tmp_path / "spectrum.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert [row["outliers"] for row in res["layers"]][1:3] == [16, 16]
-    assert res["full_hessian"]["outliers"] == 16 and res["full_hessian"]["gradient_overlap_top_16"] > 1 - 1e-6
+    assert res["model"]["outliers"] == 16 and res["model"]["overlap_top_k2"] > 1 - 1e-6
     assert (tmp_path / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["spectrum", "--run", str(tmp_path / "nope"), "--quiet"]) == 2
     assert "is missing" in capsys.readouterr().err
+
+
+def test_every_option_says_what_it_does_and_help_imports_no_torch():
+    from fastdnc.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        silent = [a.option_strings for a in sub._actions if a.option_strings and not a.help]
+        assert not silent, (name, silent)
+    code = "import sys, fastdnc.cli; fastdnc.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_library_says_when_it_resumes(tmp_path, caplog):
+    import logging
+
+    import fastdnc as fd
+
+    ck = tmp_path / "run.ckpt"
+    fd.train(fd.DeepUFM(3, 2, 4, 2), 10, 0.1, checkpoint=ck, progress=False)
+    with caplog.at_level(logging.INFO, logger="fastdnc"):
+        fd.train(fd.DeepUFM(3, 2, 4, 2), 20, 0.1, checkpoint=ck, progress=False)
+    assert "resumed from step 10" in caplog.text and "training to step 20" in caplog.text

@@ -7,6 +7,7 @@ all_reduce, then an in-place optimiser update. "Step t" is the state after t upd
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from .history import History
 from .optimizers import Optimizer, make_optimizer
 from .schedules import log_steps, lr_factor
 
+LOG = logging.getLogger("fastdnc")
 Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
 Gradients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, list[torch.Tensor]]
 
@@ -348,12 +350,14 @@ def _train(
         return run.history  # finished: no forward pass (it could move e.g. BatchNorm's running statistics)
     if run.checkpoint is not None:
         remove_stale_temporaries(run.checkpoint)
+    if start:
+        LOG.info("%s: resumed from step %d of checkpoint %s, training to step %d", label, start, run.checkpoint, steps)
     show = progress if progress is not None else steps >= 10_000
     with tqdm(
         total=steps,
         initial=start,
         disable=not show,
-        desc=label,
+        desc=f"{label} (resumed at step {start})" if start else label,
         unit="step",
         dynamic_ncols=True,
         mininterval=0.5,
