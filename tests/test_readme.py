@@ -51,3 +51,25 @@ def test_usage_prints_what_its_comments_say(tmp_path):
     """The Usage block as written (its prints captured), then its comments as assertions."""
     code = "_printed = []\nprint = lambda *a: _printed.append(a)\n" + code_block("Usage") + USAGE_CHECKS
     assert run(code, tmp_path).strip() == "checked"
+
+
+def test_the_layout_names_every_module_and_only_modules_that_exist():
+    """Each ``fastdnc/<folder>/`` row of the README's Layout names files of that folder that exist,
+    and every module of the package is named somewhere in the layout."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout\n", 1)[1].split("```", 2)[1]
+    rows = re.split(r"\n(?=\S)", block.strip())
+    named = set()
+    for row in rows:
+        head, rest = row.split(None, 1)
+        if head.endswith(".py"):
+            assert (ROOT / head).exists(), head
+            named.add(head)
+        elif head.startswith("fastdnc/"):
+            named.update(f"{head}{w}.py" for w in re.findall(r"\w+", rest) if (ROOT / head / f"{w}.py").exists())
+            for name in re.findall(r"\b(\w+)\.py\b", rest):
+                assert (ROOT / head / f"{name}.py").exists(), f"{head}{name}.py"
+    modules = {
+        str(p.relative_to(ROOT)) for p in (ROOT / "fastdnc").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")
+    }
+    assert modules <= named, sorted(modules - named)

@@ -5,9 +5,9 @@ GPU), ``"cpp"`` (C++/OpenMP, CPU tensors), ``"triton"`` (CUDA tensors; CPU tenso
 ``TRITON_INTERPRET=1``) and ``"cuda"`` (the extension ``fastdnc._cuda``, built where nvcc and a CUDA
 torch exist). ``backend="auto"`` follows :data:`AUTO_RULES`: a rule names a backend other than
 ``torch`` only where a benchmark measured it faster, and each rule's measurement is a row of
-``docs/benchmarks.md`` ("Dispatcher rules", ``python benchmarks/bench_kernels.py``). No GPU has
-measured any kernel yet, so on GPU every rule is ``torch``; ``benchmarks/gpu_check.sh`` prints the
-table that a GPU run would put here.
+``docs/benchmarks.md`` ("Dispatcher rules", ``python benchmarks/bench_kernels.py``). On CUDA
+tensors every rule is ``torch``; a rule there changes only with a row measured on a GPU
+(``benchmarks/gpu_check.sh`` prints that table).
 
 * ``two_sided_product``: ``torch`` everywhere. It is two GEMMs; the C++ kernel (register-tiled,
   AVX-512/AVX2 clones, OpenMP) is slower than two batched MKL GEMMs on CPU, and there is no CUDA
@@ -39,7 +39,7 @@ from . import cpp, reference
 BACKENDS = ("auto", "torch", "cpp", "triton", "cuda")
 
 # backend="auto" per kernel and device type; every entry other than torch is a measured row of
-# docs/benchmarks.md ("Dispatcher rules"). GPU: torch until benchmarks/gpu_check.sh measures a rule.
+# docs/benchmarks.md ("Dispatcher rules"); a CUDA entry other than torch needs a row of benchmarks/gpu_check.sh.
 AUTO_RULES = {
     "two_sided_product": {"cpu": "torch", "cuda": "torch"},
     "gn_sample_core": {"cpu": "cpp", "cuda": "torch"},  # cpp only below SAMPLE_CORE_CPP_VECTORS vectors
