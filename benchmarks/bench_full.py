@@ -172,15 +172,28 @@ def eig_rows(quick: bool) -> list[list[str]]:
     t_ours = time.perf_counter() - t0
     METRICS["eig_ours"] = t_ours
     rows.append(
-        ["fastdnc lanczos (defaults: adaptive block, tol 1e-8)", f"{t_ours:.2f} s", "1×", str(res.num_matvecs),
-         f"{rel_err(res.eigenvalues):.1e}"]
-    )  # fmt: skip
+        [
+            "fastdnc lanczos (defaults: adaptive block, tol 1e-8)",
+            f"{t_ours:.2f} s",
+            "1×",
+            str(res.num_matvecs),
+            f"{rel_err(res.eigenvalues):.1e}",
+        ]
+    )
     for label, run in (
-        ("fastdnc lanczos (fixed block 4, a probe at every convergence)", lambda: fd.lanczos(H, k=20, tol=1e-8, block_size=4)),
-        ("fd.top_eigenpairs (warm: the GGN's exact top 22 via its Gram)", lambda: fd.top_eigenpairs(m, 20, decay=False, tol=1e-8)),
-        ("fastdnc lanczos, mixed: float32 products, float64 basis and refinement",
-         lambda: fd.lanczos(H, k=20, tol=1e-8, low_precision=fd.hessian(copy.deepcopy(m).float(), decay=False))),
-    ):  # fmt: skip
+        (
+            "fastdnc lanczos (fixed block 4, a probe at every convergence)",
+            lambda: fd.lanczos(H, k=20, tol=1e-8, block_size=4),
+        ),
+        (
+            "fd.top_eigenpairs (warm: the GGN's exact top 22 via its Gram)",
+            lambda: fd.top_eigenpairs(m, 20, decay=False, tol=1e-8),
+        ),
+        (
+            "fastdnc lanczos, mixed: float32 products, float64 basis and refinement",
+            lambda: fd.lanczos(H, k=20, tol=1e-8, low_precision=fd.hessian(copy.deepcopy(m).float(), decay=False)),
+        ),
+    ):
         t0 = time.perf_counter()
         other = run()
         t = time.perf_counter() - t0
@@ -238,10 +251,15 @@ def eig_rows(quick: bool) -> list[list[str]]:
                 break
         METRICS["eig_eigenthings"] = t / t_ours
         rows.append(
-            [f"hessian-eigenthings lanczos (reorth., max_iter {iterations}: the first of {list(EIGENTHINGS_ITERATIONS)} "
-             "reaching 1e-6)", f"{t:.2f} s", f"{t / t_ours:.1f}×", f"≤ {iterations} (its API does not report the count)",
-             f"{rel_err(r.eigenvalues):.1e}"]
-        )  # fmt: skip
+            [
+                f"hessian-eigenthings lanczos (reorth., max_iter {iterations}: the first of {list(EIGENTHINGS_ITERATIONS)} "
+                "reaching 1e-6)",
+                f"{t:.2f} s",
+                f"{t / t_ours:.1f}×",
+                f"≤ {iterations} (its API does not report the count)",
+                f"{rel_err(r.eigenvalues):.1e}",
+            ]
+        )
     except Exception as e:  # noqa: BLE001
         rows.append(
             ["hessian-eigenthings lanczos", peer_failure("hessian-eigenthings", e), "—"] + ["—"] * (len(rows[0]) - 3)

@@ -58,13 +58,31 @@ def ggn_rows(n: int, width: int) -> list[list[str]]:
     METRICS.update(all_vs_lanczos=t_all / t_lz, top_vs_lanczos=t_lz / t_top, top_vs_eigsh=t_eigsh / t_top)
     return [
         [shape, "fd.lanczos top 20 (GGN operator)", f"{t_lz:.2f} s", "1.00×", str(lz.num_matvecs), "—"],
-        [shape, "scipy eigsh top 20 (to_scipy)", f"{t_eigsh:.2f} s", f"{t_eigsh / t_lz:.2f}×", str(n_eigsh),
-         f"{_rel(ref, lz.eigenvalues):.1e}"],
-        [shape, f"Gram route: all {G.size} eigenvalues", f"{t_all:.2f} s", f"{t_all / t_lz:.2f}×", "0",
-         f"{err_all:.1e}"],
-        [shape, "Gram route: top 20 eigenpairs (fd.top_eigenpairs: Lanczos on the Gram)", f"{t_top:.2f} s",
-         f"{t_top / t_lz:.2f}×", "0", f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}"],
-    ]  # fmt: skip
+        [
+            shape,
+            "scipy eigsh top 20 (to_scipy)",
+            f"{t_eigsh:.2f} s",
+            f"{t_eigsh / t_lz:.2f}×",
+            str(n_eigsh),
+            f"{_rel(ref, lz.eigenvalues):.1e}",
+        ],
+        [
+            shape,
+            f"Gram route: all {G.size} eigenvalues",
+            f"{t_all:.2f} s",
+            f"{t_all / t_lz:.2f}×",
+            "0",
+            f"{err_all:.1e}",
+        ],
+        [
+            shape,
+            "Gram route: top 20 eigenpairs (fd.top_eigenpairs: Lanczos on the Gram)",
+            f"{t_top:.2f} s",
+            f"{t_top / t_lz:.2f}×",
+            "0",
+            f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}",
+        ],
+    ]
 
 
 def collapsed_rows(n: int, width: int) -> list[list[str]]:
@@ -78,9 +96,15 @@ def collapsed_rows(n: int, width: int) -> list[list[str]]:
     METRICS["collapsed_top_vs_lanczos"] = t_lz / t_top
     return [
         [shape, "fd.lanczos top 20 (GGN operator)", f"{t_lz:.2f} s", "1.00×", str(lz.num_matvecs), "—"],
-        [shape, f"Gram route, {gram.num_samples} samples grouped into {gram.dim // 10} (exact)", f"{t_top:.3f} s",
-         f"{t_top / t_lz:.3f}×", "0", f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}"],
-    ]  # fmt: skip
+        [
+            shape,
+            f"Gram route, {gram.num_samples} samples grouped into {gram.dim // 10} (exact)",
+            f"{t_top:.3f} s",
+            f"{t_top / t_lz:.3f}×",
+            "0",
+            f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}",
+        ],
+    ]
 
 
 # the ReLU models of the quick preset (fastdnc.experiments.reproduce), at their last step
@@ -101,11 +125,23 @@ def hessian_rows(steps: int) -> list[list[str]]:
         METRICS[f"{name}/cold_vs_eigsh"] = cold.num_matvecs / n_eigsh
         rows += [
             [shape, "fd.lanczos, cold", f"{t_cold:.2f} s", "1.00×", str(cold.num_matvecs), "—"],
-            [shape, "scipy eigsh (to_scipy)", f"{t_eigsh:.2f} s", f"{t_eigsh / t_cold:.2f}×", str(n_eigsh),
-             f"{_rel(ref, cold.eigenvalues):.1e}"],
-            [shape, "fd.top_eigenpairs (warm: the GGN's exact top k + 2)", f"{t_warm:.2f} s",
-             f"{t_warm / t_cold:.2f}×", str(warm.num_matvecs), f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}"],
-        ]  # fmt: skip
+            [
+                shape,
+                "scipy eigsh (to_scipy)",
+                f"{t_eigsh:.2f} s",
+                f"{t_eigsh / t_cold:.2f}×",
+                str(n_eigsh),
+                f"{_rel(ref, cold.eigenvalues):.1e}",
+            ],
+            [
+                shape,
+                "fd.top_eigenpairs (warm: the GGN's exact top k + 2)",
+                f"{t_warm:.2f} s",
+                f"{t_warm / t_cold:.2f}×",
+                str(warm.num_matvecs),
+                f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}",
+            ],
+        ]
     return rows
 
 
@@ -141,9 +177,14 @@ def trained_rows() -> list[list[str]]:
     x, y = _digits()
     torch.manual_seed(0)
     cnn = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(256, 10),
-    ).double()  # fmt: skip
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(256, 10),
+    ).double()
     opt = torch.optim.Adam(cnn.parameters(), 1e-2)
     for _ in range(300):
         opt.zero_grad()
@@ -155,15 +196,29 @@ def trained_rows() -> list[list[str]]:
     ref, n_eigsh, t_eigsh = _eigsh(op, 10, 1e-10)
     rows = [
         [shape, "fd.lanczos on fd.HessianOperator", f"{t_ours:.2f} s", "1.00×", str(ours.num_matvecs), "—"],
-        [shape, "scipy eigsh on op.to_scipy()", f"{t_eigsh:.2f} s", f"{t_eigsh / t_ours:.2f}×", str(n_eigsh),
-         f"{_rel(ref, ours.eigenvalues):.1e}"],
-    ]  # fmt: skip
+        [
+            shape,
+            "scipy eigsh on op.to_scipy()",
+            f"{t_eigsh:.2f} s",
+            f"{t_eigsh / t_ours:.2f}×",
+            str(n_eigsh),
+            f"{_rel(ref, ours.eigenvalues):.1e}",
+        ],
+    ]
     METRICS["cnn/products_vs_eigsh"] = ours.num_matvecs / n_eigsh
     try:
         vals, n_cl, t_cl = _curvlinops_eigsh(cnn, nn.CrossEntropyLoss(), x, y, 10, 1e-10)
         METRICS["cnn/vs_curvlinops"] = t_cl / t_ours
-        rows.append([shape, "curvlinops HessianLinearOperator + eigsh", f"{t_cl:.2f} s", f"{t_cl / t_ours:.2f}×",
-                     str(n_cl), f"{_rel(vals, ours.eigenvalues):.1e}"])  # fmt: skip
+        rows.append(
+            [
+                shape,
+                "curvlinops HessianLinearOperator + eigsh",
+                f"{t_cl:.2f} s",
+                f"{t_cl / t_ours:.2f}×",
+                str(n_cl),
+                f"{_rel(vals, ours.eigenvalues):.1e}",
+            ]
+        )
     except Exception as e:  # noqa: BLE001 - a failing peer is a result
         rows.append([shape, "curvlinops HessianLinearOperator + eigsh", peer_failure("curvlinops", e), "—", "—", "—"])
     head = fd.MLPHead(x.reshape(x.shape[0], -1).T.contiguous(), y, 80, 3, loss="ce", seed=0)
@@ -176,11 +231,23 @@ def trained_rows() -> list[list[str]]:
     METRICS["head/warm_products"] = warm.num_matvecs / cold.num_matvecs
     rows += [
         [shape, "fd.lanczos, cold", f"{t_cold:.2f} s", "1.00×", str(cold.num_matvecs), "—"],
-        [shape, "scipy eigsh (to_scipy)", f"{t_eigsh:.2f} s", f"{t_eigsh / t_cold:.2f}×", str(n_eigsh),
-         f"{_rel(ref, cold.eigenvalues):.1e}"],
-        [shape, "fd.top_eigenpairs (warm)", f"{t_warm:.2f} s", f"{t_warm / t_cold:.2f}×", str(warm.num_matvecs),
-         f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}"],
-    ]  # fmt: skip
+        [
+            shape,
+            "scipy eigsh (to_scipy)",
+            f"{t_eigsh:.2f} s",
+            f"{t_eigsh / t_cold:.2f}×",
+            str(n_eigsh),
+            f"{_rel(ref, cold.eigenvalues):.1e}",
+        ],
+        [
+            shape,
+            "fd.top_eigenpairs (warm)",
+            f"{t_warm:.2f} s",
+            f"{t_warm / t_cold:.2f}×",
+            str(warm.num_matvecs),
+            f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}",
+        ],
+    ]
     m = fd.DeepUFM(10, 20, 512, 4, activation="relu", seed=0)
     block = fd.layer_hessian(m, 2)
     shape = f"layer block W_2 of a ReLU UFM (10, 20, 512, 4), P = {block.size}, top 20 (dense impossible)"
@@ -190,11 +257,23 @@ def trained_rows() -> list[list[str]]:
     METRICS["block/gram_vs_lanczos"] = t_lz / t_top
     rows += [
         [shape, "fd.lanczos", f"{t_lz:.2f} s", "1.00×", str(lz.num_matvecs), "—"],
-        [shape, "scipy eigsh (to_scipy)", f"{t_eigsh:.2f} s", f"{t_eigsh / t_lz:.2f}×", str(n_eigsh),
-         f"{_rel(ref, lz.eigenvalues):.1e}"],
-        [shape, f"Gram route (N·K = {block.gram_size()})", f"{t_top:.2f} s", f"{t_top / t_lz:.2f}×", "0",
-         f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}"],
-    ]  # fmt: skip
+        [
+            shape,
+            "scipy eigsh (to_scipy)",
+            f"{t_eigsh:.2f} s",
+            f"{t_eigsh / t_lz:.2f}×",
+            str(n_eigsh),
+            f"{_rel(ref, lz.eigenvalues):.1e}",
+        ],
+        [
+            shape,
+            f"Gram route (N·K = {block.gram_size()})",
+            f"{t_top:.2f} s",
+            f"{t_top / t_lz:.2f}×",
+            "0",
+            f"{_rel(top.eigenvalues, lz.eigenvalues):.1e}",
+        ],
+    ]
     return rows
 
 
@@ -221,31 +300,86 @@ def run(quick: bool = False, n: int | None = None) -> str:
         "from the Hessian's (a non-small residual term)",
     }
     goals = [
-        ["all non-zero GGN eigenvalues vs top-20 fd.lanczos (time)", "≤ 3×", f"{g['all_vs_lanczos']:.2f}×",
-         g["all_vs_lanczos"] <= 3, why["all"]],
-        ["top-20 GGN eigenpairs: speed-up over fd.lanczos", "≥ 10×", f"{g['top_vs_lanczos']:.2f}×",
-         g["top_vs_lanczos"] >= 10, why["top"]],
-        ["top-20 GGN eigenpairs: speed-up over eigsh", "≥ 15×", f"{g['top_vs_eigsh']:.2f}×", g["top_vs_eigsh"] >= 15,
-         why["top"]],
-        ["collapsed UFM, top-20 GGN eigenpairs: speed-up over fd.lanczos", "(no goal)",
-         f"{g['collapsed_top_vs_lanczos']:.0f}×", None, ""],
-        ["digits CNN, top 10: fd.lanczos / eigsh products", "≤ 1", f"{g['cnn/products_vs_eigsh']:.2f}",
-         g["cnn/products_vs_eigsh"] <= 1, why["products"]],
-        ["digits CNN, top 10: speed-up over curvlinops + eigsh", "≥ 2×",
-         f"{g['cnn/vs_curvlinops']:.2f}×" if "cnn/vs_curvlinops" in g else "failed (see the table)",
-         g.get("cnn/vs_curvlinops", 0) >= 2, why["curvlinops"]],
-        ["digits MLP head, top K²: warm / cold products", "≤ 0.2", f"{g['head/warm_products']:.2f}",
-         g["head/warm_products"] <= 0.2, why["warm"]],
-        ["d = 512 layer block, top 20: Gram route speed-up over fd.lanczos", "(no goal)",
-         f"{g['block/gram_vs_lanczos']:.2f}×", None, ""],
-    ]  # fmt: skip
+        [
+            "all non-zero GGN eigenvalues vs top-20 fd.lanczos (time)",
+            "≤ 3×",
+            f"{g['all_vs_lanczos']:.2f}×",
+            g["all_vs_lanczos"] <= 3,
+            why["all"],
+        ],
+        [
+            "top-20 GGN eigenpairs: speed-up over fd.lanczos",
+            "≥ 10×",
+            f"{g['top_vs_lanczos']:.2f}×",
+            g["top_vs_lanczos"] >= 10,
+            why["top"],
+        ],
+        [
+            "top-20 GGN eigenpairs: speed-up over eigsh",
+            "≥ 15×",
+            f"{g['top_vs_eigsh']:.2f}×",
+            g["top_vs_eigsh"] >= 15,
+            why["top"],
+        ],
+        [
+            "collapsed UFM, top-20 GGN eigenpairs: speed-up over fd.lanczos",
+            "(no goal)",
+            f"{g['collapsed_top_vs_lanczos']:.0f}×",
+            None,
+            "",
+        ],
+        [
+            "digits CNN, top 10: fd.lanczos / eigsh products",
+            "≤ 1",
+            f"{g['cnn/products_vs_eigsh']:.2f}",
+            g["cnn/products_vs_eigsh"] <= 1,
+            why["products"],
+        ],
+        [
+            "digits CNN, top 10: speed-up over curvlinops + eigsh",
+            "≥ 2×",
+            f"{g['cnn/vs_curvlinops']:.2f}×" if "cnn/vs_curvlinops" in g else "failed (see the table)",
+            g.get("cnn/vs_curvlinops", 0) >= 2,
+            why["curvlinops"],
+        ],
+        [
+            "digits MLP head, top K²: warm / cold products",
+            "≤ 0.2",
+            f"{g['head/warm_products']:.2f}",
+            g["head/warm_products"] <= 0.2,
+            why["warm"],
+        ],
+        [
+            "d = 512 layer block, top 20: Gram route speed-up over fd.lanczos",
+            "(no goal)",
+            f"{g['block/gram_vs_lanczos']:.2f}×",
+            None,
+            "",
+        ],
+    ]
     for name, *_ in QUICK_RELU:
-        goals.append([f"{name}: top K², warm / cold products", "≤ 0.2", f"{g[name + '/warm_products']:.2f}",
-                      g[name + "/warm_products"] <= 0.2, why["warm"]])  # fmt: skip
-        goals.append([f"{name}: top K², cold fd.lanczos / eigsh products", "≤ 1", f"{g[name + '/cold_vs_eigsh']:.2f}",
-                      g[name + "/cold_vs_eigsh"] <= 1, why["products"]])  # fmt: skip
-    goals = [[*row[:3], "—" if ok is None else _status(ok), "" if ok in (None, True) else reason]
-             for *row, ok, reason in goals]  # fmt: skip
+        goals.append(
+            [
+                f"{name}: top K², warm / cold products",
+                "≤ 0.2",
+                f"{g[name + '/warm_products']:.2f}",
+                g[name + "/warm_products"] <= 0.2,
+                why["warm"],
+            ]
+        )
+        goals.append(
+            [
+                f"{name}: top K², cold fd.lanczos / eigsh products",
+                "≤ 1",
+                f"{g[name + '/cold_vs_eigsh']:.2f}",
+                g[name + "/cold_vs_eigsh"] <= 1,
+                why["products"],
+            ]
+        )
+    goals = [
+        [*row[:3], "—" if ok is None else _status(ok), "" if ok in (None, True) else reason]
+        for *row, ok, reason in goals
+    ]
     return (
         table
         + "\n\nTargets of the spectrum engine measured here (the others are named in the issue's note):\n\n"

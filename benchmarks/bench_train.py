@@ -119,23 +119,34 @@ x, y = d.inputs.reshape(len(d.labels), -1).float()[:600], d.labels[:600]
 net = torch.nn.Sequential(torch.nn.Linear(64, 6), torch.nn.Tanh(), torch.nn.Linear(6, 10))
 """
 LOADED_WORKLOADS = {
-    "`fastdnc reproduce --preset real --dataset digits` (the embedded real-data default)":
-        ["reproduce", "--preset", "real", "--dataset", "digits"],
-    "`fastdnc reproduce --preset real --dataset mnist` (the offline MNIST digits)":
-        ["reproduce", "--preset", "real", "--dataset", "mnist"],
+    "`fastdnc reproduce --preset real --dataset digits` (the embedded real-data default)": [
+        "reproduce",
+        "--preset",
+        "real",
+        "--dataset",
+        "digits",
+    ],
+    "`fastdnc reproduce --preset real --dataset mnist` (the offline MNIST digits)": [
+        "reproduce",
+        "--preset",
+        "real",
+        "--dataset",
+        "mnist",
+    ],
     "full Hessian of a ReLU UFM (K=4, L=4, d=32), top 20 by Lanczos": """
 import time, fastdnc as fd
 m = fd.DeepUFM(4, 10, 32, 4, activation="relu", seed=0)
 t0 = time.perf_counter(); fd.lanczos(fd.hessian(m), k=20); print(time.perf_counter() - t0)
 """,
-    "`fastdnc.compat.pyhessian`: `eigenvalues(top_n=3)` of an MLP (460 parameters, 600 digits)": _DIGITS_MLP + """
+    "`fastdnc.compat.pyhessian`: `eigenvalues(top_n=3)` of an MLP (460 parameters, 600 digits)": _DIGITS_MLP
+    + """
 import time
 from fastdnc.compat.pyhessian import hessian
 t0 = time.perf_counter()
 hessian(net, torch.nn.CrossEntropyLoss(), data=(x, y), cuda=False).eigenvalues(top_n=3)
 print(time.perf_counter() - t0)
 """,
-}  # fmt: skip
+}
 
 
 def _seconds(work) -> float:
@@ -183,8 +194,9 @@ def quick_preset_budget() -> str:
     def wall() -> float:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "fastdnc", "reproduce", "--preset", "quick", "--out", out, "--quiet"],
-                           check=True)  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "fastdnc", "reproduce", "--preset", "quick", "--out", out, "--quiet"], check=True
+            )
             return time.perf_counter() - t0
 
     alone = wall()

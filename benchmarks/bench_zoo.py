@@ -237,9 +237,15 @@ def cache_check(dtypes=(torch.float32, torch.float64)) -> str:
             size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
             METRICS[f"{name}|{tag}|cache check"] = check / product
             rows.append(
-                [name, tag, f"{size / 2**10:,.0f} KiB", f"{check * 1e3:.3f} ms", f"{product * 1e3:.1f} ms",
-                 f"{100 * check / product:.2f}%"]
-            )  # fmt: skip
+                [
+                    name,
+                    tag,
+                    f"{size / 2**10:,.0f} KiB",
+                    f"{check * 1e3:.3f} ms",
+                    f"{product * 1e3:.1f} ms",
+                    f"{100 * check / product:.2f}%",
+                ]
+            )
     return md_table(
         ["model", "dtype", "parameters + buffers", "snapshot check", "one product", "check / product"], rows
     )

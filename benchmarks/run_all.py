@@ -178,19 +178,7 @@ table runs in the same process.
 
 {bench_analysis.targets()}
 
-Why two targets are missed. **All eigenvalues of a 64 × 64 layer**: both routes end in the same
-dense eigendecomposition of order 4,096 (LAPACK, O(P³), the "share" row); what structure controls is
-the explicit block, which the streamed Gauss–Newton assembly forms many times faster than 4,096
-Hessian-vector products of the restricted operator (the "explicit block" row). The restricted
-operator is itself cheap here: its kept graph covers only the layers above the analysed one, not
-the convolutions. A 5× lead on the whole computation would need an eigensolver faster than LAPACK's
-on a dense matrix, or a Gram smaller than P (the sample-space Gram has N·K = 40,000 rows here).
-**Warm starts over training**: Lanczos on these operators converges to 1e-4 in a few products per
-wanted eigenpair from a random start; a start block from the previous record (two epochs earlier)
-is off by far more than the tolerance, and the run still has to resolve the ten bulk eigenvalues
-of the K² + 10 it reports, so it saves almost nothing. Even a start from the operator's own exact
-top eigenvectors (the last row of the Tracker table) costs the confirmation probe and the
-refinement of every wanted pair: that ratio is the floor a warm start can reach.
+{bench_analysis.why_missed()}
 
 ## Real data (`benchmarks/bench_real.py`)
 

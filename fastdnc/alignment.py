@@ -14,12 +14,16 @@ l = 1) and :math:`\mu^{(l+1)}` of the input of layer l+1 (the output Z for l = L
 * :func:`gradient_coefficients`: :math:`\kappa_{cc'} = \langle\tilde g, v_{cc'}\rangle^2 /
   (\|\tilde g\|^2\|v_{cc'}\|^2)` with :math:`\tilde g` the fit-term gradient of W_l; at the optimum
   1/K on the diagonal and 0 off it (§3.3).
+* :func:`alignment_summary`: the keys every report uses for f and κ (``f_same``, ``f_cross``,
+  ``f_min``, ``kappa_same``, ``kappa_cross_max``).
 * :func:`balancedness`: the relative residuals of :math:`\lambda_lW_l^\top W_l =
   \lambda_{l-1}W_{l-1}W_{l-1}^\top` and :math:`\lambda_1W_1^\top W_1 = \lambda_HH_1H_1^\top`
   (§3.4), which hold at every critical point of the linear UFM.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -74,6 +78,29 @@ def gradient_coefficients(
     k = model.num_classes
     den = g.square().sum() * v.square().sum(0)
     return ((g @ v).square() / den.clamp_min(torch.finfo(v.dtype).tiny)).reshape(k, k)
+
+
+def alignment_summary(f: torch.Tensor, kappa: torch.Tensor) -> dict[str, float]:
+    """The package's one vocabulary for the K × K matrices f_cc' and κ_cc' (the UFM experiments,
+    the DNC lens and the command line report these keys):
+
+    * ``f_same``: the mean of f_cc (→ 1 at DNC); ``f_cross``: the mean over c ≠ c' (→ 1 at DNC);
+      ``f_min``: the smallest entry;
+    * ``kappa_same``: the mean of κ_cc (→ 1/K at DNC); ``kappa_cross_max``: the largest κ_cc' over
+      c ≠ c' (→ 0 at DNC).
+
+    A 1 × 1 matrix (K = 1) has no cross-class entry: ``f_cross`` is NaN and ``kappa_cross_max`` 0.
+    """
+    f, kappa = torch.as_tensor(f, dtype=torch.float64), torch.as_tensor(kappa, dtype=torch.float64)
+    eye = torch.eye(f.shape[0], dtype=torch.bool, device=f.device)
+    cross = kappa[~eye]
+    return {
+        "f_same": float(f[eye].mean()),
+        "f_cross": float(f[~eye].mean()) if f.shape[0] > 1 else math.nan,
+        "f_min": float(f.min()),
+        "kappa_same": float(kappa[eye].mean()),
+        "kappa_cross_max": float(cross.max()) if cross.numel() else 0.0,
+    }
 
 
 def _weight_index(model: LayeredModel, layer: int) -> int:

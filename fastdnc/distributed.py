@@ -45,7 +45,7 @@ from ._comm import (
 from .curvature.full import LinearMSEHessian, ggn, hessian
 from .curvature.kronecker import Factor, KroneckerOperator
 from .curvature.layer import layer_hessian
-from .curvature.operator import CurvatureOperator
+from .curvature.operator import CurvatureOperator, renamed_ggn_flag
 from .models import LayeredModel, MLPHead
 
 __all__ = [
@@ -136,13 +136,13 @@ class ShardedOperator(CurvatureOperator):
     def __init__(self, local: CurvatureOperator, weight: float) -> None:
         super().__init__(local.size, local.dtype, local.device, local.block_shapes)
         self.local, self.weight = local, float(weight)
-        self.symmetric = getattr(local, "symmetric", True)
+        self.symmetric, self.curvature = local.symmetric, local.curvature
 
     def gemm_flops(self, k: int = 1) -> float:
         return self.local.gemm_flops(k)
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        out = self.local._matmat(v) * self.weight
+        out = self.local.matmat(v) * self.weight
         return all_reduce_(out.contiguous(), f"product of {type(self.local).__name__}")
 
     def to_dense(self, chunk: int = 1024) -> torch.Tensor:
@@ -185,11 +185,17 @@ def sharded_layer_hessian(model: LayeredModel, layer: int, decay: bool = False, 
 
 
 def sharded_hessian(
-    model: LayeredModel, include_features: bool = False, decay: bool = True, *, gauss_newton: bool = False
+    model: LayeredModel,
+    include_features: bool = False,
+    decay: bool = True,
+    *,
+    curvature: str = "hessian",
+    gauss_newton: bool | None = None,
 ) -> CurvatureOperator:
-    """The full weight Hessian (or GGN) of the mean loss over every rank's shard."""
+    """The full weight Hessian (``curvature="ggn"``: the GGN) of the mean loss over every rank's
+    shard; ``gauss_newton=True`` is the deprecated former name of ``curvature="ggn"``."""
     _no_features(include_features)
-    build = ggn if gauss_newton else hessian
+    build = ggn if renamed_ggn_flag(curvature, gauss_newton, "gauss_newton") == "ggn" else hessian
     local = build(model, include_features=False, decay=decay)
     w = _weight(model.num_samples)
     if isinstance(local, LinearMSEHessian):

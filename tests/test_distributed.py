@@ -54,7 +54,7 @@ def case_operators(rank: int, world: int) -> dict:
             op = D.sharded_layer_hessian(local, layer, decay=True)
             out[f"{name}/layer{layer}"] = op @ _vectors(op.size)
         for ggn in (False, True):
-            op = D.sharded_hessian(local, gauss_newton=ggn)
+            op = D.sharded_hessian(local, curvature="ggn" if ggn else "hessian")
             out[f"{name}/full/{ggn}"] = op @ _vectors(op.size)
         top = fd.lanczos(D.sharded_hessian(local), k=4)
         out[f"{name}/lanczos"] = top.eigenvalues

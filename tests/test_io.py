@@ -82,9 +82,12 @@ def test_json_is_strict_and_says_where_non_finite_values_were(tmp_path):
     obj = {"gap_ratio": float("inf"), "loss": [1.0, float("nan")], "t": torch.tensor([-float("inf"), 2.0]), "ok": 3}
     data = _strict(atomic_write_json(tmp_path / "r.json", obj).read_text())
     assert data == {
-        "gap_ratio": None, "loss": [1.0, None], "t": [None, 2.0], "ok": 3,
+        "gap_ratio": None,
+        "loss": [1.0, None],
+        "t": [None, 2.0],
+        "ok": 3,
         "non_finite": {"gap_ratio": "Infinity", "loss[1]": "NaN", "t[0]": "-Infinity"},
-    }  # fmt: skip
+    }
     assert "non_finite" not in _strict(atomic_write_json(tmp_path / "f.json", {"a": 1.5}).read_text())
     with pytest.raises(ValueError, match="non-finite values"):
         atomic_write_json(tmp_path / "l.json", [float("nan")])

@@ -26,8 +26,22 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "fastdnc"
 
 LEVELS = {
-    0: ["_checks", "_text", "_memory", "_threads", "_comm", "io", "safe_read", "run_lock", "stages", "batches", "capture",
-        "kernels", "_C", "_cuda"],
+    0: [
+        "_checks",
+        "_text",
+        "_memory",
+        "_threads",
+        "_comm",
+        "io",
+        "safe_read",
+        "run_lock",
+        "stages",
+        "batches",
+        "capture",
+        "kernels",
+        "_C",
+        "_cuda",
+    ],
     1: ["models", "data", "networks", "theory"],
     2: ["collapse", "training"],
     3: ["curvature"],
@@ -35,7 +49,7 @@ LEVELS = {
     5: ["analysis", "plots", "compat"],
     6: ["experiments"],
     7: ["cli", "__main__", "fastdnc"],
-}  # fmt: skip
+}
 LEVEL = {name: level for level, names in LEVELS.items() for name in names}
 COMPILED = ("_C", "_cuda")  # the extension modules (no source file)
 
@@ -56,9 +70,11 @@ def imports(name: str) -> set[str]:
     out = set()
     tree = ast.parse(path.read_text())
     typing_only = {
-        id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _is_type_checking(block.test)
         for n in ast.walk(block)
-    }  # fmt: skip
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:  # annotations only: no runtime dependency
             continue
@@ -136,3 +152,48 @@ def test_the_check_finds_a_cycle_and_an_upward_import():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert level("fastdnc.curvature.gram") < level("fastdnc.spectral.lanczos")
+
+
+def private_names(tree: ast.AST) -> set[str]:
+    """The single-underscore names a module defines as methods, functions or ``self._x`` attributes."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _is_self(node.value):
+            out.add(node.attr)
+    return {n for n in out if n.startswith("_") and not n.startswith("__")}
+
+
+def _is_self(v: ast.expr) -> bool:
+    return (isinstance(v, ast.Name) and v.id in ("self", "cls")) or (
+        isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super"
+    )
+
+
+def foreign_private_uses(trees: dict[str, ast.AST]) -> list[str]:
+    """``x._name`` on an object other than ``self``/``cls``/``super()`` where ``_name`` is defined by
+    another fastdnc module only (third-party privates such as ``torch._foreach_add_`` are not ours)."""
+    own = {name: private_names(tree) for name, tree in trees.items()}
+    ours = set().union(*own.values())
+    found = []
+    for name, tree in trees.items():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and node.attr in ours and node.attr not in own[name]):
+                continue
+            if not _is_self(node.value):
+                found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    trees = {name: ast.parse(path.read_text()) for name, path in MODULES.items()}
+    found = foreign_private_uses(trees)
+    assert not found, f"private names used outside the module that defines them: {found}"
+
+
+def test_the_check_finds_a_private_call_across_modules():
+    a = ast.parse("class A:\n    def _route(self):\n        return self._route()\n")
+    b = ast.parse("def f(op):\n    op._cache = None\n    return op._route()\n")
+    assert foreign_private_uses({"a": a, "b": b}) == ["b:3 op._route"]
+    assert foreign_private_uses({"a": a}) == []

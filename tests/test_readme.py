@@ -70,6 +70,8 @@ def test_the_layout_names_every_module_and_only_modules_that_exist():
             for name in re.findall(r"\b(\w+)\.py\b", rest):
                 assert (ROOT / head / f"{name}.py").exists(), f"{head}{name}.py"
     modules = {
-        str(p.relative_to(ROOT)) for p in (ROOT / "fastdnc").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "fastdnc").rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
     }
     assert modules <= named, sorted(modules - named)

@@ -1,4 +1,5 @@
-"""Thread counts by problem size: one thread for small GEMMs, the caller's setting restored."""
+"""Thread counts by problem size and load: one thread for small GEMMs, never more threads than the
+cores other processes leave free, the caller's setting restored."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import pytest
 import torch
 
 import fastdnc as fd
+from fastdnc import _threads
 from fastdnc._threads import SERIAL_GEMM_FLOPS, intra_op_threads, threads_for
+
+
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """The size rules are tested as on an idle machine (the load rule has its own tests below)."""
+    monkeypatch.setattr(_threads, "runnable_elsewhere", lambda: 0)
+    monkeypatch.setattr(_threads, "_LOAD", [-1.0, 0.0])
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
 
 
 @pytest.fixture
@@ -15,6 +25,43 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("others, expected", [(0, 2), (1, 1), (5, 1), (None, 2)])
+def test_large_work_never_takes_more_threads_than_other_processes_leave_free(
+    two_threads, monkeypatch, others, expected
+):
+    monkeypatch.setattr(_threads, "runnable_elsewhere", lambda: others)
+    assert threads_for(2 * 512**3) == expected
+    assert threads_for(2 * 64 * 64 * 40) == 1
+    assert threads_for(2 * 512**3, threads=2) == 2  # an explicit count still wins
+
+
+def test_the_load_is_sampled_at_most_every_few_tenths_of_a_second(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_threads, "runnable_elsewhere", lambda: calls.append(1) or 0)
+    for _ in range(100):
+        _threads.free_cores()
+    assert len(calls) == 1
+
+
+def test_a_busy_process_is_seen_as_runnable_elsewhere(monkeypatch):
+    """The real reading of /proc: a process spinning on a core counts, this process's threads do not."""
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.undo()  # the real functions
+    before = _threads.runnable_elsewhere()
+    if before is None:
+        pytest.skip("the system does not report runnable threads (not Linux)")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert min(_threads.runnable_elsewhere() for _ in range(5)) >= 1
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def test_threads_for_sizes(two_threads):

@@ -16,6 +16,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
+from ..alignment import alignment_summary
 from ..theory.expectations import Expectation
 
 
@@ -51,41 +54,33 @@ class LayerAnalysis:
         return self.shape[0] * self.shape[1]
 
     @property
+    def summary(self) -> dict[str, float]:
+        """f and κ in the package's vocabulary (:func:`fastdnc.alignment.alignment_summary`)."""
+        return alignment_summary(torch.tensor(self.f), torch.tensor(self.kappa))
+
+    @property
     def f_same(self) -> float:
-        return _diag_mean(self.f, True)
+        return self.summary["f_same"]
 
     @property
     def f_cross(self) -> float:
-        return _diag_mean(self.f, False)
+        return self.summary["f_cross"]
 
     @property
     def kappa_same(self) -> float:
-        return _diag_mean(self.kappa, True)
+        return self.summary["kappa_same"]
 
     @property
     def kappa_cross_max(self) -> float:
-        k = len(self.kappa)
-        return max((self.kappa[i][j] for i in range(k) for j in range(k) if i != j), default=0.0)
+        return self.summary["kappa_cross_max"]
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["expected_outliers"] = self.expected.to_dict()
         del out["expected"]
         out["gap_ratio"] = finite_or_none(self.gap_ratio)
-        out.update(
-            parameters=self.parameters,
-            f_same=self.f_same,
-            f_cross=self.f_cross,
-            kappa_same=self.kappa_same,
-            kappa_cross_max=self.kappa_cross_max,
-        )
+        out.update(parameters=self.parameters, **{k: finite_or_none(v) for k, v in self.summary.items()})
         return out
-
-
-def _diag_mean(m: list[list[float]], diagonal: bool) -> float:
-    k = len(m)
-    vals = [m[i][j] for i in range(k) for j in range(k) if (i == j) == diagonal]
-    return sum(vals) / len(vals) if vals else math.nan
 
 
 @dataclass

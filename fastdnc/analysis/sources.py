@@ -27,7 +27,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .. import distributed as D
+from .. import distributed
 from .._memory import available_bytes, resident_bytes
 from ..batches import Batch, read_batches
 from ..capture import ACTIVATIONS, call_order, trailing_linear_head
@@ -136,28 +136,28 @@ class ShardedSource(LayeredSource):
     """A LayeredSource holding this rank's shard of the samples: every quantity is over all ranks'
     samples (sharded operators, reduced class means, gradients and NC statistics)."""
 
-    _reduce = staticmethod(D.all_reduce_)  # type: ignore[assignment]
+    _reduce = staticmethod(distributed.all_reduce_)  # type: ignore[assignment]
 
     def __init__(self, model: LayeredModel, decay: bool = True, include_features: bool = False) -> None:
         if include_features:
             raise ValueError("include_features is not sharded: every rank holds only its columns of H_1")
         super().__init__(model, decay)
-        self.num_samples = D.global_count(model.num_samples)
+        self.num_samples = distributed.global_count(model.num_samples)
 
     def hessian(self, i: int) -> CurvatureOperator:
-        return D.sharded_layer_hessian(self.model, i + 1)
+        return distributed.sharded_layer_hessian(self.model, i + 1)
 
     def class_means(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return D.global_class_means(self.model, i + 2), D.global_class_means(self.model, i + 1)
+        return distributed.global_class_means(self.model, i + 2), distributed.global_class_means(self.model, i + 1)
 
     def gradient(self, i: int) -> torch.Tensor:
-        return D.sharded_layer_fit_gradient(self.model, i + 1)
+        return distributed.sharded_layer_fit_gradient(self.model, i + 1)
 
     def full_hessian(self) -> CurvatureOperator:
-        return D.sharded_hessian(self.model, decay=self.decay)
+        return distributed.sharded_hessian(self.model, decay=self.decay)
 
     def full_gradient(self) -> torch.Tensor:
-        return D.sharded_fit_gradient(self.model)
+        return distributed.sharded_fit_gradient(self.model)
 
 
 # The traced product's memory over the kept graphs' (5-6 on a ResNet-20 and a small ViT, measured as

@@ -37,60 +37,62 @@ def _factory(spec: str):
     return factory
 
 
-def _analysis_data(a: argparse.Namespace):
+def _analysis_data(args: argparse.Namespace):
     import torch
 
     from ..data import balanced_subsample, load_dataset
     from ..data.npz import load_npz
 
-    if a.data is not None:
-        data = load_npz(a.data)
-        data = balanced_subsample(data, a.n_per_class, 0) if a.n_per_class else data
+    if args.data is not None:
+        data = load_npz(args.data)
+        data = balanced_subsample(data, args.n_per_class, 0) if args.n_per_class else data
     else:
-        data = load_dataset(a.dataset, a.data_dir, n_per_class=a.n_per_class)
-    if a.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {a.batch_size}")
-    x, y = data.inputs.to(getattr(torch, a.dtype)), data.labels
-    return data, [(x[i : i + a.batch_size], y[i : i + a.batch_size]) for i in range(0, data.num_samples, a.batch_size)]
+        data = load_dataset(args.dataset, args.data_dir, n_per_class=args.n_per_class)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    x, y = data.inputs.to(getattr(torch, args.dtype)), data.labels
+    return data, [
+        (x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, data.num_samples, args.batch_size)
+    ]
 
 
-def cmd_analyze(a: argparse.Namespace) -> int:
+def cmd_analyze(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis import analyze
     from ..safe_read import load_state_dict_checked, read_state_dict
 
-    model = _factory(a.model)()
+    model = _factory(args.model)()
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"--model {a.model}: the factory returned {type(model).__name__}, not an nn.Module")
-    if a.weights is not None:
-        load_state_dict_checked(model, read_state_dict(a.weights), f"weights file {a.weights}")
-    model = model.to(getattr(torch, a.dtype))
-    data, batches = _analysis_data(a)
-    loss = torch.nn.CrossEntropyLoss() if a.loss == "ce" else torch.nn.MSELoss()
-    if a.loss == "mse":
-        eye = torch.eye(data.num_classes, dtype=getattr(torch, a.dtype))
+        raise TypeError(f"--model {args.model}: the factory returned {type(model).__name__}, not an nn.Module")
+    if args.weights is not None:
+        load_state_dict_checked(model, read_state_dict(args.weights), f"weights file {args.weights}")
+    model = model.to(getattr(torch, args.dtype))
+    data, batches = _analysis_data(args)
+    loss = torch.nn.CrossEntropyLoss() if args.loss == "ce" else torch.nn.MSELoss()
+    if args.loss == "mse":
+        eye = torch.eye(data.num_classes, dtype=getattr(torch, args.dtype))
         batches = [(x, eye[y]) for x, y in batches]
     res = analyze(
         model,
         batches,
         loss,
-        a.layers,
-        model_curvature=not a.no_model_curvature,
-        density=not a.no_density,
-        progress=not a.quiet,
-        threads=a.threads,
+        args.layers,
+        model_curvature=not args.no_model_curvature,
+        density=not args.no_density,
+        progress=not args.quiet,
+        threads=args.threads,
     )
     res.notes.append(
-        f"data: {data.name}, {data.num_samples} samples; weights: {a.weights or 'as built by the factory'}"
+        f"data: {data.name}, {data.num_samples} samples; weights: {args.weights or 'as built by the factory'}"
     )
-    res.save(a.out)
-    if not a.quiet:
+    res.save(args.out)
+    if not args.quiet:
         for layer in res.layers:
             want = layer.expected.count
             print(
                 f"{layer.name}: {plural(layer.outliers, 'outlier')} (expected at DNC: {'—' if want is None else want}), "
                 f"f same/cross {layer.f_same:.3f}/{layer.f_cross:.3f}, NC1 of its input {layer.collapse.get('nc1', float('nan')):.3g}"
             )
-        print(f"wrote {Path(a.out) / 'report.md'} and analysis.json in {res.seconds:.1f} s")
+        print(f"wrote {Path(args.out) / 'report.md'} and analysis.json in {res.seconds:.1f} s")
     return 0

@@ -13,75 +13,75 @@ from .._text import plural
 from .run_folder import (
     check_train_folder,
     checked_device,
+    command_settings,
     computed_settings,
     differences,
     model_from_run,
     output_folder,
     refuse_other_configuration,
-    run_config,
 )
 
 
-def _train_settings(a: argparse.Namespace) -> dict:
-    """The keyword arguments of :func:`fastdnc.train` that the command's flags set."""
-    return dict(
-        optimizer=a.optimizer,
-        momentum=a.momentum,
-        batch_size=a.batch_size,
-        schedule=a.schedule,
-        checkpoint_every=a.checkpoint_every,
-        seed=a.seed,
-        threads=a.threads,
+def _train_config(args: argparse.Namespace):
+    """The run's :class:`~fastdnc.training.TrainConfig` from the command's flags (checked: a
+    ValueError naming the setting)."""
+    from ..training import TrainConfig
+
+    return TrainConfig(
+        args.steps,
+        args.lr,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        batch_size=args.batch_size,
+        schedule=args.schedule,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        threads=args.threads,
     )
 
 
-def _model_from_args(a: argparse.Namespace):
+def _model_from_args(args: argparse.Namespace):
     """The DeepUFM the arguments describe, after every training setting is checked (a rejected
     command writes nothing)."""
     import torch
 
     from ..models import DeepUFM
-    from ..training import check_training
 
-    if a.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {a.steps}")
-    if a.checkpoint_every is not None and a.checkpoint_every <= 0:
-        raise ValueError(f"--checkpoint-every must be >= 1, got {a.checkpoint_every}")
-    check_training(a.steps, a.lr, **_train_settings(a))
-    wd = a.weight_decay[0] if len(a.weight_decay) == 1 else a.weight_decay
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    if args.checkpoint_every is not None and args.checkpoint_every <= 0:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    _train_config(args)
+    wd = args.weight_decay[0] if len(args.weight_decay) == 1 else args.weight_decay
     return DeepUFM(
-        a.classes,
-        a.n_per_class,
-        a.width,
-        a.depth,
-        activation=a.activation,
-        loss=a.loss,
+        args.classes,
+        args.n_per_class,
+        args.width,
+        args.depth,
+        activation=args.activation,
+        loss=args.loss,
         weight_decay=wd,
-        feature_decay=a.feature_decay,
-        seed=a.seed,
-        dtype=getattr(torch, a.dtype),
-        device=checked_device(a.device),
+        feature_decay=args.feature_decay,
+        seed=args.seed,
+        dtype=getattr(torch, args.dtype),
+        device=checked_device(args.device),
     )
 
 
-def _checkpoint_step(a: argparse.Namespace, out: Path, cfg: dict, model) -> int | None:
+def _checkpoint_step(args: argparse.Namespace, out: Path, cfg: dict, model) -> int | None:
     """The step of ``out``'s checkpoint when this command may continue it (``None`` without one);
     refuses a run of another configuration, judged by the checkpoint (the record) or, before the
     first checkpoint, by config.json (its copy)."""
-    from ..training.checkpoint import check_same_configuration, read_checkpoint, run_config
+    from ..training.checkpoint import check_same_configuration, read_checkpoint
 
-    config = check_train_folder(out, a.no_resume)
+    config = check_train_folder(out, args.no_resume)
     checkpoint = out / "checkpoint.pt"
-    if a.no_resume or not checkpoint.exists():
+    if args.no_resume or not checkpoint.exists():
         if config is not None:
             refuse_other_configuration(out, differences(config, cfg), "config.json")
         return None
     ck = read_checkpoint(checkpoint, "cpu")
-    settings = {k: v for k, v in _train_settings(a).items() if k not in ("checkpoint_every", "threads")}
-    expected = run_config(
-        model, lr=a.lr, nesterov=False, betas=(0.9, 0.999), eps=1e-8, schedule_kwargs={}, **settings,
-        command=computed_settings(cfg),
-    )  # fmt: skip
+    expected = _train_config(args).record(model, command=computed_settings(cfg))
     hint = "continue it with the same settings, use another --out, or pass --no-resume to start afresh there"
     check_same_configuration(checkpoint, ck, expected, hint)
     return int(ck["step"])
@@ -137,21 +137,21 @@ def _repair(out: Path, step: int, quiet: bool) -> None:
         print(f"repaired {out / 'history.json'} and {out / 'metrics.json'} from the checkpoint at step {step}")
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from ..io import atomic_write_json, remove_stale_temporaries
     from ..training import train
 
-    model = _model_from_args(a)
-    out = output_folder(a.out)  # created and locked by fastdnc.cli.main
-    cfg = run_config(a)
+    model = _model_from_args(args)
+    out = output_folder(args.out)  # created and locked by fastdnc.cli.main
+    cfg = command_settings(args)
     remove_stale_temporaries(out, any_target=True)  # those of runs that were killed (never a live one's)
-    done = _checkpoint_step(a, out, cfg, model)
-    if done is not None and done >= a.steps:
+    done = _checkpoint_step(args, out, cfg, model)
+    if done is not None and done >= args.steps:
         _refresh_copy(out, cfg)
-        _repair(out, done, a.quiet)
-        if not a.quiet:
+        _repair(out, done, args.quiet)
+        if not args.quiet:
             print(
-                f"{out} has already trained {plural(done, 'step')} (--steps {a.steps}): nothing to do; pass a larger "
+                f"{out} has already trained {plural(done, 'step')} (--steps {args.steps}): nothing to do; pass a larger "
                 "--steps to continue it"
             )
         return 0
@@ -159,18 +159,16 @@ def cmd_train(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     history = train(
         model,
-        a.steps,
-        a.lr,
-        **_train_settings(a),
+        _train_config(args),
         collapse=True,
         checkpoint=out / "checkpoint.pt",
-        resume=not a.no_resume,
-        progress=False if a.quiet else None,
+        resume=not args.no_resume,
+        progress=False if args.quiet else None,
         command=computed_settings(cfg),
     )
     seconds = time.perf_counter() - t0
     _write_results(out, model, history, seconds)
-    if not a.quiet:
+    if not args.quiet:
         start, end = history.start_step, history.end_step
         resumed = f"resumed from step {start}, " if start else ""
         print(
@@ -198,34 +196,38 @@ def _print_spectrum(result: dict, run: Path) -> None:
     print(f"wrote {run / 'spectrum.json'} and {run / 'spectrum.png'}")
 
 
-def cmd_spectrum(a: argparse.Namespace) -> int:
+def cmd_spectrum(args: argparse.Namespace) -> int:
     from .. import plots
     from ..analysis import LayeredSource, ShardedSource, analyze_source
     from ..curvature import feature_hessian
     from ..io import atomic_write_json
 
-    run = Path(a.run)
+    run = Path(args.run)
     model, step, _ = model_from_run(run)
     k2 = model.num_classes**2
-    if a.k < 1:
-        raise ValueError(f"-k must be >= 1, got {a.k}")
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
     source: LayeredSource
-    if a.distributed:
-        from .. import distributed as D
+    if args.distributed:
+        from .. import distributed
 
-        D.init()
-        model = D.shard_model(model)
-        source = ShardedSource(model, decay=False, include_features=a.features)
-        a.quiet = a.quiet or D.rank() > 0
+        distributed.init()
+        model = distributed.shard_model(model)
+        source = ShardedSource(model, decay=False, include_features=args.features)
+        args.quiet = args.quiet or distributed.rank() > 0
     else:
-        source = LayeredSource(model, decay=False, include_features=a.features)
+        source = LayeredSource(model, decay=False, include_features=args.features)
     analysis = analyze_source(
-        source, extra=max(1, a.k - k2), dense_limit=a.max_dense, density=False, label=None if a.quiet else "spectrum"
+        source,
+        extra=max(1, args.k - k2),
+        dense_limit=args.max_dense,
+        density=False,
+        label=None if args.quiet else "spectrum",
     )
     result = {"step": step, **analysis.to_dict()}
-    if a.features:
+    if args.features:
         result["feature_hessian_trace"] = float(feature_hessian(model).trace())
-    if a.distributed and D.rank() > 0:
+    if args.distributed and distributed.rank() > 0:
         return 0
     atomic_write_json(run / "spectrum.json", result)
     layers, m = analysis.layers, analysis.model
@@ -235,20 +237,21 @@ def cmd_spectrum(a: argparse.Namespace) -> int:
         f"L={model.depth}) at step {step}:\nthe layer Hessians"
     )
     if m is not None:
-        panels.append((m.eigenvalues, f"whole model: top {len(m.eigenvalues)} of {m.parameters:,}", m.outliers,
-                       m.parameters))  # fmt: skip
+        panels.append(
+            (m.eigenvalues, f"whole model: top {len(m.eigenvalues)} of {m.parameters:,}", m.outliers, m.parameters)
+        )
         title += f" and the whole model's (gradient overlap with its top K²: {m.overlap_top_k2:.3f})"
     spectra, labels, counts, sizes = zip(*panels)
     fig = plots.spectra_figure(
         list(spectra), list(labels), list(counts), title, spike_label="{n} outlier{s} (measured)", sizes=list(sizes)
     )
     plots.save(fig, run / "spectrum.png")
-    if not a.quiet:
+    if not args.quiet:
         _print_spectrum(result, run)
     return 0
 
 
-def cmd_bench(a: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "run_all.py"
@@ -256,7 +259,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{script} is missing: the benchmarks ship with the source tree (git clone), not with an installed wheel"
         )
-    return subprocess.call([sys.executable, str(script), "--out", a.out])
+    return subprocess.call([sys.executable, str(script), "--out", args.out])
 
 
 def _rank() -> int:
@@ -265,30 +268,30 @@ def _rank() -> int:
     return rank()
 
 
-def cmd_reproduce(a: argparse.Namespace) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..experiments import reproduce
     from ..experiments.ufm_comparison import AGREEMENT_TOL
 
-    output_folder(a.out)
-    if a.doc is not None:
-        output_folder(str(Path(a.doc).parent), "--doc")
-    if a.preset == "real":
+    output_folder(args.out)
+    if args.doc is not None:
+        output_folder(str(Path(args.doc).parent), "--doc")
+    if args.preset == "real":
         from ..experiments.real import reproduce_real
         from ..experiments.real_report import regime
 
         res = reproduce_real(
-            a.dataset,
-            a.out,
-            data_dir=a.data_dir,
-            n_per_class=a.n_per_class,
-            model=a.model,
-            steps=a.steps,
-            width=a.width,
-            depth=a.depth,
-            progress=not a.quiet,
-            distributed=a.distributed,
+            args.dataset,
+            args.out,
+            data_dir=args.data_dir,
+            n_per_class=args.n_per_class,
+            model=args.model,
+            steps=args.steps,
+            width=args.width,
+            depth=args.depth,
+            progress=not args.quiet,
+            distributed=args.distributed,
         )
-        if not a.quiet and _rank() == 0:
+        if not args.quiet and _rank() == 0:
             print(
                 f"{res['data_source']}: train accuracy {res['train_accuracy']:.2%}, held-out "
                 + (
@@ -299,12 +302,12 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 + "; outliers per head layer "
                 f"{[l['outliers'] for l in res['analysis']['layers']]} (expected at DNC "
                 f"{[l['expected_outliers']['count'] for l in res['analysis']['layers']]}); "
-                f"wrote {Path(a.out) / 'report.md'}"
+                f"wrote {Path(args.out) / 'report.md'}"
             )
             print(regime(res).replace("**", ""))
         return 0
-    res = reproduce(a.preset, a.out, progress=not a.quiet, doc=a.doc, background_figures=True)
-    if not a.quiet:
+    res = reproduce(args.preset, args.out, progress=not args.quiet, doc=args.doc, background_figures=True)
+    if not args.quiet:
         for name, exp in res["experiments"].items():
             compared = [r for r in exp["table"] if r["error"] is not None]
             beyond = [r for r in compared if not r["error"] <= AGREEMENT_TOL]
@@ -313,5 +316,5 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
                 worst = max(beyond, key=lambda r: r["error"])
                 line += f"; {len(beyond)} beyond (largest {worst['error']:.2e}: {worst['note']})"
             print(line)
-        print(f"wrote {Path(a.out) / 'report.md'} and results.json in {res['wall_seconds']:.1f} s")
+        print(f"wrote {Path(args.out) / 'report.md'} and results.json in {res['wall_seconds']:.1f} s")
     return 0

@@ -117,7 +117,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="ROOT with MNIST/raw/ or cifar-10-batches-py/ (torchvision's layout); never downloads",
+        help="ROOT with MNIST/raw/ or cifar-10-batches-py/ (torchvision's layout), or with mnist.pkl.gz "
+        "(`make data`); never downloads",
     )
     p.add_argument("--n-per-class", type=int, default=None, help="real preset: class-balanced subsample")
     p.add_argument(
@@ -211,7 +212,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     src.add_argument("--data", default=None, help="FILE.npz with arrays X (N, ...) and y (N,) integer labels")
     p.add_argument(
-        "--data-dir", default=None, help="ROOT for --dataset mnist/cifar10 files (default: the offline sample)"
+        "--data-dir",
+        default=None,
+        help="ROOT for --dataset mnist/cifar10 files, or with mnist.pkl.gz (default: the offline sample)",
     )
     p.add_argument("--n-per-class", type=int, default=None, help="class-balanced subsample of the data (default: all)")
     p.add_argument(

@@ -128,8 +128,9 @@ def read_json(path: Path, what: str) -> dict:
     return read(path, what)
 
 
-def run_config(a: argparse.Namespace) -> dict:
-    return {k: v for k, v in sorted(vars(a).items()) if k not in ("func", "command")}
+def command_settings(args: argparse.Namespace) -> dict:
+    """The command line's settings as a dict (what config.json records), without the dispatch fields."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
 
 
 def computed_settings(cfg: dict) -> dict:

@@ -74,10 +74,11 @@ class _CurvlinopsOperator(CurvatureOperator):
         chosen: list[torch.Tensor] = list(params)
         batches = read_batches(data, batch_size_fn, unpack=False)
         self.operators: list[CurvatureOperator] = [
-            self._native(model_func, loss_func, batches, params=group, check_deterministic=check_deterministic,
-                         num_data=num_data)
+            self._native(
+                model_func, loss_func, batches, params=group, check_deterministic=check_deterministic, num_data=num_data
+            )
             for group in _blocks(chosen, block_sizes)
-        ]  # fmt: skip
+        ]
         first = self.operators[0]
         shapes = [s for op in self.operators for s in op.block_shapes or []]
         super().__init__(sum(op.size for op in self.operators), first.dtype, first.device, shapes)

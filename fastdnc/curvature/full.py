@@ -56,7 +56,7 @@ import torch
 from ..models import LayeredModel, require_layered
 from .gram import SampleGram, layered_blocks
 from .layout import split_flat
-from .operator import CurvatureOperator, describe
+from .operator import CurvatureOperator, describe, renamed_ggn_flag
 from .output_losses import OutputLoss, identity_root, softmax_hessian_product, softmax_hessian_root
 
 
@@ -89,6 +89,7 @@ class _ModelOperator(CurvatureOperator):
         self.lams = [lam.get(n, 0.0) if decay else 0.0 for n in self.names]
         self.num_samples, self.num_outputs = model.num_samples, model.num_classes
         self._largest = max(w.numel() for w in model.weights)
+        self.output_loss: OutputLoss | None = None  # a loss other than the model's own fit term
 
     def gemm_flops(self, k: int = 1) -> float:
         """A weight times the layer inputs over the samples, per vector."""
@@ -103,13 +104,13 @@ class _ModelOperator(CurvatureOperator):
 
     def gram_size(self) -> int | None:
         """N·K' when this is a GGN whose decay is one shift for every block (else no Gram route)."""
-        if not getattr(self, "ggn", False) or len(set(self.lams)) > 1:
+        if self.curvature != "ggn" or len(set(self.lams)) > 1:
             return None
-        k = self.output_loss.output.shape[0] if getattr(self, "output_loss", None) is not None else self.num_outputs
+        k = self.output_loss.output.shape[0] if self.output_loss is not None else self.num_outputs
         return self.num_samples * k
 
-    def gram_obstacle(self) -> str:
-        if not getattr(self, "ggn", False):
+    def why_no_gram(self) -> str:
+        if self.curvature != "ggn":
             return "a Hessian (its residual term is not a Gram); the GGN has one"
         return "the decay differs between blocks (biases are not decayed): G + diag(λ) is not a Gram plus one shift"
 
@@ -130,14 +131,16 @@ class LayeredHessian(_ModelOperator):
         model: LayeredModel,
         include_features: bool = False,
         decay: bool = True,
-        ggn: bool = False,
+        ggn: bool | None = None,
         output_loss: Callable[[torch.Tensor], OutputLoss] | None = None,
+        curvature: str = "hessian",
     ) -> None:
-        """``output_loss``: a function of the output Z (K × N) returning the
+        """``curvature``: ``"hessian"`` or ``"ggn"`` (``ggn=True`` is its deprecated former name).
+        ``output_loss``: a function of the output Z (K × N) returning the
         :class:`~fastdnc.curvature.output_losses.OutputLoss` to use instead of the model's own fit
         term (the drop-in operators' weighted, smoothed and binary losses)."""
         super().__init__(model, include_features, decay)
-        self.ggn = ggn
+        self.curvature = renamed_ggn_flag(curvature, ggn, "ggn")
         with torch.no_grad():
             ws, bs = model.tensors()
             self.weights = [w.detach() for w in ws]
@@ -202,7 +205,7 @@ class LayeredHessian(_ModelOperator):
         out_h = None
         for l in range(depth - 1, -1, -1):
             ow = gdot @ self.inputs[l].T
-            if not self.ggn and hdot[l] is not None:
+            if self.curvature == "hessian" and hdot[l] is not None:
                 ow = ow + self.grads[l] @ hdot[l].transpose(-1, -2)
             out_w[l] = ow
             if vb is not None:
@@ -210,7 +213,7 @@ class LayeredHessian(_ModelOperator):
             if l == 0 and not self.include_features:
                 break
             back = self.weights[l].T @ gdot
-            if not self.ggn:
+            if self.curvature == "hessian":
                 back = back + vw[l].transpose(-1, -2) @ self.grads[l]
             if l == 0:
                 out_h = back
@@ -236,15 +239,26 @@ class LayeredHessian(_ModelOperator):
 
 
 class LinearMSEHessian(_ModelOperator):
-    """Exact Hessian (or GGN) of a deep linear MSE UFM without biases, O(L·K·d²) per product."""
+    r"""Exact Hessian (or GGN) of a deep linear MSE UFM without biases, O(L·K·d²) per product.
+
+    Its precomputed statistics, by the symbols of the module docstring: ``above`` the products
+    :math:`A_{l+1} = W_L\cdots W_{l+1}` (``above[0]`` = :math:`A_1`), ``feature_moment``
+    :math:`S = H_1H_1^\top/N`, ``residual`` :math:`R = Z - Y` and ``residual_below`` the
+    :math:`MB_l^\top` with :math:`M = RH_1^\top/N`."""
 
     def __init__(
-        self, model: LayeredModel, include_features: bool = False, decay: bool = True, ggn: bool = False
+        self,
+        model: LayeredModel,
+        include_features: bool = False,
+        decay: bool = True,
+        ggn: bool | None = None,
+        curvature: str = "hessian",
     ) -> None:
+        """``curvature``: ``"hessian"`` or ``"ggn"`` (``ggn=True`` is its deprecated former name)."""
         if model.activation != "linear" or model.loss_type != "mse" or model.biases is not None:
             raise ValueError("LinearMSEHessian needs a linear MSE model without biases")
         super().__init__(model, include_features, decay)
-        self.ggn = ggn
+        self.curvature = renamed_ggn_flag(curvature, ggn, "ggn")
         with torch.no_grad():
             ws = [w.detach() for w in model.tensors()[0]]
             h1 = model.features.detach()
@@ -256,48 +270,48 @@ class LinearMSEHessian(_ModelOperator):
             a[depth] = torch.eye(model.num_classes, dtype=h1.dtype, device=h1.device)
             for l in range(depth - 1, -1, -1):
                 a[l] = a[l + 1] @ ws[l]
-            self.a = a
-            self.s = h1 @ h1.T / n
+            self.above = a
+            self.feature_moment = h1 @ h1.T / n
             r = a[0] @ h1 - model.targets
             # M B_lᵀ with B_l = W_{l-1}⋯W_1 (K × d_l), by M B_{l+1}ᵀ = M B_lᵀ W_lᵀ
             mb = [r @ h1.T / n]
             for w in ws[:-1]:
                 mb.append(mb[-1] @ w.T)
-            self.mb = mb
-            self.h1, self.r, self.n = h1, r, n
+            self.residual_below = mb
+            self.h1, self.residual, self.n = h1, r, n
 
     def _gram_parts(self):
         inputs = [self.h1]
         for w in self.weights[:-1]:
             inputs.append(w @ inputs[-1])
-        return self.weights, inputs, None, identity_root(self.r) / self.n**0.5, False
+        return self.weights, inputs, None, identity_root(self.residual) / self.n**0.5, False
 
     def reduce_sample_statistics(self, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> None:
-        """Replace every statistic a product reads from the samples, :math:`S = H_1H_1^\top/N`
+        r"""Replace every statistic a product reads from the samples, :math:`S = H_1H_1^\top/N`
         (d × d) and :math:`MB_l^\top` (K × d_l), by ``reduce(statistic, name)``: the hook of the
         sharded operator (:func:`fastdnc.distributed.sharded_hessian`), which sums the ranks'
         weighted statistics once so that every later product is local."""
-        self.s = reduce(self.s, "S = H1 H1ᵀ/N")
-        self.mb = [reduce(t, "M Bᵀ") for t in self.mb]
+        self.feature_moment = reduce(self.feature_moment, "S = H1 H1ᵀ/N")
+        self.residual_below = [reduce(t, "M Bᵀ") for t in self.residual_below]
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         vs = split_flat(v, self.block_shapes, vectors_first=True)
         k, depth = v.shape[1], len(self.weights)
         vw = vs[:depth]
         vh = vs[depth] if self.include_features else None
-        a, ws, mb = self.a, self.weights, self.mb
+        a, ws, mb = self.above, self.weights, self.residual_below
         # backward: Y_l = U_l + Y_{l+1} W_l with U_l = A_{l+1} Ẇ_l, so Ê_lᵀ = Y_{l+1} and Σ_r U_r B_r = Y_1
         y = [None] * (depth + 1)
         for l in range(depth - 1, -1, -1):
             u = a[l + 1] @ vw[l]
             y[l] = u if y[l + 1] is None else _times(y[l + 1], ws[l], u)
-        q = _times(y[0], self.s)
+        q = _times(y[0], self.feature_moment)
         if vh is not None:
             avh = a[0] @ vh
             q = q + avh @ self.h1.T / self.n
         # forward: Z_l = Q B_lᵀ + X_l, Z_{l+1} = Z_l W_lᵀ + M B_lᵀ Ẇ_lᵀ (GGN: Z_l = Q B_lᵀ), and
         # out_l = [A_{l+1}ᵀ | Ê_l] @ [Z_l ; M B_lᵀ] + λ_l Ẇ_l: one GEMM of inner size 2K (GGN: K)
-        z = q if vh is None or self.ggn else q + (self.r @ vh.transpose(-1, -2)) / self.n
+        z = q if vh is None or self.curvature == "ggn" else q + (self.residual @ vh.transpose(-1, -2)) / self.n
         out = torch.empty(k, self.size, dtype=v.dtype, device=v.device)
         views, i = [], 0
         for s in self.block_shapes:
@@ -305,37 +319,41 @@ class LinearMSEHessian(_ModelOperator):
             i += s.numel()
         for l in range(depth):
             left, right = a[l + 1].T.expand(k, -1, -1), z
-            if not self.ggn and y[l + 1] is not None:  # Ê_L = 0
+            if self.curvature == "hessian" and y[l + 1] is not None:  # Ê_L = 0
                 left = torch.cat([left, y[l + 1].transpose(-1, -2)], dim=2)
                 right = torch.cat([z, mb[l].expand(k, -1, -1)], dim=1)
             torch.baddbmm(vw[l], left, right, beta=self.lams[l], out=views[l])
             if l + 1 < depth:
                 # M B_lᵀ Ẇ_lᵀ as (Ẇ_l (M B_lᵀ)ᵀ)ᵀ: one GEMM that reads Ẇ_l in place (no transposed copy)
-                extra = None if self.ggn else (vw[l].reshape(-1, vw[l].shape[-1]) @ mb[l].T).view(k, -1, z.shape[1])
+                extra = (
+                    None
+                    if self.curvature == "ggn"
+                    else (vw[l].reshape(-1, vw[l].shape[-1]) @ mb[l].T).view(k, -1, z.shape[1])
+                )
                 z = _times(z, ws[l].T, None if extra is None else extra.transpose(-1, -2))
         if vh is not None:
             oh = a[0].T @ (y[0] @ self.h1 + avh) / self.n
-            if not self.ggn:
-                oh = oh + y[0].transpose(-1, -2) @ self.r / self.n
+            if self.curvature == "hessian":
+                oh = oh + y[0].transpose(-1, -2) @ self.residual / self.n
             views[depth].copy_(oh + self.lams[depth] * vh if self.lams[depth] else oh)
         return out.T
 
     def cache_info(self) -> dict[str, str]:
-        info = {"S=H1H1ᵀ/N": describe(self.s)}
-        info.update({f"A_{l + 1}": describe(t) for l, t in enumerate(self.a)})
-        info.update({f"MB_{l + 1}ᵀ": describe(t) for l, t in enumerate(self.mb)})
+        info = {"S=H1H1ᵀ/N": describe(self.feature_moment)}
+        info.update({f"A_{l + 1}": describe(t) for l, t in enumerate(self.above)})
+        info.update({f"MB_{l + 1}ᵀ": describe(t) for l, t in enumerate(self.residual_below)})
         return info
 
 
-def _full(model: LayeredModel, include_features: bool, decay: bool, ggn: bool, structured: bool | None):
-    name = "fd.ggn" if ggn else "fd.hessian"
-    require_layered(model, name, f"fd.{'GGN' if ggn else 'Hessian'}Operator(model, loss_fn, data)")
+def _full(model: LayeredModel, include_features: bool, decay: bool, curvature: str, structured: bool | None):
+    name = "fd.ggn" if curvature == "ggn" else "fd.hessian"
+    require_layered(model, name, f"fd.{'GGN' if curvature == 'ggn' else 'Hessian'}Operator(model, loss_fn, data)")
     fast = model.activation == "linear" and model.loss_type == "mse" and model.biases is None
     if structured and not fast:
         raise ValueError("the structured path needs a linear MSE model without biases")
     if fast and structured is not False:
-        return LinearMSEHessian(model, include_features, decay, ggn)
-    return LayeredHessian(model, include_features, decay, ggn)
+        return LinearMSEHessian(model, include_features, decay, curvature=curvature)
+    return LayeredHessian(model, include_features, decay, curvature=curvature)
 
 
 def hessian(
@@ -352,11 +370,11 @@ def hessian(
     >>> H.shape, type(H).__name__
     ((56, 56), 'LinearMSEHessian')
     """
-    return _full(model, include_features, decay, False, structured)
+    return _full(model, include_features, decay, "hessian", structured)
 
 
 def ggn(
     model: LayeredModel, include_features: bool = False, decay: bool = True, structured: bool | None = None
 ) -> CurvatureOperator:
     """The exact generalised Gauss–Newton matrix :math:`J^\\top \\ell'' J` (+ decay), same layout."""
-    return _full(model, include_features, decay, True, structured)
+    return _full(model, include_features, decay, "ggn", structured)

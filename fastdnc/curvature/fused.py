@@ -1,7 +1,7 @@
 r"""The fused R-op behind the drop-in operators for ``nn.Sequential`` MLPs: when it computes exactly
 the operator the user asked for, and the :class:`~fastdnc.curvature.full.LayeredHessian` it builds.
 
-:func:`obstacle` returns ``None`` only when every condition holds (see
+:func:`why_not_fused` returns ``None`` only when every condition holds (see
 :mod:`fastdnc.curvature.generic`), else the first that fails, in words: the drop-in operator shows it
 as ``op.fused_reason``. Besides the layers, the loss and the data, nothing may change what a module
 computes: no hook of any kind, no parametrisation or pruning, every ``forward`` torch's own
@@ -26,7 +26,7 @@ from ..batches import Batch
 from ..models import MLPHead
 from .full import LayeredHessian
 from .model_state import foreign_forward, hooks, parametrized
-from .output_losses import SigmoidBinaryCrossEntropy, SoftmaxCrossEntropy, SquaredError
+from .output_losses import FUSED, OutputLoss, SoftmaxCrossEntropy
 
 
 class ModuleOperator(Protocol):
@@ -38,13 +38,13 @@ class ModuleOperator(Protocol):
     names: list[str]
     num_data: int
     reduction: str
-    is_ggn: bool
+    curvature: str
     size: int
     dtype: torch.dtype
     device: torch.device
 
 
-def layers_obstacle(mods: list[nn.Module]) -> str | None:
+def why_layers_not_fused(mods: list[nn.Module]) -> str | None:
     """``None`` for Linear, activation, Linear, …, Linear with one kind of activation (ReLU or
     Identity), no module used twice and biases on all Linear layers or on none."""
     if len({id(m) for m in mods}) != len(mods):
@@ -65,33 +65,31 @@ def layers_obstacle(mods: list[nn.Module]) -> str | None:
     return None
 
 
-def obstacle(op: ModuleOperator, num_named: int, ggn: bool) -> str | None:
+def why_not_fused(op: ModuleOperator, num_named: int) -> str | None:
     """``None`` when the fused R-op computes exactly ``op``, else the first reason it does not."""
     seq, loss = op.model, op.loss_fn
     if not isinstance(seq, nn.Sequential) or len(seq) == 0:
         return "the model is not an nn.Sequential"
     if op.dtype not in (torch.float32, torch.float64):
         return f"the parameters are {op.dtype} (the fused path runs in float32 and float64)"
-    why = _computation_obstacle(seq)
+    why = _why_computation(seq)
     if why:
         return why
     mods = list(seq)
     if type(mods[-1]) is nn.LogSoftmax:
         if mods[-1].dim not in (1, -1) or type(loss) is not nn.NLLLoss:
             return "a final LogSoftmax is fused only over dim 1 and with NLLLoss"
-        if ggn:
+        if op.curvature == "ggn":
             return "the GGN of NLLLoss after LogSoftmax is taken at the log-probabilities (generic path)"
         mods = mods[:-1]
-    elif type(loss) not in (nn.MSELoss, nn.CrossEntropyLoss, nn.BCEWithLogitsLoss):
-        return (
-            f"the loss is {type(loss).__name__}, not MSELoss, CrossEntropyLoss, BCEWithLogitsLoss or NLLLoss "
-            "after LogSoftmax"
-        )
-    why = layers_obstacle(mods) or _inputs_obstacle(op, mods, num_named)
-    return why or _loss_obstacle(op, [m for m in mods if type(m) is nn.Linear][-1].out_features)
+    elif type(loss) not in FUSED:
+        names = ", ".join(sorted(t.__name__ for t in FUSED))
+        return f"the loss is {type(loss).__name__}, not one of {names} or NLLLoss after LogSoftmax"
+    why = why_layers_not_fused(mods) or _why_inputs(op, mods, num_named)
+    return why or _why_loss(op, [m for m in mods if type(m) is nn.Linear][-1].out_features)
 
 
-def _computation_obstacle(seq: nn.Sequential) -> str | None:
+def _why_computation(seq: nn.Sequential) -> str | None:
     """Why a module of ``seq`` may compute something other than its layer's formula."""
     found = hooks(seq)
     if found:
@@ -101,7 +99,7 @@ def _computation_obstacle(seq: nn.Sequential) -> str | None:
     return next((why for why in map(foreign_forward, seq.modules()) if why), None)
 
 
-def _inputs_obstacle(op: ModuleOperator, mods: list[nn.Module], num_named: int) -> str | None:
+def _why_inputs(op: ModuleOperator, mods: list[nn.Module], num_named: int) -> str | None:
     owned = [p for m in mods for p in m.parameters()]
     if len({id(p) for p in owned}) != len(owned):
         return "a parameter is shared between layers (weight tying)"
@@ -114,36 +112,16 @@ def _inputs_obstacle(op: ModuleOperator, mods: list[nn.Module], num_named: int) 
     return None
 
 
-def _loss_obstacle(op: ModuleOperator, k: int) -> str | None:
-    loss, y = op.loss_fn, [b.target for b in op.batches]
+def _fused_loss(loss: Any) -> type[OutputLoss]:
+    """The OutputLoss that computes ``loss`` (NLLLoss only ever follows a LogSoftmax here)."""
+    return SoftmaxCrossEntropy if type(loss) is nn.NLLLoss else FUSED[type(loss)]
+
+
+def _why_loss(op: ModuleOperator, k: int) -> str | None:
     if k < 2:
         return "the model has one output (the fused head needs K >= 2)"
-    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        if getattr(loss, "label_smoothing", 0.0) and loss.weight is not None:
-            return "CrossEntropyLoss with both class weights and label smoothing"
-        if any(t.ndim != 1 or t.dtype.is_floating_point for t in y):
-            return "the targets are not class indices (class probabilities take the generic path)"
-        if any(bool((((t < 0) | (t >= k)) & (t != loss.ignore_index)).any()) for t in y):
-            return "some labels are outside 0..K-1"
-        if any(float(_class_weights(loss, t, k, op.dtype).sum()) == 0 for t in y):
-            return "a batch has no sample left to average over (all ignored)"
-        return None
-    if isinstance(loss, nn.BCEWithLogitsLoss) and (loss.weight is not None or loss.pos_weight is not None):
-        return "BCEWithLogitsLoss with weight or pos_weight"
-    if any(t.shape != (b.size, k) for t, b in zip(y, op.batches)):
-        return f"{type(loss).__name__} targets do not have the output's shape (no broadcasting on the fused path)"
-    return None
-
-
-def _class_weights(loss: Any, labels: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """w_{y_i} of a cross-entropy or NLL loss, 0 for an ignored sample."""
-    valid = labels != loss.ignore_index
-    w = (
-        torch.ones(k, dtype=dtype, device=labels.device)
-        if loss.weight is None
-        else loss.weight.to(device=labels.device, dtype=dtype)
-    )
-    return torch.where(valid, w[labels.clamp(0, k - 1)], torch.zeros((), dtype=dtype, device=labels.device))
+    targets = [b.target for b in op.batches]
+    return _fused_loss(op.loss_fn).why_not(op.loss_fn, targets, [b.size for b in op.batches], k)
 
 
 class FusedSequential:
@@ -170,7 +148,7 @@ class FusedSequential:
                 for b, lin in zip(head.biases, linears):
                     b.copy_(lin.bias)
         self.operator = LayeredHessian(
-            head, include_features=False, decay=False, ggn=op.is_ggn, output_loss=_output_loss(op, k)
+            head, include_features=False, decay=False, curvature=op.curvature, output_loss=_output_loss(op, k)
         )
         # the user's params order as indices into the module order (the R-op's layout)
         offsets, i = {}, 0
@@ -204,26 +182,15 @@ class FusedSequential:
 
     def matmat(self, v: torch.Tensor) -> torch.Tensor:
         if self.order is None:
-            return self.operator._matmat(v)
+            return self.operator.matmat(v)
         module_v = torch.empty_like(v)
         module_v[self.order] = v
-        return self.operator._matmat(module_v)[self.order]
+        return self.operator.matmat(module_v)[self.order]
 
 
-def _output_loss(op: ModuleOperator, k: int):
+def _output_loss(op: ModuleOperator, k: int) -> Callable[[torch.Tensor], OutputLoss]:
     """The fused loss of the output with the per-sample weights of torch's reduction of each batch."""
-    loss, mean = op.loss_fn, op.reduction == "mean"
-    y = [b.target.to(op.device) for b in op.batches]
-    if isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        ws = [_class_weights(loss, t, k, op.dtype) for t in y]
-        weights = torch.cat([w * (b.size / op.num_data) / w.sum() if mean else w for w, b in zip(ws, op.batches)])
-        labels = torch.cat(y)
-        eps = getattr(loss, "label_smoothing", 0.0)
-        soft = nn.functional.one_hot(labels.clamp(0, k - 1), k).T.to(op.dtype) * (1 - eps) + eps / k
-        return lambda z: SoftmaxCrossEntropy(z, soft, weights)
-    target = torch.cat(y).T.to(op.dtype).contiguous()
-    per = torch.full((target.shape[1],), 1.0 / (op.num_data * k) if mean else 1.0, dtype=op.dtype, device=op.device)
-    if isinstance(loss, nn.BCEWithLogitsLoss):
-        return lambda z: SigmoidBinaryCrossEntropy(z, target, per)
-    # MSELoss is Σ (z − t)² / (NK) (mean) or Σ (z − t)²: ½‖·‖² with weights 2/(NK) or 2
-    return lambda z: SquaredError(z, target, 2 * per)
+    targets = [b.target.to(op.device) for b in op.batches]
+    sizes = [b.size for b in op.batches]
+    mean = op.reduction == "mean"
+    return _fused_loss(op.loss_fn).from_torch(op.loss_fn, targets, sizes, k, op.num_data, mean, op.dtype)

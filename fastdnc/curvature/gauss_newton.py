@@ -7,7 +7,7 @@ layer is its Gauss–Newton matrix. Here :math:`x_i` is the input of layer l for
 enter here), :math:`\Lambda_i` the output Hessian of the loss (I for MSE,
 :math:`\mathrm{diag}(p_i)-p_ip_i^\top` for CE) and c = 1/N for the mean.
 
-Two product modes, neither of which forms a per-sample Kronecker term:
+Two product paths (``product=``), neither of which forms a per-sample Kronecker term:
 
 * ``"jacobian"`` (default while the cache fits in ``jacobian_budget`` bytes): the per-sample roots
   :math:`B_i = J_i^\top L_i` (:math:`L_iL_i^\top = \Lambda_i`, masks folded in; N·K·p numbers)
@@ -27,10 +27,11 @@ from __future__ import annotations
 import torch
 
 from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_GN_ASSEMBLY
+from .._threads import dense_threads, intra_op_threads
 from ..kernels import dispatch
 from ..models import LayeredModel
 from .gram import GramBlock, SampleGram
-from .operator import CurvatureOperator, describe
+from .operator import CurvatureOperator, describe, renamed_argument
 from .output_losses import identity_root, softmax_hessian_product, softmax_hessian_root
 
 Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -133,7 +134,7 @@ class BatchedGaussNewton(CurvatureOperator):
         num_outputs: K. p: rows of the parameter block.
         scale: c (default 1/N). shift: s (e.g. weight decay).
         backend: kernel backend (see :mod:`fastdnc.kernels`).
-        mode: ``"jacobian"``, ``"rop"`` or ``"auto"`` (jacobian when its N·K·p cache fits
+        product: ``"jacobian"``, ``"rop"`` or ``"auto"`` (jacobian when its N·K·p cache fits
             ``jacobian_budget`` bytes); see the module docstring.
     """
 
@@ -148,8 +149,10 @@ class BatchedGaussNewton(CurvatureOperator):
         scale: float | None = None,
         shift: float = 0.0,
         backend: str = "auto",
-        mode: str = "auto",
+        product: str = "auto",
         jacobian_budget: int = 2**30,
+        *,
+        mode: str | None = None,
     ) -> None:
         q = num_samples if inputs is None else inputs.shape[0]
         ref = inputs if inputs is not None else (upstream[0][0] if upstream else probs)
@@ -160,12 +163,25 @@ class BatchedGaussNewton(CurvatureOperator):
         self.num_outputs, self.p, self.q, self.n = num_outputs, p, q, num_samples
         self.scale = 1.0 / num_samples if scale is None else float(scale)
         self.shift, self.backend = float(shift), dispatch.check_backend(backend)
-        if mode not in ("auto", "jacobian", "rop"):
-            raise ValueError(f"mode must be 'auto', 'jacobian' or 'rop', got {mode!r}")
+        product = renamed_argument(product, mode, "mode", "product")
+        if product not in ("auto", "jacobian", "rop"):
+            raise ValueError(f"product must be 'auto', 'jacobian' or 'rop', got {product!r}")
         cache_bytes = num_samples * num_outputs * p * torch.empty(0, dtype=self.dtype).element_size()
-        self.mode = ("jacobian" if cache_bytes <= jacobian_budget else "rop") if mode == "auto" else mode
+        self.product = ("jacobian" if cache_bytes <= jacobian_budget else "rop") if product == "auto" else product
         self.jacobian_budget = jacobian_budget
         self._roots: torch.Tensor | None = None
+
+    @classmethod
+    def from_roots(
+        cls, inputs: torch.Tensor, roots: torch.Tensor, p: int, scale: float = 1.0, backend: str = "auto"
+    ) -> BatchedGaussNewton:
+        r"""The block :math:`c\sum_i B_iB_i^\top \otimes x_ix_i^\top` from given inputs X (q × N) and
+        roots :math:`B_i^\top` (N, K', p) in the layout of :meth:`roots`, for models whose roots come
+        from elsewhere (the vector–Jacobian products of any nn.Module)."""
+        n, k = roots.shape[0], roots.shape[1]
+        op = cls(inputs, [], None, k, p, n, scale=scale, backend=backend, product="jacobian")
+        op._roots = roots
+        return op
 
     def with_shift(self, shift: float) -> BatchedGaussNewton:
         op = BatchedGaussNewton(
@@ -178,7 +194,7 @@ class BatchedGaussNewton(CurvatureOperator):
             self.scale,
             self.shift + shift,
             self.backend,
-            self.mode,
+            self.product,
             self.jacobian_budget,
         )
         op._roots = self._roots
@@ -190,7 +206,7 @@ class BatchedGaussNewton(CurvatureOperator):
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         x = v.T.reshape(v.shape[1], self.p, self.q)
-        if self.mode == "rop":
+        if self.product == "rop":
             y = gn_product(self.inputs, self.upstream, self.probs, x, self.scale)
         else:
             # u_i = V x_i for every sample, as (k, N, p); then B_i B_iᵀ u_i; then Σ_i g_i x_iᵀ
@@ -243,18 +259,22 @@ class BatchedGaussNewton(CurvatureOperator):
         return SampleGram([GramBlock(self.roots(), self.inputs)], self.scale, self.shift, group)
 
     def eigh(self, method: str = "auto"):
-        gram = self._gram_route(method)
+        gram = self.eigh_gram(method)
         if gram is not None:
             return gram.eigh()
         self._require_dense("eigh", PEAK_GN_ASSEMBLY + PEAK_EIGH - 1, "vectors")
-        return torch.linalg.eigh(self.to_dense())
+        dense = self.to_dense()
+        with intra_op_threads(dense_threads(self.size)):
+            return torch.linalg.eigh(dense)
 
     def eigvalsh(self, method: str = "auto") -> torch.Tensor:
-        gram = self._gram_route(method)
+        gram = self.eigh_gram(method)
         if gram is not None:
             return gram.eigh(vectors=False)[0]
         self._require_dense("eigvalsh", PEAK_GN_ASSEMBLY + PEAK_EIGVALSH - 1, "values")
-        return torch.linalg.eigvalsh(self.to_dense())
+        dense = self.to_dense()
+        with intra_op_threads(dense_threads(self.size)):
+            return torch.linalg.eigvalsh(dense)
 
     def cache_info(self) -> dict[str, str]:
         info = {} if self.inputs is None else {"inputs": describe(self.inputs)}

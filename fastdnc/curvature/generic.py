@@ -16,8 +16,9 @@ re-reads them from the model (a replaced ``Parameter`` is seen too).
 * **Fused path**: an ``nn.Sequential`` of ``nn.Linear`` layers (all with or all without bias) and
   ``nn.ReLU`` / ``nn.Identity`` activations (optionally ending in ``nn.LogSoftmax`` with
   ``nn.NLLLoss``, Hessian only), with ``nn.MSELoss``, ``nn.CrossEntropyLoss`` (class weights, label
-  smoothing, ``ignore_index``, but not weights and smoothing together) or ``nn.BCEWithLogitsLoss``
-  (no ``weight`` / ``pos_weight``), no module or parameter used twice, all its parameters (in any
+  smoothing, ``ignore_index``, but not weights and smoothing together), ``nn.BCEWithLogitsLoss``
+  (no ``weight`` / ``pos_weight``) or ``nn.HuberLoss`` (the registry of
+  :mod:`fastdnc.curvature.output_losses`, where a loss is added as one class), no module or parameter used twice, all its parameters (in any
   order), float32 or float64, one 2-D input tensor per batch, and nothing that changes what a module
   computes (no hook of any kind, no parametrisation or pruning, every ``forward`` torch's own), uses
   the analytic R-op of :class:`~fastdnc.curvature.full.LayeredHessian` with the per-sample weights
@@ -105,6 +106,10 @@ class HessianOperator(ModuleOperator):
         batch_size_fn: the number of samples of a batch's ``X`` (default: its leading dimension).
         num_data: N in the batch weights n_b/N of a mean (default: the samples in ``data``; curvlinops'
             argument of the same name).
+
+    Attributes:
+        recompute: ``mode="auto"`` keeps each batch's graph unless this is ``True`` (it is set when
+            the graphs would not fit in memory); set it to recompute every product and keep none.
     """
 
     def __init__(
@@ -137,7 +142,7 @@ class GGNOperator(ModuleOperator):
     """The generalised Gauss–Newton matrix :math:`J^\\top \\nabla^2_z\\ell\\, J` of any ``nn.Module``
     (arguments as for :class:`HessianOperator`)."""
 
-    is_ggn = True
+    curvature = "ggn"
 
     def __init__(
         self,

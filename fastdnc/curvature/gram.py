@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from .._memory import require_memory, require_vectors
+from .._threads import dense_threads, intra_op_threads
 from ..kernels import dispatch
 
 GROUP_RTOL = 1000  # machine epsilons: samples this close (relative to the block's scale) are one
@@ -69,11 +70,13 @@ def _merge_bound(blocks: list[GramBlock], rep: torch.Tensor) -> float:
     own = torch.stack([b.roots.square().sum((1, 2)) * b.inputs.square().sum(0) for b in blocks]).sum(0)
     # ‖r⊗x − r'⊗x'‖ ≤ ‖r − r'‖‖x‖ + ‖r'‖‖x − x'‖ (no cancellation between nearly equal samples)
     norm = torch.linalg.vector_norm
-    diff = torch.stack([
-        norm(b.roots - b.roots[rep], dim=(1, 2)) * norm(b.inputs, dim=0)
-        + norm(b.roots[rep], dim=(1, 2)) * norm(b.inputs - b.inputs[:, rep], dim=0)
-        for b in blocks
-    ]).sum(0)  # fmt: skip
+    diff = torch.stack(
+        [
+            norm(b.roots - b.roots[rep], dim=(1, 2)) * norm(b.inputs, dim=0)
+            + norm(b.roots[rep], dim=(1, 2)) * norm(b.inputs - b.inputs[:, rep], dim=0)
+            for b in blocks
+        ]
+    ).sum(0)
     return float((diff * (own.sqrt() + own[rep].sqrt())).sum())
 
 
@@ -158,10 +161,8 @@ class SampleGram:
     def eigh(self, vectors: bool = True) -> tuple[torch.Tensor, GramEigenvectors | None]:
         """All P eigenvalues of G (ascending) and, with ``vectors``, its lazy eigenvectors."""
         k = self.matrix()
-        if vectors:
-            sigma, u = torch.linalg.eigh(k)
-        else:
-            sigma, u = torch.linalg.eigvalsh(k), None
+        with intra_op_threads(dense_threads(self.dim)):
+            sigma, u = torch.linalg.eigh(k) if vectors else (torch.linalg.eigvalsh(k), None)
         kept = sigma[-min(self.dim, self.size) :]  # rank ≤ min(M, P)
         zeros = torch.zeros(self.size - kept.numel(), dtype=sigma.dtype, device=sigma.device)
         values = torch.sort(torch.cat([zeros, kept])).values + self.shift

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from .._memory import require_dense, require_vectors
+from .._threads import dense_threads, intra_op_threads
 from ..kernels import dispatch
 from .operator import CurvatureOperator, SumOperator, describe
 
@@ -131,7 +132,8 @@ class Factor:
             ev = self.scale * torch.linalg.eigvalsh(r @ r.T)
             zeros = torch.zeros(self.n - r.shape[0], dtype=self.dtype, device=self.device)
             return torch.sort(torch.cat([ev, zeros])).values
-        return torch.linalg.eigvalsh(self.to_dense())
+        with intra_op_threads(dense_threads(self.n)):
+            return torch.linalg.eigvalsh(self.to_dense())
 
     def eigh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Eigenvalues (ascending) and orthonormal eigenvectors, computed once and cached."""
@@ -140,7 +142,8 @@ class Factor:
                 eye = torch.eye(self.n, dtype=self.dtype, device=self.device)
                 self._eigh = (torch.full((self.n,), self.scale, dtype=self.dtype, device=self.device), eye)
             else:
-                self._eigh = torch.linalg.eigh(self.to_dense())
+                with intra_op_threads(dense_threads(self.n)):
+                    self._eigh = torch.linalg.eigh(self.to_dense())
         return self._eigh
 
     def cache_info(self, name: str) -> dict[str, str]:
@@ -267,13 +270,13 @@ class KroneckerOperator(CurvatureOperator):
         Costs two factor eigendecompositions (p³ + q³) and a sort of P numbers; ``method`` is
         accepted for the common signature (the factor route is always the exact and cheap one).
         """
-        self._gram_route(method)
+        self.eigh_gram(method)
         vals, order = torch.sort(self._grid().reshape(-1))
         return vals, KroneckerEigenvectors(self.output_factor.eigh()[1], self.input_factor.eigh()[1], order)
 
     def eigvalsh(self, method: str = "auto") -> torch.Tensor:
         """All P eigenvalues, ascending, without eigenvectors (r × r problems for Gram roots)."""
-        self._gram_route(method)
+        self.eigh_gram(method)
         return torch.sort(self._grid(vectors=False).reshape(-1)).values
 
     def solve(self, v: torch.Tensor, damping: float = 0.0) -> torch.Tensor:
@@ -315,9 +318,13 @@ class KroneckerEigenvectors:
         sel = self.order[idx] if not isinstance(idx, int) else self.order[idx : idx + 1]
         sel = torch.as_tensor(sel, device=self.order.device).reshape(-1)
         require_vectors(
-            self.shape[0], sel.numel(), self.uo.dtype, self.uo.device, "forming eigenvectors",
+            self.shape[0],
+            sel.numel(),
+            self.uo.dtype,
+            self.uo.device,
+            "forming eigenvectors",
             "fewer columns, or vecs @ c and vecs.T @ x (no columns formed)",
-        )  # fmt: skip
+        )
         a, b = sel // self.q, sel % self.q
         return (self.uo[:, a][:, None, :] * self.ui[:, b][None, :, :]).reshape(self.p * self.q, -1)
 

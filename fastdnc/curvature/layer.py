@@ -32,6 +32,7 @@ from ..models import LayeredModel, require_layered
 from .gauss_newton import BatchedGaussNewton, output_probabilities, upstream_of
 from .kronecker import Factor, KroneckerOperator
 from .module_layer import module_layer_hessian
+from .operator import check_curvature, renamed_argument
 
 
 def layer_hessian(
@@ -39,7 +40,7 @@ def layer_hessian(
     layer,
     decay: bool = False,
     backend: str = "auto",
-    mode: str = "auto",
+    product: str = "auto",
     relu_prime_at_zero: float = 0.0,
     *,
     data=None,
@@ -47,11 +48,13 @@ def layer_hessian(
     curvature: str = "hessian",
     bias: bool = False,
     reduction: str | None = None,
+    mode: str | None = None,
 ):
     """The exact Hessian of the loss with respect to ``W_layer`` (see the module docstring).
 
-    ``backend`` picks the kernels; ``mode`` the Gauss–Newton product path (``"jacobian"`` or
-    ``"rop"``, see :class:`~fastdnc.curvature.gauss_newton.BatchedGaussNewton`).
+    ``backend`` picks the kernels; ``product`` the Gauss–Newton product path (``"jacobian"`` or
+    ``"rop"``, see :class:`~fastdnc.curvature.gauss_newton.BatchedGaussNewton`; ``mode=`` is its
+    deprecated former name).
     ``relu_prime_at_zero`` is δ = σ′(0) for pre-activations that are exactly 0 (PyTorch's
     convention is 0; at exact DNC points the spectrum depends on it, docs/theory.md §3.7).
 
@@ -81,12 +84,14 @@ def layer_hessian(
         )
     if data is not None or loss_fn is not None:
         raise ValueError(f"a {type(model).__name__} holds its own data and loss: call fd.layer_hessian(model, layer)")
-    return _layered_hessian(model, layer, decay, backend, mode, relu_prime_at_zero)
+    check_curvature(curvature)  # a layered model's layer Hessian is its Gauss–Newton block (§3.6): both agree
+    product = renamed_argument(product, mode, "mode", "product")
+    return _layered_hessian(model, layer, decay, backend, product, relu_prime_at_zero)
 
 
 @torch.no_grad()
 def _layered_hessian(
-    model: LayeredModel, layer: int, decay: bool, backend: str, mode: str, relu_prime_at_zero: float
+    model: LayeredModel, layer: int, decay: bool, backend: str, product: str, relu_prime_at_zero: float
 ) -> KroneckerOperator | BatchedGaussNewton:
     if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= model.depth:
         raise ValueError(f"layer must be an int in 1..{model.depth} (W_1..W_L), got {layer!r}")
@@ -113,18 +118,21 @@ def _layered_hessian(
         n,
         shift=shift,
         backend=backend,
-        mode=mode,
+        product=product,
     )
 
 
 @torch.no_grad()
-def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "auto", mode: str = "auto"):
+def feature_hessian(
+    model: LayeredModel, decay: bool = False, backend: str = "auto", product: str = "auto", *, mode: str | None = None
+):
     r"""The exact Hessian with respect to the features :math:`H_1` (d × N, row-major vec) of a UFM or head.
 
     Linear MSE: :math:`(A_1^\top A_1) \otimes I_N/N`; otherwise block diagonal over samples,
     :math:`\frac1N\sum_i (J_i^\top\Lambda_iJ_i)\otimes e_ie_i^\top`. ``decay`` adds λ_H (UFMs).
     """
     require_layered(model, "fd.feature_hessian", "fd.HessianOperator(model, loss_fn, data, params=[...])")
+    product = renamed_argument(product, mode, "mode", "product")
     model.check()
     st = model.states()
     d, n = model.features.shape
@@ -146,5 +154,5 @@ def feature_hessian(model: LayeredModel, decay: bool = False, backend: str = "au
         n,
         shift=shift,
         backend=backend,
-        mode=mode,
+        product=product,
     )

@@ -57,9 +57,7 @@ from .functional import autodiff_friendly_attention
 from .gauss_newton import BatchedGaussNewton
 from .generic import GGNOperator, HessianOperator
 from .model_state import foreign_forward, global_hooks, hooks, parametrized
-from .operator import CurvatureOperator, describe
-
-CURVATURES = ("hessian", "ggn")
+from .operator import CurvatureOperator, check_curvature, describe
 
 
 class NoStructure(ValueError):
@@ -152,17 +150,19 @@ class ModuleLayerHessian(CurvatureOperator):
         gauss_newton: BatchedGaussNewton | None,
         fit_gradient: torch.Tensor | None,
         exact: bool,
+        curvature: str = "hessian",
     ) -> None:
         first = parts[0]
         super().__init__(first.size, first.dtype, first.device, first.block_shapes)
+        self.curvature = curvature
         self.layer_name, self.parts, self.structure = name, parts, structure
         self.gauss_newton, self.fit_gradient = gauss_newton, fit_gradient
         self.gauss_newton_is_exact = exact
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        out = self.parts[0]._matmat(v)
+        out = self.parts[0].matmat(v)
         for op in self.parts[1:]:
-            out = out + op._matmat(v)
+            out = out + op.matmat(v)
         return out
 
     def gemm_flops(self, k: int = 1) -> float:
@@ -186,7 +186,7 @@ class ModuleLayerHessian(CurvatureOperator):
         gn = self._only_gauss_newton()
         return None if gn is None else gn.gram_size()
 
-    def gram_obstacle(self) -> str:
+    def why_no_gram(self) -> str:
         return "" if self._only_gauss_newton() is not None else f"not a pure Gauss-Newton block ({self.structure})"
 
     def sample_gram(self, group: bool = True):
@@ -219,8 +219,7 @@ def module_layer_hessian(
 ) -> ModuleLayerHessian:
     """The exact Hessian (``curvature="hessian"``) or GGN of ``loss_fn`` over ``data`` with respect to
     one layer's weight (and bias with ``bias``) of any ``model`` (see the module docstring)."""
-    if curvature not in CURVATURES:
-        raise ValueError(f"curvature must be one of {CURVATURES}, got {curvature!r}")
+    check_curvature(curvature)
     name, mod = resolve_layer(model, layer)
     params = layer_parameters(mod, bias)
     batches = read_batches(data, batch_size_fn)
@@ -230,7 +229,7 @@ def module_layer_hessian(
     except NoStructure as why:
         cls = HessianOperator if curvature == "hessian" else GGNOperator
         op = cls(model, loss_fn, batches_as_data(batches), params=params, reduction=reduction, fused=False)
-        return ModuleLayerHessian(name, [op], f"generic: {why}", None, None, curvature == "hessian")
+        return ModuleLayerHessian(name, [op], f"generic: {why}", None, None, curvature == "hessian", curvature)
 
 
 def batches_as_data(batches: list[Batch]) -> list:
@@ -238,7 +237,7 @@ def batches_as_data(batches: list[Batch]) -> list:
     return [(b.kwargs if b.kwargs else (b.args[0] if len(b.args) == 1 else b.args), b.target) for b in batches]
 
 
-def _structure_obstacle(model: nn.Module, name: str, mod: nn.Module) -> str | None:
+def _why_no_structure(model: nn.Module, name: str, mod: nn.Module) -> str | None:
     if type(mod) is not nn.Linear:
         return f"{name!r} is a {type(mod).__name__}, not an nn.Linear"
     if foreign_forward(mod) or hooks(mod) or parametrized(mod):
@@ -264,7 +263,7 @@ def _structured(
     reduction: str | None,
     backend: str,
 ) -> ModuleLayerHessian:
-    why = _structure_obstacle(model, name, mod)
+    why = _why_no_structure(model, name, mod)
     if why or not isinstance(mod, nn.Linear):
         raise NoStructure(why or f"{name!r} is not an nn.Linear")
     p, q = mod.out_features, mod.in_features + int(bias and mod.bias is not None)
@@ -282,13 +281,12 @@ def _structured(
     )
     inputs = torch.cat([c.inputs for c in parts]).T.contiguous()  # q × N
     roots = torch.cat([c.roots for c in parts])
-    gn = BatchedGaussNewton(inputs, [], None, k, p, n, scale=1.0, backend=backend, mode="jacobian")
-    gn._roots = roots
+    gn = BatchedGaussNewton.from_roots(inputs, roots, p, backend=backend)
     gradient = torch.stack([c.gradient for c in parts]).sum(dim=0)
     exact = all(c.residual is None for c in parts)
     if curvature == "ggn":
         structure = "batched Gauss-Newton (the GGN, as asked)"
-        return ModuleLayerHessian(name, [gn], structure, gn, gradient, exact)
+        return ModuleLayerHessian(name, [gn], structure, gn, gradient, exact, "ggn")
     if exact:
         structure = "batched Gauss-Newton: the layers above are piecewise linear, so this block is the Hessian"
         return ModuleLayerHessian(name, [gn], structure, gn, gradient, True)

@@ -26,8 +26,7 @@ from .admission import (
     refuse_wrong_derivatives,
 )
 from .functional import autodiff_friendly_attention, frozen, substituted
-from .fused import FusedSequential
-from .fused import obstacle as fused_obstacle
+from .fused import FusedSequential, why_not_fused
 from .gram import SampleGram
 from .layout import split_flat
 from .model_state import BACKWARD_HOOKS, ModelSnapshot, hooks
@@ -41,7 +40,7 @@ _FUNCTORCH_REFUSES = "autograd.Function with functorch transforms"
 class ModuleOperator(CurvatureOperator):
     """Shared machinery; subclasses define ``_batch_product(params, v, batch)`` on one batch."""
 
-    is_ggn = False
+    curvature = "hessian"
 
     def __init__(
         self,
@@ -86,11 +85,13 @@ class ModuleOperator(CurvatureOperator):
         self._fused_snapshot: ModelSnapshot | None = None
         self._cache: list[Callable] | None = None
         self._cache_snapshot: ModelSnapshot | None = None
-        self._cache_refused = False
+        # recompute each batch's graph per product instead of keeping it (set when the graphs would
+        # not fit in memory; a user may set it to trade time for memory)
+        self.recompute = False
         self._autograd_only = False  # torch.func cannot run the model (backward hooks, custom autograd.Functions)
         self._generic_checked = False
         with intra_op_threads(threads_for(self.gemm_flops())):  # the checks' passes, at the products' count
-            self.fused_reason = "fused=False" if fused is False else fused_obstacle(self, len(named), self.is_ggn)
+            self.fused_reason = "fused=False" if fused is False else why_not_fused(self, len(named))
             self.fused = self.fused_reason is None
             if self.fused:
                 self._current_fused()
@@ -183,7 +184,7 @@ class ModuleOperator(CurvatureOperator):
                 try:
                     cols = self._batch_columns(params, v, b)
                 except NotImplementedError as e:  # before RuntimeError, its base class
-                    if self.mode != "auto" or self.is_ggn:
+                    if self.mode != "auto" or self.curvature == "ggn":
                         hint = ": use mode='reverse-over-reverse')" if self.mode != "auto" else ")"
                         raise MissingDerivativeError(
                             f"{e} (a layer or the loss has no forward-mode derivative in PyTorch{hint}"
@@ -191,7 +192,7 @@ class ModuleOperator(CurvatureOperator):
                     self.mode = "reverse-over-reverse"  # exact too: the same Hessian by double backward
                     cols = self._reverse_columns(params, v, b)
                 except RuntimeError as e:
-                    if _FUNCTORCH_REFUSES in str(e) and self.mode == "auto" and not self.is_ggn:
+                    if _FUNCTORCH_REFUSES in str(e) and self.mode == "auto" and self.curvature == "hessian":
                         self._autograd_only = True  # a custom autograd.Function: autograd can run it
                         return self._autograd_columns(v)
                     raise_clearly(e, self.loss_fn)
@@ -223,7 +224,7 @@ class ModuleOperator(CurvatureOperator):
         product is one more backward pass, as autograd with a cached graph, but exact for the live
         parameters (rebuilt when one changes). ``None`` where it does not apply (the GGN, an explicit
         ``mode``) or would not fit: the graphs of all batches must stay under half the available memory."""
-        if self.mode not in ("auto", "linearize") or self.is_ggn or self._cache_refused:
+        if self.mode not in ("auto", "linearize") or self.curvature == "ggn" or self.recompute:
             return None
         if self._cache is not None and self._cache_snapshot is not None and self._unchanged(self._cache_snapshot):
             return self._cache
@@ -247,7 +248,7 @@ class ModuleOperator(CurvatureOperator):
                 if i == 0 and len(self.batches) > 1:
                     grown, have = resident_bytes(self.device) - before, available_bytes(self.device)
                     if have is not None and grown * len(self.batches) > have / 2:
-                        self._cache_refused = True  # recompute per product instead
+                        self.recompute = True  # recompute per product instead
                         return None
         self._cache = pulls
         return pulls
@@ -328,7 +329,7 @@ class ModuleOperator(CurvatureOperator):
         self._fused = self._fused_snapshot = None
         self._live_objects()  # a parameter removed or of another shape is an error, not a new model
         snapshot = self._snapshot()
-        why = fused_obstacle(self, len(dict(self.model.named_parameters())), self.is_ggn)
+        why = why_not_fused(self, len(dict(self.model.named_parameters())))
         fused = FusedSequential(self) if why is None else None
         why = why or fused.mismatch(self)
         if why:
@@ -340,16 +341,16 @@ class ModuleOperator(CurvatureOperator):
 
     def gram_size(self) -> int | None:
         """The fused GGN of an ``nn.Sequential`` has a sample-space Gram (N·K'); other paths do not."""
-        fused = self._current_fused() if self.fused and self.is_ggn else None
+        fused = self._current_fused() if self.fused and self.curvature == "ggn" else None
         return None if fused is None else fused.operator.gram_size()
 
-    def gram_obstacle(self) -> str:
-        if not self.is_ggn:
+    def why_no_gram(self) -> str:
+        if self.curvature == "hessian":
             return "a Hessian (its residual term is not a Gram); GGNOperator has one"
         fused = self._current_fused() if self.fused else None
         if fused is None:
             return f"only the fused path has one, and it does not apply: {self.fused_reason}"
-        return fused.operator.gram_obstacle()
+        return fused.operator.why_no_gram()
 
     def sample_gram(self, group: bool = True) -> SampleGram | None:
         if self.gram_size() is None:
@@ -372,8 +373,8 @@ class ModuleOperator(CurvatureOperator):
         refuse_wrong_derivatives(self.model, self.names)
         backward = hooks(self.model, BACKWARD_HOOKS)
         if backward:
-            if self.mode != "auto" or self.is_ggn:
-                what = "the GGN" if self.is_ggn else f"mode={self.mode!r}"
+            if self.mode != "auto" or self.curvature == "ggn":
+                what = "the GGN" if self.curvature == "ggn" else f"mode={self.mode!r}"
                 raise ValueError(
                     f"the model has backward hooks ({'; '.join(backward[:2])}): torch.func cannot run them, so "
                     f"{what} cannot be taken; use HessianOperator with mode='auto' (autograd double backward, "
@@ -400,12 +401,12 @@ class ModuleOperator(CurvatureOperator):
     def check_deterministic(self, rtol: float = 1e-5, atol: float = 1e-8) -> None:
         """Two full products with one random vector must agree (else NonDeterministicError)."""
         v = torch.randn(self.size, 1, generator=torch.Generator().manual_seed(0), dtype=self.dtype).to(self.device)
-        fused, refused = self.fused, self._cache_refused
-        self.fused, self._cache_refused = False, True  # recompute: a cached graph would repeat itself
+        fused, recompute = self.fused, self.recompute
+        self.fused, self.recompute = False, True  # recompute: a cached graph would repeat itself
         try:
             a, b = self._matmat(v), self._matmat(v)
         finally:
-            self.fused, self._cache_refused = fused, refused
+            self.fused, self.recompute = fused, recompute
         if not torch.allclose(a, b, rtol=rtol, atol=atol):
             raise NonDeterministicError(
                 f"two passes over the data gave products differing by {float((a - b).abs().max()):.3e}: the model is "

@@ -19,6 +19,7 @@ tensor([ 9., 12.], dtype=torch.float64)
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,19 +27,49 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .._memory import PEAK_EIGH, PEAK_EIGVALSH, peak_to_dense, require_dense
+from .._threads import dense_threads, intra_op_threads, threads_for
 from .layout import split_flat
 
 if TYPE_CHECKING:
     from .gram import SampleGram
 
-from .._memory import PEAK_EIGH, PEAK_EIGVALSH, peak_to_dense, require_dense
-from .._threads import intra_op_threads, threads_for
+
+CURVATURES = ("hessian", "ggn")
+
+
+def check_curvature(curvature: str) -> str:
+    """``curvature`` when it is ``"hessian"`` or ``"ggn"``, else a ValueError."""
+    if curvature not in CURVATURES:
+        raise ValueError(f"curvature must be 'hessian' or 'ggn', got {curvature!r}")
+    return curvature
+
+
+def renamed_argument(value: Any, old: Any, old_name: str, new_name: str) -> Any:
+    """``value``, or ``old`` (with a DeprecationWarning) when a caller still passes the argument by
+    its former name ``old_name``."""
+    if old is None:
+        return value
+    warnings.warn(f"{old_name}= is the former name of {new_name}=", DeprecationWarning, stacklevel=3)
+    return old
+
+
+def renamed_ggn_flag(curvature: str, old: bool | None, name: str) -> str:
+    """The ``curvature`` of a call that may still pass the former boolean ``name`` (deprecated)."""
+    if old is None:
+        return check_curvature(curvature)
+    warnings.warn(f"{name}= is deprecated: pass curvature='ggn' or 'hessian'", DeprecationWarning, stacklevel=3)
+    return "ggn" if old else "hessian"
 
 
 class CurvatureOperator(ABC):
     """Base class: a (P × P) linear operator with the shared algebra (see the module docstring)."""
 
     symmetric: bool = True
+    #: which second derivative the operator is: ``"hessian"`` (the exact Hessian) or ``"ggn"``
+    #: (the generalised Gauss–Newton matrix :math:`J^\top\Lambda J`, the Hessian without the terms that
+    #: carry the loss gradient); operators of other matrices (sums, explicit matrices) say ``None``
+    curvature: str | None = None
 
     def __init__(
         self, size: int, dtype: torch.dtype, device: torch.device, block_shapes: Sequence[torch.Size] | None = None
@@ -205,19 +236,20 @@ class CurvatureOperator(ABC):
         """M = N·K', the size of :meth:`sample_gram` before grouping (``None``: no Gram route)."""
         return None
 
-    def gram_obstacle(self) -> str:
+    def why_no_gram(self) -> str:
         """Why :meth:`sample_gram` is ``None`` (for the error of ``method="gram"``)."""
         return "only Gauss–Newton operators have one"
 
-    def _gram_route(self, method: str) -> SampleGram | None:
-        """The Gram to use for ``eigh``/``eigvalsh``: ``"gram"`` requires it, ``"auto"`` takes it when
-        M < P after grouping identical samples (fewer flops and less memory than the P × P route),
-        ``"dense"`` never does."""
+    def eigh_gram(self, method: str = "auto") -> SampleGram | None:
+        """The sample-space Gram that :meth:`eigh` and :meth:`eigvalsh` decompose, or ``None`` where
+        they take another route: ``"gram"`` requires it, ``"auto"`` takes it when M < P after
+        grouping identical samples (fewer flops and less memory than the P × P route), ``"dense"``
+        never does. The spectral layer asks this to route warm starts and top eigenpairs."""
         if method not in ("auto", "dense", "gram"):
             raise ValueError(f"method must be 'auto', 'dense' or 'gram', got {method!r}")
         m = None if method == "dense" else self.gram_size()
         if method == "gram" and m is None:
-            raise ValueError(f"{type(self).__name__} has no sample-space Gram: {self.gram_obstacle()}")
+            raise ValueError(f"{type(self).__name__} has no sample-space Gram: {self.why_no_gram()}")
         if m is None:
             return None
         if method == "gram" or m < self.size:
@@ -227,26 +259,30 @@ class CurvatureOperator(ABC):
 
     def eigh(self, method: str = "auto") -> tuple[torch.Tensor, Any]:
         """All eigenvalues (ascending) and eigenvectors: from the sample-space Gram for Gauss–Newton
-        operators (``method``, see :meth:`_gram_route`; lazy eigenvectors), else a dense fallback
+        operators (``method``, see :meth:`eigh_gram`; lazy eigenvectors), else a dense fallback
         (refused with an estimate when it cannot fit in memory; a warning with the time above a few
         thousand unknowns); structured operators override it with exact methods."""
         if not self.symmetric:
             raise ValueError("eigh needs a symmetric operator")
-        gram = self._gram_route(method)
+        gram = self.eigh_gram(method)
         if gram is not None:
             return gram.eigh()
         self._require_dense("eigh", max(PEAK_EIGH, peak_to_dense(self.size, 1024)), "vectors")
-        return torch.linalg.eigh(self.to_dense())
+        dense = self.to_dense()
+        with intra_op_threads(dense_threads(self.size)):
+            return torch.linalg.eigh(dense)
 
     def eigvalsh(self, method: str = "auto") -> torch.Tensor:
         """All eigenvalues, ascending (the routes of :meth:`eigh`, without vectors)."""
         if not self.symmetric:
             raise ValueError("eigvalsh needs a symmetric operator")
-        gram = self._gram_route(method)
+        gram = self.eigh_gram(method)
         if gram is not None:
             return gram.eigh(vectors=False)[0]
         self._require_dense("eigvalsh", max(PEAK_EIGVALSH, peak_to_dense(self.size, 1024)), "values")
-        return torch.linalg.eigvalsh(self.to_dense())
+        dense = self.to_dense()
+        with intra_op_threads(dense_threads(self.size)):
+            return torch.linalg.eigvalsh(dense)
 
     def cache_info(self) -> dict[str, str]:
         """What the operator precomputed and keeps: ``{name: "shape dtype (bytes)"}``."""
@@ -323,9 +359,9 @@ class SumOperator(CurvatureOperator):
         self.symmetric = all(op.symmetric for op in flat)
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        out = self.ops[0]._matmat(v)
+        out = self.ops[0].matmat(v)
         for op in self.ops[1:]:
-            out = out + op._matmat(v)
+            out = out + op.matmat(v)
         return out
 
     def gemm_flops(self, k: int = 1) -> float:
@@ -347,7 +383,7 @@ class ScaledOperator(CurvatureOperator):
         self.symmetric = op.symmetric
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.op._matmat(v)
+        return self.scale * self.op.matmat(v)
 
     def gemm_flops(self, k: int = 1) -> float:
         return self.op.gemm_flops(k)
@@ -370,7 +406,7 @@ class ProductOperator(CurvatureOperator):
         self.left, self.right = left, right
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
-        return self.left._matmat(self.right._matmat(v))
+        return self.left.matmat(self.right.matmat(v))
 
     def adjoint(self) -> CurvatureOperator:
         return ProductOperator(self.right.adjoint(), self.left.adjoint())

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._threads import dense_threads, intra_op_threads
 from ..models import LayeredModel
 from .gauss_newton import gn_jacobian_roots, output_probabilities, upstream_of
 from .layer import layer_hessian
@@ -65,7 +66,8 @@ class PapyanSplit:
         n = gram.num_samples
         m = gram.matrix().view(n, gram.dim // n, n, gram.dim // n)
         centered = _center_by_class(_center_by_class(m, self.labels, 0), self.labels, 2)
-        return torch.linalg.eigvalsh(centered.reshape(gram.dim, gram.dim))
+        with intra_op_threads(dense_threads(gram.dim)):
+            return torch.linalg.eigvalsh(centered.reshape(gram.dim, gram.dim))
 
     def ranks(self, rtol: float = 1e-10) -> dict[str, int]:
         """Numerical ranks (eigenvalues above ``rtol`` × the largest eigenvalue of ``total``); the

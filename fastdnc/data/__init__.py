@@ -13,6 +13,10 @@
       ROOT/MNIST/raw/t10k-images-idx3-ubyte[.gz]       ROOT/cifar-10-batches-py/data_batch_5
       ROOT/MNIST/raw/t10k-labels-idx1-ubyte[.gz]       ROOT/cifar-10-batches-py/test_batch
 
+* ``mnist`` from the classic ``mnist.pkl.gz`` (all 70,000 digits: 50,000 / 10,000 / 10,000), as
+  ``make data`` fetches it (:mod:`fastdnc.data.mnist_pickle`): ``data_dir`` is that file, or a folder
+  holding it (and no ``MNIST/raw/``). Its sha256 is checked before it is read.
+
 A missing or corrupt file raises :class:`DataError`, whose message names the files expected and
 where; the command line prints it without a traceback.
 """
@@ -28,6 +32,7 @@ from .cifar import load_cifar10
 from .errors import DataError
 from .idx import load_mnist, read_idx
 from .mnist5k import load_mnist5k
+from .mnist_pickle import FILE_NAME, load_mnist_pickle
 from .sampling import Dataset, balanced_subsample, standardize
 
 DATASETS = ("digits", "mnist1d", "mnist", "cifar10")
@@ -51,13 +56,14 @@ def load_dataset(
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     if name == "cifar10" and data_dir is None:
-        raise DataError("cifar10 needs --data-dir ROOT with ROOT/cifar-10-batches-py/ (torchvision's layout); nothing is "
-                        "downloaded")  # fmt: skip
+        raise DataError(
+            "cifar10 needs --data-dir ROOT with ROOT/cifar-10-batches-py/ (torchvision's layout); nothing is downloaded"
+        )
     full_mnist = data_dir is not None
     loaders = {
         "digits": lambda: load_digits(split, seed),
         "mnist1d": lambda: load_mnist1d(split, seed),
-        "mnist": lambda: load_mnist(Path(str(data_dir)), split) if full_mnist else load_mnist5k(split, seed),
+        "mnist": lambda: _full_mnist(Path(str(data_dir)), split) if full_mnist else load_mnist5k(split, seed),
         "cifar10": lambda: load_cifar10(Path(str(data_dir)), split),
     }
     data = loaders[name]()
@@ -66,6 +72,15 @@ def load_dataset(
     if standardise:
         data = standardize(data)
     return data.to(dtype)
+
+
+def _full_mnist(root: Path, split: str) -> Dataset:
+    """The IDX files of ``root/MNIST/raw/``, or the classic pickle (``root`` itself or
+    ``root/mnist.pkl.gz``) where there are no IDX files."""
+    pickled = root if root.name.endswith(".pkl.gz") else root / FILE_NAME
+    if pickled.exists() and not (root / "MNIST" / "raw").exists():
+        return load_mnist_pickle(pickled, split)
+    return load_mnist(root, split)
 
 
 __all__ = [
@@ -77,6 +92,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_mnist_pickle",
     "load_mnist1d",
     "load_mnist5k",
     "read_idx",

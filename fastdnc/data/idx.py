@@ -128,8 +128,8 @@ def load_mnist(root: Path, split: str = "train") -> Dataset:
         missing = [s for s, p in zip(stems, paths) if p is None]
         raise DataError(
             f"MNIST files missing in {folder}: {', '.join(missing)} (plain or .gz). Expected the "
-            f"torchvision layout ROOT/MNIST/raw/ with {', '.join(stems)}; nothing is downloaded (omit the "
-            "folder, --data-dir, for the offline 5,000-digit sample of the 'data' extra)"
+            f"torchvision layout ROOT/MNIST/raw/ with {', '.join(stems)}, or ROOT/mnist.pkl.gz (`make data` "
+            "fetches it); nothing is downloaded (omit the folder, --data-dir, for the offline 5,000-digit sample)"
         )
     most = MNIST_MAX_SAMPLES[split]
     images = read_idx(paths[0], expect=(None, 28, 28), max_entries=most * 28 * 28)

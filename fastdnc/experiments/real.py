@@ -21,14 +21,15 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed as D
-from .. import plots
+from .. import _comm, plots
 from ..analysis import Analysis, LayeredSource, ShardedSource, analyze_source
 from ..analysis.report import figures
 from ..data import DataError, load_dataset, standardize
+from ..distributed import shard_indices
 from ..io import atomic_write_json, atomic_write_text
 from ..models import MLPHead, forward_states
 from ..networks import BackboneHead, ConvBackbone, ResNet20
+from ..spectral.exact import DENSE_LIMIT
 from ..training import train
 from .real_report import report
 
@@ -54,7 +55,7 @@ class RealConfig:
     steps: int = 3000
     batch_size: int | None = None
     seed: int = 0
-    dense_limit: int = 6000
+    dense_limit: int = DENSE_LIMIT
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -65,7 +66,7 @@ def build(cfg: RealConfig, distributed: bool = False):
     """The data set and the untrained model of ``cfg`` (float32 for training); ``distributed``: the
     model holds this rank's shard of the samples (the same initial weights on every rank)."""
     data = load_dataset(cfg.dataset, cfg.data_dir, n_per_class=cfg.n_per_class, seed=cfg.seed, dtype=torch.float32)
-    idx = D.shard_indices(data.num_samples) if distributed else slice(None)
+    idx = shard_indices(data.num_samples) if distributed else slice(None)
     torch.manual_seed(cfg.seed)
     model: MLPHead | BackboneHead
     if cfg.model == "mlp":
@@ -142,28 +143,28 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
         seed=cfg.seed,
         checkpoint=out / f"{name}.ckpt",
         label=name,
-        progress=progress and D.rank() == 0,
+        progress=progress and _comm.rank() == 0,
         log_at=max(cfg.steps // 100, 1),
         distributed=distributed,
     )
     head = model if isinstance(model, MLPHead) else model.head()
     head64 = _as_float64(head)
     source = ShardedSource(head64) if distributed else LayeredSource(head64)
-    label = name if progress and D.rank() == 0 else None
+    label = name if progress and _comm.rank() == 0 else None
     analysis = analyze_source(source, dense_limit=cfg.dense_limit, label=label)
     test_accuracy, test_samples = held_out_accuracy(cfg, model)
     hits = torch.tensor(
         [float((head64.output().argmax(0) == head64.labels).sum()), float(head64.num_samples)], dtype=torch.float64
     )
     if distributed:
-        D.all_reduce_(hits, "counting correct predictions")
+        _comm.all_reduce_(hits, "counting correct predictions")
     accuracy = float(hits[0] / hits[1])
-    figs = _figures(name, cfg, history, analysis, out) if D.rank() == 0 else {}
+    figs = _figures(name, cfg, history, analysis, out) if _comm.rank() == 0 else {}
     return {
         "config": asdict(cfg),
         "samples": data.num_samples,
         "num_classes": head64.num_classes,
-        "ranks": D.world_size() if distributed else 1,
+        "ranks": _comm.world_size() if distributed else 1,
         "data_source": data.name,
         "train_accuracy": accuracy,
         "test_accuracy": test_accuracy,
@@ -228,10 +229,10 @@ def reproduce_real(
     out = Path(out)
     t0 = time.perf_counter()
     if distributed:
-        D.init()
+        _comm.init()
     res = run(cfg, out, progress, distributed)
     res["wall_seconds"] = time.perf_counter() - t0
-    if D.rank() > 0:
+    if _comm.rank() > 0:
         return res
     atomic_write_json(out / "results.json", {"preset": "real", "experiments": {dataset: res}})
     base = f"reproduce --preset real --dataset {dataset}" + (f" --data-dir {data_dir}" if data_dir else "")

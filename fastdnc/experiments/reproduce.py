@@ -88,8 +88,12 @@ def summary(results: dict) -> list[str]:
         differs += [(name, r) for r in bad]
     if differs:
         lines += ["", f"Rows that differ (beyond {AGREEMENT_TOL:g}, or a different count; then the row's note):", ""]
-        lines += [f"* `{name}` {r['quantity']}: " + ("count" if r["error"] is None else f"{r['error']:.3g}")
-                  + (f" ({r['note']})" if r["note"] else " (no note)") for name, r in differs]  # fmt: skip
+        lines += [
+            f"* `{name}` {r['quantity']}: "
+            + ("count" if r["error"] is None else f"{r['error']:.3g}")
+            + (f" ({r['note']})" if r["note"] else " (no note)")
+            for name, r in differs
+        ]
     return [*lines, ""]
 
 

@@ -25,7 +25,7 @@ from ..models import DeepUFM
 from ..stages import Stages
 from ..theory.expectations import expected_outliers
 from ..training import log_steps, train
-from .measurements import dnc_callback
+from .measurements import dnc_callback, upgrade_history
 from .ufm_comparison import explain, full_hessian_rows, layer_rows, loss_rows, weight_rows
 
 COLLAPSE_PANELS = (
@@ -37,10 +37,10 @@ COLLAPSE_PANELS = (
     ("weight_dnc3", "DNC3: 1 − ‖W P_μ‖²/‖W‖²"),
 )
 ALIGNMENT_PANELS = (
-    ("f_diag", "f_cc (same class)"),
-    ("f_off", "f_cc' (c ≠ c')"),
-    ("kappa_diag", "κ_cc (1/K at DNC)"),
-    ("kappa_off", "max κ_cc' (c ≠ c') (0 at DNC)"),
+    ("f_same", "f_cc (same class)"),
+    ("f_cross", "f_cc' (c ≠ c')"),
+    ("kappa_same", "κ_cc (1/K at DNC)"),
+    ("kappa_cross_max", "max κ_cc' (c ≠ c') (0 at DNC)"),
 )
 
 
@@ -96,15 +96,17 @@ def run(
     steps = log_steps(cfg.steps)
     snaps = sorted({steps[round(i * (len(steps) - 1) / max(cfg.snapshots - 1, 1))] for i in range(cfg.snapshots)})
     cb = dnc_callback(range(1, cfg.depth + 1), [cfg.layer or 1], snaps)  # set by __post_init__
-    history = train(
-        model,
-        cfg.steps,
-        cfg.lr,
-        collapse=True,
-        callbacks=[cb],
-        checkpoint=out / f"{cfg.name}.ckpt",
-        label=label or cfg.name,
-        progress=progress,
+    history = upgrade_history(
+        train(
+            model,
+            cfg.steps,
+            cfg.lr,
+            collapse=True,
+            callbacks=[cb],
+            checkpoint=out / f"{cfg.name}.ckpt",
+            label=label or cfg.name,
+            progress=progress,
+        )
     )
     history.save(out / f"{cfg.name}_history.json")
     with torch.no_grad():

@@ -21,11 +21,10 @@ from ..curvature.full import hessian
 from ..curvature.papyan import papyan_split
 from ..models import DeepUFM
 from ..spectral import gradient_overlap, lanczos
+from ..spectral.exact import DENSE_LIMIT
 
 if TYPE_CHECKING:
     from .ufm import UFMConfig
-
-DENSE_LIMIT = 4096  # full-Hessian spectra are exact (dense) up to this many parameters, else Lanczos
 
 
 AGREEMENT_TOL = 1e-3  # a row agrees with the theory when its relative error is at most this

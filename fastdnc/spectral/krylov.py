@@ -41,9 +41,9 @@ class KrylovBasis:
     def __init__(self, first: torch.Tensor, max_basis: int, b: int) -> None:
         size = first.shape[0]
         self.vectors = first.new_empty(max_basis + 3 * max(b, first.shape[1]), size)  # row j: basis vector j
-        self.c = first.new_zeros(self.vectors.shape[0], self.vectors.shape[0])
-        self.ma, self.mt = 0, first.shape[1]
-        self.q[:, : self.mt] = first
+        self.coefficients = first.new_zeros(self.vectors.shape[0], self.vectors.shape[0])
+        self.num_applied, self.num_columns = 0, first.shape[1]
+        self.q[:, : self.num_columns] = first
 
     @property
     def q(self) -> torch.Tensor:
@@ -52,19 +52,19 @@ class KrylovBasis:
 
     @property
     def num_pending(self) -> int:
-        return self.mt - self.ma
+        return self.num_columns - self.num_applied
 
     def pending(self) -> torch.Tensor:
         """The pending block, column-major (operators split it without a copy)."""
-        return self.q[:, self.ma : self.mt]
+        return self.q[:, self.num_applied : self.num_columns]
 
     def applied(self) -> torch.Tensor:
-        return self.q[:, : self.ma]
+        return self.q[:, : self.num_applied]
 
     def extend(self, hv: torch.Tensor, b: int) -> None:
         r"""Record :math:`\mathcal H Q_p` = ``hv``: its projection on the basis and the QR of the rest,
         whose orthonormal part becomes the new pending block."""
-        self.ma = self.mt
+        self.num_applied = self.num_columns
         rest, coef = project_out(hv, self.applied())
         nxt, r = orthonormal(rest, float(torch.linalg.vector_norm(hv, dim=0).max()))
         drift = self.applied().T @ nxt
@@ -73,20 +73,26 @@ class KrylovBasis:
             # pass, folded into the coefficients so that H Q_a = Q C stays exact
             nxt, r2 = orthonormal(nxt - self.applied() @ drift)
             coef, r = coef + drift @ r, r2 @ r
-        self._reserve(self.ma + 2 * nxt.shape[1] + b, self.ma)
-        self.mt = self.ma + nxt.shape[1]
-        self.q[:, self.ma : self.mt] = nxt
-        self.c[: self.ma, self.ma - hv.shape[1] : self.ma] = coef
-        self.c[self.ma : self.mt, self.ma - hv.shape[1] : self.ma] = r
+        self._reserve(self.num_applied + 2 * nxt.shape[1] + b, self.num_applied)
+        self.num_columns = self.num_applied + nxt.shape[1]
+        self.q[:, self.num_applied : self.num_columns] = nxt
+        self.coefficients[: self.num_applied, self.num_applied - hv.shape[1] : self.num_applied] = coef
+        self.coefficients[self.num_applied : self.num_columns, self.num_applied - hv.shape[1] : self.num_applied] = r
+
+    def projection(self) -> torch.Tensor:
+        r"""The projected matrix :math:`T = Q_a^\top\mathcal HQ_a` (symmetric up to rounding)."""
+        return self.coefficients[: self.num_applied, : self.num_applied]
 
     def ritz(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ritz values (ascending) and vectors in the basis of :math:`T = Q_a^\top\\mathcal HQ_a`."""
-        t = self.c[: self.ma, : self.ma]
+        r"""Ritz values (ascending) and vectors in the basis of :math:`T` (:meth:`projection`)."""
+        t = self.projection()
         return torch.linalg.eigh(0.5 * (t + t.T))
 
     def residuals(self, sk: torch.Tensor) -> torch.Tensor:
-        """:math:`\\|\\mathcal Hx - \theta x\\| = \\|C_p s\\|` for the Ritz vectors :math:`x = Q_a s`."""
-        return torch.linalg.vector_norm(self.c[self.ma : self.mt, : self.ma] @ sk, dim=0)
+        r""":math:`\|\mathcal Hx - \theta x\| = \|C_p s\|` for the Ritz vectors :math:`x = Q_a s`."""
+        return torch.linalg.vector_norm(
+            self.coefficients[self.num_applied : self.num_columns, : self.num_applied] @ sk, dim=0
+        )
 
     def _reserve(self, columns: int, keep: int) -> None:
         """Room for ``columns`` basis vectors (the first ``keep`` are kept when it grows)."""
@@ -94,21 +100,26 @@ class KrylovBasis:
             grow = columns + columns // 4
             fresh = self.vectors.new_empty(grow - keep, self.vectors.shape[1])
             self.vectors = torch.cat([self.vectors[:keep], fresh], dim=0)
-            self.c = torch.nn.functional.pad(self.c, (0, grow - self.c.shape[1], 0, grow - self.c.shape[0]))
+            self.coefficients = torch.nn.functional.pad(
+                self.coefficients, (0, grow - self.coefficients.shape[1], 0, grow - self.coefficients.shape[0])
+            )
 
     def append(self, block: torch.Tensor) -> None:
-        self._reserve(self.mt + block.shape[1], self.mt)
-        self.q[:, self.mt : self.mt + block.shape[1]] = block
-        self.mt += block.shape[1]
+        self._reserve(self.num_columns + block.shape[1], self.num_columns)
+        self.q[:, self.num_columns : self.num_columns + block.shape[1]] = block
+        self.num_columns += block.shape[1]
 
     def restart(self, theta: torch.Tensor, s: torch.Tensor, keep: torch.Tensor) -> None:
         """Thick restart: Y = Q_a S keeps the best Ritz vectors, and H Y = Y Θ + Q_p (C_p S)."""
         sp = s[:, keep]
         nk, pw = keep.numel(), self.num_pending
-        pending, cp = self.q[:, self.ma : self.mt].clone(), self.c[self.ma : self.mt, : self.ma] @ sp
+        pending, cp = (
+            self.q[:, self.num_applied : self.num_columns].clone(),
+            self.coefficients[self.num_applied : self.num_columns, : self.num_applied] @ sp,
+        )
         self.q[:, :nk] = self.applied() @ sp
         self.q[:, nk : nk + pw] = pending
-        self.c.zero_()
-        self.c[:nk, :nk] = torch.diag(theta[keep])
-        self.c[nk : nk + pw, :nk] = cp
-        self.ma, self.mt = nk, nk + pw
+        self.coefficients.zero_()
+        self.coefficients[:nk, :nk] = torch.diag(theta[keep])
+        self.coefficients[nk : nk + pw, :nk] = cp
+        self.num_applied, self.num_columns = nk, nk + pw

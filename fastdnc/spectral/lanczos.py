@@ -91,17 +91,15 @@ def _random_block(q: torch.Tensor, count: int, gen: torch.Generator, pool: torch
     return orthonormal(project_out(fill, q)[0])[0]
 
 
-def _check_start(v0, size: int, name: str = "v0") -> torch.Tensor:
-    """``v0`` as a (P, b) block, or a ValueError: wrong type or shape, NaN/Inf, a zero column."""
-    if not isinstance(v0, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape ({size},) or ({size}, b), got {type(v0).__name__}")
-    block = v0[:, None] if v0.ndim == 1 else v0
+def _check_start(start: torch.Tensor, size: int) -> torch.Tensor:
+    """A tensor start as a (P, b) block, or a ValueError: wrong shape, NaN/Inf, a zero column."""
+    block = start[:, None] if start.ndim == 1 else start
     if block.ndim != 2 or block.shape[0] != size or block.shape[1] == 0:
-        raise ValueError(f"{name} must have shape ({size},) or ({size}, b) with b >= 1, got {tuple(v0.shape)}")
+        raise ValueError(f"start must have shape ({size},) or ({size}, b) with b >= 1, got {tuple(start.shape)}")
     if not bool(torch.isfinite(block).all()):
-        raise ValueError(f"{name} holds NaN or Inf entries")
+        raise ValueError("start holds NaN or Inf entries")
     if bool((torch.linalg.vector_norm(block, dim=0) == 0).any()):
-        raise ValueError(f"{name} has a zero column: a start vector must be non-zero")
+        raise ValueError("start has a zero column: a start vector must be non-zero")
     return block
 
 
@@ -136,7 +134,7 @@ def lanczos(
     low_precision=None,
     progress: bool | None = None,
 ) -> LanczosResult:
-    """The k extreme eigenpairs of a symmetric operator (see the module docstring).
+    r"""The k extreme eigenpairs of a symmetric operator (see the module docstring).
 
     Args:
         op: a :class:`~fastdnc.curvature.operator.CurvatureOperator` or a symmetric tensor.
@@ -156,7 +154,8 @@ def lanczos(
         start: a warm start: a (P,) / (P, m) tensor (finite, no zero column), or an operator
             with exact eigenpairs (e.g. the GGN of the same model, whose ``eigh`` is exact
             through its sample-space Gram), whose top k + 2 eigenvectors are the first block.
-        v0: the former name of a tensor ``start`` (kept for compatibility).
+        v0: the former name of a tensor ``start``: deprecated (a DeprecationWarning), the same
+            result.
         low_precision: the same matrix in a lower precision (e.g. the operator of a float32 copy of
             the model): the Krylov products run on it while the basis and its orthogonalisation
             stay in ``op``'s precision; then one Rayleigh–Ritz step with ``op`` on the k + 2 best
@@ -168,7 +167,7 @@ def lanczos(
         progress: a bar with the estimated time when the run will take more than 10 s (``None``),
             always, or never (:class:`~fastdnc.spectral.progress.Meter`; the estimate assumes about
             3k + 20 products).
-        check_symmetric: refuse an operator whose projection :math:`Q^\top\\mathcal HQ` on the
+        check_symmetric: refuse an operator whose projection :math:`Q^\top\mathcal HQ` on the
             first two Krylov vectors is not symmetric to 1e-8 (1e-3 in float32) of its largest
             entry: Lanczos on a non-symmetric operator returns confident wrong values. The check
             reads coefficients the iteration computes anyway (no extra product); ``False`` skips it.
@@ -182,9 +181,22 @@ def lanczos(
     >>> lanczos(a, k=3).eigenvalues.tolist()
     [100.0, 99.0, 98.0]
     """
-    options = dict(block_size=block_size, tol=tol, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
-                   start=start, v0=v0, check_symmetric=check_symmetric, low_precision=low_precision,
-                   progress=progress)  # fmt: skip
+    if v0 is not None:
+        if start is not None:
+            raise ValueError("give start or v0, not both (v0 is the former name of start)")
+        warnings.warn("lanczos(v0=...) is the former name of start=...", DeprecationWarning, stacklevel=2)
+        start = v0
+    options = dict(
+        block_size=block_size,
+        tol=tol,
+        max_matvecs=max_matvecs,
+        max_basis=max_basis,
+        seed=seed,
+        start=start,
+        check_symmetric=check_symmetric,
+        low_precision=low_precision,
+        progress=progress,
+    )
     size = op.shape[0] if hasattr(op, "shape") and len(op.shape) == 2 else 0
     # the orthogonalisation's GEMMs (P × basis × block) set the thread count between products; each
     # product runs with its operator's own (CurvatureOperator.gemm_flops)
@@ -203,7 +215,6 @@ def _lanczos(
     max_basis: int | None,
     seed: int,
     start,
-    v0: torch.Tensor | None,
     check_symmetric: bool,
     low_precision,
     progress: bool | None,
@@ -211,13 +222,18 @@ def _lanczos(
     """:func:`lanczos` with its arguments checked by the caller's thread setting."""
     size, tol = _check_arguments(op, k, which, block_size, tol, max_matvecs, max_basis)
     if low_precision is not None:
-        options = dict(block_size=block_size, max_matvecs=max_matvecs, max_basis=max_basis, seed=seed,
-                       check_symmetric=check_symmetric)  # fmt: skip
-        return _mixed(op, low_precision, k, which, tol, start=start, v0=v0, **options)
+        options = dict(
+            block_size=block_size,
+            max_matvecs=max_matvecs,
+            max_basis=max_basis,
+            seed=seed,
+            check_symmetric=check_symmetric,
+        )
+        return _mixed(op, low_precision, k, which, tol, start=start, **options)
     b, max_basis, max_matvecs = _sizes(op, size, k, block_size, max_basis, max_matvecs)
     meter = Meter(op, f"Lanczos top {k}", min(3 * k + 20, max_matvecs), progress)
     gen = torch.Generator().manual_seed(seed)
-    first = _start_block(op, start, v0, size, b, k, gen)
+    first = _start_block(op, start, size, b, k, gen)
     # a warm start wider than the block: the block is random combinations of it, and refills and
     # probes draw from it too, so the Krylov space stays in the start's span while that helps
     pool = first if first.shape[1] > b and block_size is None else None
@@ -233,8 +249,8 @@ def _lanczos(
         matvecs += hv.shape[1]
         iterations += 1
         basis.extend(hv, b)
-        if unchecked and basis.ma >= 2:
-            _check_projection_symmetric(basis.c[: basis.ma, : basis.ma], getattr(op, "product_dtype", op.dtype))
+        if unchecked and basis.num_applied >= 2:
+            _check_projection_symmetric(basis.projection(), getattr(op, "product_dtype", op.dtype))
             unchecked = False
         theta, s = basis.ritz()
         idx = _select(theta, k, which)
@@ -258,7 +274,9 @@ def _lanczos(
         # reveals any copy of a repeated eigenvalue that the Krylov space could not contain
         if not finished:
             fresh = done and probe_at == iterations
-            basis.append(_random_block(basis.q[:, : basis.mt], b if fresh else b - basis.num_pending, gen, pool))
+            basis.append(
+                _random_block(basis.q[:, : basis.num_columns], b if fresh else b - basis.num_pending, gen, pool)
+            )
         exhausted = basis.num_pending == 0
         if finished or exhausted or matvecs >= max_matvecs:
             meter.close()
@@ -274,7 +292,7 @@ def _lanczos(
                 theta[idx][order], basis.applied() @ sk[:, order], res[order], done or exhausted, matvecs, iterations
             )
         nkeep = max(min(max_basis // 2, max_basis - 2 * b), k)
-        if basis.mt + basis.num_pending > max_basis and nkeep < basis.ma:
+        if basis.num_columns + basis.num_pending > max_basis and nkeep < basis.num_applied:
             basis.restart(theta, s, _select(theta, nkeep, which))
 
 
@@ -288,9 +306,13 @@ def _sizes(
     max_basis = min(size, max_basis or max(4 * k, 3 * b + k, 60))
     stored = max_basis + 3 * b
     require_vectors(
-        size, 2 * stored + 4 * b + k + stored * stored / size, op.dtype, getattr(op, "device", "cpu"),
-        f"fd.lanczos with k={k} (a basis of {max_basis})", "a smaller k or max_basis",
-    )  # fmt: skip
+        size,
+        2 * stored + 4 * b + k + stored * stored / size,
+        op.dtype,
+        getattr(op, "device", "cpu"),
+        f"fd.lanczos with k={k} (a basis of {max_basis})",
+        "a smaller k or max_basis",
+    )
     return b, max_basis, max_matvecs or min(50 * size, 50 * k + 2000)
 
 
@@ -328,7 +350,7 @@ def _open_cluster(theta: torch.Tensor, idx: torch.Tensor, gap: float) -> int:
 
 
 def _check_projection_symmetric(t: torch.Tensor, product_dtype: torch.dtype) -> None:
-    """Refuse a non-symmetric operator from :math:`T = Q^\top\\mathcal HQ` (symmetric iff the
+    r"""Refuse a non-symmetric operator from :math:`T = Q^\top\mathcal HQ` (symmetric iff the
     operator is, on the Krylov space; full reorthogonalisation computes both triangles)."""
     asym = float((t - t.T).abs().max())
     bound = (1e-8 if product_dtype == torch.float64 else 1e-3) * float(t.abs().max())
@@ -340,20 +362,17 @@ def _check_projection_symmetric(t: torch.Tensor, product_dtype: torch.dtype) -> 
         )
 
 
-def _start_block(op, start, v0, size: int, b: int, k: int, gen: torch.Generator) -> torch.Tensor:
-    """The first block: random, a given tensor (``start`` or ``v0``), or the top k + 2
-    eigenvectors of an operator with exact eigenpairs."""
+def _start_block(op, start, size: int, b: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """The first block: random, a given tensor, or the top k + 2 eigenvectors of an operator with
+    exact eigenpairs."""
     dtype, device = op.dtype, op.device
-    if start is not None and v0 is not None:
-        raise ValueError("give start or v0, not both")
-    if start is None and v0 is None:
+    if start is None:
         return torch.randn(size, b, generator=gen, dtype=dtype).to(device)
-    if start is None or isinstance(start, torch.Tensor):
-        name = "v0" if start is None else "start"
-        return _check_start(v0 if start is None else start, size, name).to(dtype=dtype, device=device)
+    if isinstance(start, torch.Tensor):
+        return _check_start(start, size).to(dtype=dtype, device=device)
     if not hasattr(start, "eigh") or tuple(getattr(start, "shape", ())) != (size, size):
         raise ValueError(f"start must be a tensor of shape ({size},) or ({size}, m), or a {size} × {size} operator")
-    gram = start._gram_route("auto") if isinstance(start, CurvatureOperator) and start.symmetric else None
+    gram = start.eigh_gram("auto") if isinstance(start, CurvatureOperator) and start.symmetric else None
     if gram is not None and gram.dim <= DENSE_LIMIT:  # a Gauss-Newton operator's top through its Gram
         block = gram_top(gram, min(k + 2, gram.dim, size)).eigenvectors
     elif size <= DENSE_LIMIT or not isinstance(start, CurvatureOperator) or hasattr(start, "output_factor"):
@@ -362,7 +381,7 @@ def _start_block(op, start, v0, size: int, b: int, k: int, gen: torch.Generator)
         block = vectors.top(m) if hasattr(vectors, "top") else vectors[:, torch.argsort(values, descending=True)[:m]]
     else:  # never a dense decomposition above the limit: the start operator's own top, by Lanczos
         block = lanczos(start, min(k + 2, size), tol=1e-4).eigenvectors
-    return _check_start(block.to(dtype=dtype, device=device), size, "start")
+    return _check_start(block.to(dtype=dtype, device=device), size)
 
 
 def _check_arguments(
@@ -425,15 +444,14 @@ def _rayleigh_ritz(op, vectors: torch.Tensor, k: int, which: str) -> tuple[torch
     return theta[order], y, torch.linalg.vector_norm(hy - y * theta[order], dim=0)
 
 
-def _mixed(op, low, k: int, which: str, tol: float, start=None, v0=None, **options) -> LanczosResult:
+def _mixed(op, low, k: int, which: str, tol: float, start=None, **options) -> LanczosResult:
     """Lanczos with ``low``'s products (the basis and its orthogonalisation in ``op``'s precision),
     a Rayleigh–Ritz refinement with ``op`` on the k + 2 best Ritz vectors, and, only where its
     residuals still exceed ``tol``, a float64 Lanczos warm-started from them."""
     if tuple(getattr(low, "shape", ())) != tuple(op.shape):
         raise ValueError(f"low_precision must be a {op.shape[0]} × {op.shape[0]} operator of the same matrix")
     low_tol = max(tol, 1e-5)  # float32 products cannot resolve more
-    coarse = lanczos(_InPrecision(low, op.dtype), min(k + 2, op.shape[0]), which, tol=low_tol, start=start, v0=v0,
-                     **options)  # fmt: skip
+    coarse = lanczos(_InPrecision(low, op.dtype), min(k + 2, op.shape[0]), which, tol=low_tol, start=start, **options)
     values, vectors, residuals = _rayleigh_ritz(op, coarse.eigenvectors, k, which)
     spent = coarse.eigenvectors.shape[1]
     scale = float(values.abs().max()) or 1.0

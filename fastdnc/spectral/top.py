@@ -35,7 +35,7 @@ def top_eigenpairs(
     ``options`` go to :func:`lanczos` (``tol``, ``max_matvecs``, …).
     """
     if isinstance(model, CurvatureOperator):
-        gram = model._gram_route("auto") if model.symmetric else None
+        gram = model.eigh_gram("auto") if model.symmetric else None
         return gram_top(gram, k, options.get("tol")) if gram is not None else lanczos(model, k, **options)
     if not isinstance(model, LayeredModel):
         raise TypeError(f"top_eigenpairs needs a DeepUFM, an MLPHead or an operator, got {type(model).__name__}")

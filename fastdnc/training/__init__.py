@@ -1,6 +1,6 @@
 """Training of UFMs and MLP heads: optimisers, schedules, history, checkpoints, resume.
 
-Modules: :mod:`.loop` (:func:`train`), :mod:`.optimizers`, :mod:`.schedules`, :mod:`.history`,
+Modules: :mod:`.loop` (:func:`train`), :mod:`.config` (:class:`TrainConfig`), :mod:`.optimizers`, :mod:`.schedules`, :mod:`.history`,
 :mod:`.checkpoint`.
 
 Design choices:
@@ -30,7 +30,7 @@ from .checkpoint import (
     read_checkpoint,
     run_config,
 )
-from .config import check_training
+from .config import TrainConfig, check_training
 from .history import History
 from .loop import Callback, NonFiniteError, train
 from .optimizers import SGD, Adam, Optimizer, make_optimizer
@@ -39,6 +39,7 @@ from .schedules import log_steps, lr_factor
 __all__ = [
     "SGD",
     "Adam",
+    "TrainConfig",
     "Callback",
     "History",
     "NonFiniteError",

@@ -1,7 +1,7 @@
 """Checkpoints and run configurations.
 
 A checkpoint holds the parameters, the optimiser state, the RNG state of the mini-batch sampler,
-the history, the step and the run's whole configuration (:func:`run_config`), written atomically
+the history, the step and the run's whole configuration (:meth:`TrainConfig.record`), written atomically
 (:mod:`fastdnc.io`). It holds only tensors and plain data and is read with ``weights_only=True``:
 a crafted file cannot run code. Resuming with another configuration is refused with the list of
 differing fields (:func:`config_differences`).
@@ -12,54 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..io import atomic_torch_save, plain
 from ..safe_read import safe_torch_load
+from .config import TrainConfig
 from .history import History
 from .optimizers import Optimizer
 
 
-def run_config(
-    model: torch.nn.Module,
-    *,
-    lr: float,
-    optimizer: str,
-    momentum: float,
-    nesterov: bool,
-    betas: tuple[float, float],
-    eps: float,
-    batch_size: int | None,
-    schedule: str | Callable[[int], float] | None,
-    schedule_kwargs: dict[str, Any],
-    seed: int,
-    command: dict[str, Any] | None = None,
-) -> dict:
-    """Everything that determines a training run besides its length, as plain data: the
-    optimiser and its settings, the schedule, the batch size, the seed, the model's
-    ``checkpoint_config()`` (its class, shapes, activation, loss, decays, dtype) where it has one,
-    and the settings of the command line that started it (``command``, when given). A checkpoint
-    stores it, and resuming with anything different is refused."""
-    cfg: dict[str, Any] = {
-        "lr": lr,
-        "optimizer": optimizer,
-        "batch_size": batch_size,
-        "seed": seed,
-        "schedule": schedule if schedule is None or isinstance(schedule, str) else "callable",
-        "schedule_kwargs": schedule_kwargs,
-    }
-    if optimizer == "sgd":
-        cfg.update(momentum=momentum, nesterov=nesterov)
-    if optimizer == "adam":
-        cfg.update(betas=list(betas), eps=eps)
-    describe = getattr(model, "checkpoint_config", None)
-    cfg["model"] = describe() if callable(describe) else {"class": type(model).__name__}
-    if command is not None:
-        cfg["command"] = command
-    return plain(cfg)
+def run_config(model: torch.nn.Module, *, command: dict[str, Any] | None = None, **settings: Any) -> dict:
+    """The checkpoint's record of a run with these :class:`~fastdnc.training.TrainConfig` settings
+    (:meth:`~fastdnc.training.TrainConfig.record`; ``steps`` is not part of it)."""
+    return TrainConfig(0, **settings).record(model, command)
 
 
 def config_hash(config: dict) -> int:

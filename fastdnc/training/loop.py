@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -24,11 +24,12 @@ from .._threads import check_threads, intra_op_threads, threads_for
 from ..io import remove_stale_temporaries
 from ..run_lock import locked
 from ..safe_read import check_regular_file
-from .checkpoint import config_hash, resume_checkpoint, run_config, write_checkpoint
-from .config import check_training
+from .checkpoint import config_hash, resume_checkpoint, write_checkpoint
+from .config import SETTINGS, TrainConfig
 from .history import History
 from .optimizers import Optimizer, make_optimizer
-from .schedules import log_steps, lr_factor
+from .schedules import log_steps
+from .trainable import model_kind
 
 LOG = logging.getLogger("fastdnc")
 Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
@@ -54,11 +55,11 @@ class _Batch:
         return idx.sort().values.to(device)
 
 
-def _loss_and_grads(
-    model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None, share: float | None = None
-) -> Gradients:
-    """Loss terms and gradients; with ``share`` (n_rank/N) summed over the ranks in one all_reduce."""
-    loss, fit, reg, grads = _local_loss_and_grads(model, params, columns)
+def _loss_and_grads(run: _Run, columns: torch.Tensor | None) -> Gradients:
+    """Loss terms and gradients; in a data-parallel run (``run.share`` = n_rank/N) summed over the
+    ranks in one all_reduce."""
+    loss, fit, reg, grads = _local_loss_and_grads(run.model, run.kind, run.params, columns)
+    share = run.share
     if share is None:
         return loss, fit, reg, grads
     scalars = [loss, loss if fit is None else fit, loss if reg is None else reg]
@@ -71,24 +72,18 @@ def _loss_and_grads(
     return buf[0], None if fit is None else buf[1], None if reg is None else buf[2], out
 
 
-def _local_loss_and_grads(
-    model: torch.nn.Module, params: list[torch.Tensor], columns: torch.Tensor | None
-) -> Gradients:
-    if hasattr(model, "loss_and_gradients"):
+def _local_loss_and_grads(model: Any, kind: str, params: list[torch.Tensor], columns: torch.Tensor | None) -> Gradients:
+    if kind == "layered":
         lg = model.loss_and_gradients(columns=columns)
         return lg.loss, lg.fit, lg.reg, lg.gradients
-    if columns is not None and not getattr(model, "accepts_columns", False):
-        raise ValueError(
-            "batch_size needs a model with loss_and_gradients (DeepUFM, MLPHead) or a loss(columns) (BackboneHead)"
-        )
     with torch.enable_grad():
         loss = model.loss() if columns is None else model.loss(columns)
         grads = list(torch.autograd.grad(loss, params))
     return loss.detach(), None, None, grads
 
 
-def _params_of(model: torch.nn.Module) -> list[torch.Tensor]:
-    if hasattr(model, "trainable_blocks"):
+def _params_of(model: Any, kind: str) -> list[torch.Tensor]:
+    if kind == "layered":
         return [t for _, t in model.trainable_blocks()]
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -108,24 +103,23 @@ class _Run:
     """One call of :func:`train`: the model, its optimiser and sampler, and the logging state."""
 
     model: Any  # a layered model, or any module with a loss() method
+    kind: str  # how it is stepped (fastdnc.training.trainable.model_kind)
     params: list[torch.Tensor]
     opt: Optimizer
     sampler: _Batch
-    steps: int
-    lr: float
-    schedule: str | Callable[[int], float] | None
-    schedule_kwargs: dict[str, Any]
+    settings: TrainConfig
     share: float | None
     checkpoint: str | os.PathLike | None
-    config: dict
+    config: dict  # the checkpoint's record of the run (TrainConfig.record)
     collapse: bool
     callbacks: Sequence[Callback]
     history: History = field(default_factory=History)
     last_good: str | os.PathLike | None = None
     clock0: float = 0.0
 
-    def lr_at(self, step: int) -> float:
-        return self.lr * lr_factor(self.schedule, step, self.steps, **self.schedule_kwargs)
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
 
     def resume(self, resume: bool) -> int:
         """Load this run's checkpoint if there is one; every rank agrees on the step or none starts."""
@@ -151,7 +145,7 @@ class _Run:
 
     def record(self, step: int, grads: Gradients) -> float:
         loss, fit, reg, g = grads
-        values: dict[str, Any] = {"loss": float(loss), "lr": self.lr_at(min(step, self.steps - 1))}
+        values: dict[str, Any] = {"loss": float(loss), "lr": self.settings.lr_at(min(step, self.steps - 1))}
         if fit is not None and reg is not None:
             values.update(fit_loss=float(fit), reg_loss=float(reg))
         values["grad_norm"] = math.sqrt(sum(float(t.square().sum()) for t in g))
@@ -175,7 +169,7 @@ class _Run:
             where = f"; the last good checkpoint is {self.last_good!s}" if self.last_good else ""
             raise NonFiniteError(
                 f"loss is {float(loss)} at step {step} (after {step} updates): a parameter or the output "
-                f"became NaN/Inf (learning rate {self.lr} too large?){where}"
+                f"became NaN/Inf (learning rate {self.settings.lr} too large?){where}"
             )
 
 
@@ -190,18 +184,18 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
         saving = run.checkpoint is not None and step % every == 0 and start < step < run.steps
         sampler_state = run.sampler.generator.get_state() if saving else None
         columns = run.sampler.next(run.model.device) if step < run.steps and run.sampler.size else None
-        grads = _loss_and_grads(run.model, run.params, columns, run.share)
+        grads = _loss_and_grads(run, columns)
         if step % check_finite_every == 0 or step == run.steps or saving:
             run.check_finite(step, grads[0])
         if sampler_state is not None:  # saving
             run.save(step, sampler_state)
         if step in logged and step not in run.history.steps[-1:]:
             # log full-batch values, not the mini-batch's (whose gradients still take the step)
-            full = grads if columns is None else _loss_and_grads(run.model, run.params, None, run.share)
+            full = grads if columns is None else _loss_and_grads(run, None)
             bar.set_postfix(loss=f"{run.record(step, full):.3e}", refresh=False)
         if step == run.steps:
             return
-        run.opt.step(grads[3], run.lr_at(step))
+        run.opt.step(grads[3], run.settings.lr_at(step))
         if (step + 1) % chunk == 0:
             bar.update(chunk)
 
@@ -241,7 +235,7 @@ def _sharding(
 
 def train(
     model: torch.nn.Module,
-    steps: int,
+    steps: int | TrainConfig,
     lr: float = 0.1,
     *,
     optimizer: str = "gd",
@@ -271,7 +265,8 @@ def train(
     Args:
         model: a :class:`~fastdnc.models.DeepUFM` / :class:`~fastdnc.models.MLPHead`, or any module
             with a ``loss()`` method (trained through autograd).
-        steps: number of updates.
+        steps: number of updates, or a :class:`~fastdnc.training.TrainConfig` holding every
+            setting of the run (``lr`` to ``threads`` below; then leave those keywords out).
         lr: base learning rate (times the schedule's factor).
         optimizer: ``"gd"`` (full-batch gradient descent, the paper's), ``"sgd"`` (momentum,
             optional ``nesterov`` and ``batch_size``) or ``"adam"``.
@@ -304,44 +299,65 @@ def train(
     Raises:
         NonFiniteError: the loss became NaN/Inf; the message names the step.
     """
-    opt_settings: dict[str, Any] = dict(optimizer=optimizer, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
-    settings: dict[str, Any] = dict(
-        opt_settings, batch_size=batch_size, schedule=schedule, schedule_kwargs=dict(schedule_kwargs or {})
+    given = dict(
+        optimizer=optimizer,
+        momentum=momentum,
+        nesterov=nesterov,
+        betas=betas,
+        eps=eps,
+        batch_size=batch_size,
+        schedule=schedule,
+        schedule_kwargs=schedule_kwargs or {},
+        seed=seed,
+        check_finite_every=check_finite_every,
+        checkpoint_every=checkpoint_every,
+        threads=threads,
     )
-    check_training(steps, lr, **settings, check_finite_every=check_finite_every, checkpoint_every=checkpoint_every,
-                   threads=threads, seed=seed)  # fmt: skip
-    threads = check_threads(threads)
-    if hasattr(model, "check"):
+    settings = _settings(steps, lr, given)
+    threads = check_threads(settings.threads)
+    kind = model_kind(model)
+    if settings.batch_size is not None and kind == "autograd":
+        raise ValueError(
+            "batch_size needs a model with loss_and_gradients (DeepUFM, MLPHead) or a loss(columns) (BackboneHead)"
+        )
+    if kind == "layered":
         model.check()
-    params = _params_of(model)
-    opt = make_optimizer(params=params, name=optimizer, **{k: v for k, v in opt_settings.items() if k != "optimizer"})
+    params = _params_of(model, kind)
+    opt = make_optimizer(params=params, name=settings.optimizer, **settings.optimizer_settings())
+    device = params[0].device if params else torch.device("cpu")
     require_memory(
-        _training_bytes(model, params, optimizer),
+        _training_bytes(model, kind, params, settings.optimizer),
         f"training {type(model).__name__}",
-        getattr(model, "device", torch.device("cpu")),
+        device,
         instead="a smaller model (width, depth, samples), float32, or mini-batches (batch_size)",
     )
-    n = getattr(model, "num_samples", 0)
+    n = int(cast(Any, model).num_samples) if kind != "autograd" else 0
     share, checkpoint = _sharding(n, distributed, checkpoint)
-    run = _Run(model, params, opt, _Batch(n, batch_size, torch.Generator().manual_seed(seed)), steps, lr, schedule,
-               settings["schedule_kwargs"], share, checkpoint, run_config(model, lr=lr, seed=seed, command=command, **settings),
-               collapse, callbacks)  # fmt: skip
+    sampler = _Batch(n, settings.batch_size, torch.Generator().manual_seed(settings.seed))
+    record = settings.record(model, command)
+    run = _Run(model, kind, params, opt, sampler, settings, share, checkpoint, record, collapse, callbacks)
     if checkpoint is None:
-        return _train(run, resume, progress, label, log_at, checkpoint_every, check_finite_every, threads, batch_size)
+        return _train(run, resume, progress, label, log_at, threads)
     with locked(checkpoint, f"checkpoint {checkpoint}"):  # one process per checkpoint
-        return _train(run, resume, progress, label, log_at, checkpoint_every, check_finite_every, threads, batch_size)
+        return _train(run, resume, progress, label, log_at, threads)
+
+
+def _settings(steps: int | TrainConfig, lr: float, given: dict[str, Any]) -> TrainConfig:
+    """The run's :class:`TrainConfig`: ``steps`` itself, or one made (and checked) from the keywords.
+    With a TrainConfig, the keywords of its fields must keep their defaults (one source of truth)."""
+    if not isinstance(steps, TrainConfig):
+        return TrainConfig(steps, lr, **given)
+    default = TrainConfig(0)
+    clash = sorted(k for k in SETTINGS if k in given and given[k] != getattr(default, k))
+    if lr != default.lr:
+        clash.insert(0, "lr")
+    if clash:
+        raise ValueError(f"train(model, TrainConfig(...)) takes its settings from the TrainConfig; also given: {clash}")
+    return steps
 
 
 def _train(
-    run: _Run,
-    resume: bool,
-    progress: bool | None,
-    label: str,
-    log_at: Iterable[int] | int | None,
-    checkpoint_every: int | None,
-    check_finite_every: int,
-    threads: int | None,
-    batch_size: int | None,
+    run: _Run, resume: bool, progress: bool | None, label: str, log_at: Iterable[int] | int | None, threads: int | None
 ) -> History:
     """:func:`train` after its checks, holding the checkpoint's lock."""
     start, steps = run.resume(resume), run.steps
@@ -363,29 +379,31 @@ def _train(
         mininterval=0.5,
         bar_format=WARM_UP_FORMAT if start == 0 and log_at is None else None,
     ) as bar:
-        with torch.no_grad(), intra_op_threads(threads_for(_largest_gemm_flops(run.model, batch_size), threads)):
-            _loop(run, start, bar, _log_set(log_at, steps), checkpoint_every or max(steps // 20, 1), check_finite_every)
+        flops = _largest_gemm_flops(run.model, run.kind, run.settings.batch_size)
+        every = run.settings.checkpoint_every or max(steps // 20, 1)
+        with torch.no_grad(), intra_op_threads(threads_for(flops, threads)):
+            _loop(run, start, bar, _log_set(log_at, steps), every, run.settings.check_finite_every)
         bar.update(steps - bar.n)
     if run.checkpoint is not None:
         run.save(steps, run.sampler.generator.get_state())
     return run.history
 
 
-def _largest_gemm_flops(model: Any, batch_size: int | None) -> float:
+def _largest_gemm_flops(model: Any, kind: str, batch_size: int | None) -> float:
     """2·m·n·k of the largest GEMM of a training step of a layered model (a weight times the layer
     input over the batch); infinite (keep the caller's threads) for any other module."""
-    if not hasattr(model, "loss_and_gradients"):
+    if kind != "layered":
         return float("inf")
     n = model.num_samples if batch_size is None else min(batch_size, model.num_samples)
     return max(2.0 * w.shape[0] * w.shape[1] * n for w in model.weights)
 
 
-def _training_bytes(model: Any, params: list[torch.Tensor], optimizer: str) -> int:
+def _training_bytes(model: Any, kind: str, params: list[torch.Tensor], optimizer: str) -> int:
     """Memory that training adds to the model: gradients, one temporary per parameter, the
     optimiser's state and, for layered models, the forward and backward states (about four
     (width × N) matrices per layer)."""
     item = params[0].element_size() if params else 4
     total = sum(t.numel() for t in params) * item * (2 + {"sgd": 1, "adam": 2}.get(optimizer, 0))
-    if hasattr(model, "loss_and_gradients"):
+    if kind == "layered":
         total += 4 * sum(w.shape[0] for w in model.weights) * model.num_samples * item
     return total

@@ -58,15 +58,35 @@ def user(tmp_path):
 
 def test_a_factory_and_its_weights_on_a_bundled_data_set(user):
     out = user / "out"
-    proc = fastdnc("analyze", "--model", f"{user / 'mynet.py'}:build", "--weights", str(user / "w.pt"), "--dataset",
-                   "digits", "--no-density", "--out", str(out), "--quiet")  # fmt: skip
+    proc = fastdnc(
+        "analyze",
+        "--model",
+        f"{user / 'mynet.py'}:build",
+        "--weights",
+        str(user / "w.pt"),
+        "--dataset",
+        "digits",
+        "--no-density",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads((out / "analysis.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert [l["name"] for l in data["layers"]] == ["1", "3"] and data["num_classes"] == 10
     assert data["layers"][1]["expected_outliers"]["count"] == 90  # CE, ReLU features, last layer: K(K−1)
     assert (out / "report.md").exists() and (out / "spectra.png").exists()
-    proc = fastdnc("analyze", "--model", "mynet:build", "--dataset", "digits", "--no-model-curvature", "--out",
-                   str(user / "o2"), cwd=user)  # an importable module, the factory's own weights  # fmt: skip
+    proc = fastdnc(
+        "analyze",
+        "--model",
+        "mynet:build",
+        "--dataset",
+        "digits",
+        "--no-model-curvature",
+        "--out",
+        str(user / "o2"),
+        cwd=user,
+    )  # an importable module, the factory's own weights
     assert proc.returncode == 0, proc.stderr
     assert "outliers (expected at DNC: 90)" in proc.stdout
 

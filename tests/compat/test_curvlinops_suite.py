@@ -56,9 +56,21 @@ def test_curvlinops_own_tests_pass_with_the_import_swapped(tmp_path):
         assert text.count(line + "\n") == 1, f"{name} no longer imports the class as expected"
         path.write_text(text.replace(line, line.replace("from curvlinops", "from fastdnc.compat.curvlinops")))
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-         *(f"test/{n}" for n in SWAPS)],
-        cwd=root, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            *(f"test/{n}" for n in SWAPS),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     tail = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
     assert run.returncode == 0 and " passed" in tail and "failed" not in tail, run.stdout[-4000:] + run.stderr[-2000:]

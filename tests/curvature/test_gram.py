@@ -106,9 +106,9 @@ def test_grouping_never_merges_samples_that_differ():
 def test_auto_takes_the_cheaper_route_and_refusals_name_the_reason():
     m = theory.optimum_model(4, 30, 16, 3, 5e-3, activation="relu")
     op = fd.layer_hessian(m, 2)  # P = 256 < N·K = 480, but 16 after grouping
-    assert op.gram_size() == 480 and op._gram_route("auto") is not None
+    assert op.gram_size() == 480 and op.eigh_gram("auto") is not None
     fresh = fd.layer_hessian(fd.DeepUFM(4, 30, 16, 3, activation="relu", seed=0), 2)
-    assert fresh._gram_route("auto") is None and fresh._gram_route("gram") is not None
+    assert fresh.eigh_gram("auto") is None and fresh.eigh_gram("gram") is not None
     head = fd.MLPHead(torch.randn(5, 9, dtype=torch.float64), torch.arange(9) % 3, 4, 3, bias=True)
     with pytest.raises(ValueError, match="decay differs between blocks"):
         fd.ggn(head, decay=True).eigvalsh(method="gram")

@@ -30,14 +30,14 @@ BACKENDS = backends_for("gn_sample_core")
 
 @pytest.mark.parametrize("decay", [False, True])
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("mode", ["jacobian", "rop"])
-def test_every_layer_of_every_model(model_case, decay, backend, mode):
+@pytest.mark.parametrize("product", ["jacobian", "rop"])
+def test_every_layer_of_every_model(model_case, decay, backend, product):
     m = build(model_case)
     for layer in range(1, m.depth + 1):
-        H = fd.layer_hessian(m, layer, decay=decay, backend=backend, mode=mode)
+        H = fd.layer_hessian(m, layer, decay=decay, backend=backend, product=product)
         check_operator(H, R.dense_layer_hessian(m, layer, decay=decay))
     if m.features_trainable:
-        F = fd.feature_hessian(m, decay=decay, backend=backend, mode=mode)
+        F = fd.feature_hessian(m, decay=decay, backend=backend, product=product)
         check_operator(F, R.dense_feature_hessian(m, decay=decay))
 
 
@@ -171,3 +171,13 @@ def test_relu_prime_at_zero_matches_autograd_at_exact_zeros(delta):
         torch.testing.assert_close(got, dense, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="relu_prime_at_zero"):
         fd.layer_hessian(m, 1, relu_prime_at_zero=-0.5)
+
+
+def test_mode_is_the_deprecated_former_name_of_product():
+    m = fd.DeepUFM(3, 2, 4, 2, activation="relu", dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="mode= is the former name of product="):
+        old = fd.layer_hessian(m, 1, mode="rop")
+    assert old.product == "rop" and fd.layer_hessian(m, 1, product="jacobian").product == "jacobian"
+    torch.testing.assert_close(old.to_dense(), fd.layer_hessian(m, 1).to_dense(), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="product must be 'auto', 'jacobian' or 'rop'"):
+        fd.layer_hessian(m, 1, product="dense")

@@ -219,7 +219,7 @@ def test_backward_hooks_run_under_autograd_and_are_refused_where_torch_func_cann
     with pytest.raises(ValueError, match="backward hooks .* the GGN"):
         fd.GGNOperator(model, LOSS, (x, y))
     op = fd.HessianOperator(model, LOSS, (x, y))
-    op._cache_refused = True  # as when the graphs do not fit in memory: autograd per product
+    op.recompute = True  # as when the graphs do not fit in memory: autograd per product
     torch.testing.assert_close(op.to_dense(), double_backward(model, x, y), rtol=1e-10, atol=1e-12)
 
 
@@ -249,7 +249,7 @@ def test_a_custom_autograd_function_falls_back_to_autograd():
     torch.manual_seed(0)
     model, (x, y) = Custom(), data()
     op = fd.HessianOperator(model, LOSS, (x, y))
-    op._cache_refused = True
+    op.recompute = True
     torch.testing.assert_close(op.to_dense(), double_backward(model, x, y), rtol=1e-10, atol=1e-12)
 
 

@@ -2,8 +2,7 @@
 configurations, and every common layer, against autograd double backward (float64, 1e-10).
 
 The referee is plain autograd: Hessian- and GGN-vector products by double backward
-(``autograd_products``), which tests/curvature/test_generic_habits.py checks against finite
-differences. Losses with more than two arguments (``GaussianNLLLoss``'s variance, ``CTCLoss``'s
+(``double_backward.autograd_products``, checked against finite differences). Losses with more than two arguments (``GaussianNLLLoss``'s variance, ``CTCLoss``'s
 lengths, the ranking and triplet losses' second and third inputs) do not fit ``loss_fn(model(X),
 y)``; they are out of scope for a drop-in operator of that signature.
 """
@@ -14,7 +13,7 @@ import warnings
 
 import pytest
 import torch
-from test_generic_habits import autograd_products, rel  # noqa: I001 - a sibling test module
+from double_backward import autograd_products, rel
 from torch import nn
 
 import fastdnc as fd

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
-from test_loaders import make_cifar, make_mnist  # noqa: E402
+from data_files import make_cifar, make_mnist  # noqa: E402
 
 from fastdnc.cli import main  # noqa: E402
 

@@ -201,7 +201,7 @@ def test_relu_disjoint_support_point(delta):
     k, n, d, depth, lam = 3, 2, 5, 3, 1e-2
     m = fd.theory.optimum_model(k, n, d, depth, lam, activation="relu")
     opt = fd.theory.optimum(k, n, depth, lam)
-    assert float((torch.stack([p.min() for p in m.preactivations()[1:]])).min()) >= 0
+    assert float((torch.stack([p.detach().min() for p in m.preactivations()[1:]])).min()) >= 0
     assert max(float(g.abs().max()) for g in m.loss_and_gradients().gradients) < 1e-12
     for l in range(1, depth + 1):
         H = fd.layer_hessian(m, l, relu_prime_at_zero=delta)

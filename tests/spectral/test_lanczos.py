@@ -1,26 +1,14 @@
-"""Spectral toolkit: Lanczos on known spectra (clustered, degenerate), SLQ, traces, overlaps."""
+"""Lanczos (fastdnc.spectral.lanczos, its basis in krylov.py, warm starts of top.py): known spectra
+(clustered, degenerate), arguments, symmetry, warm and mixed-precision starts, tolerances."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from known_spectra import SPECTRA, with_spectrum
 
 import fastdnc as fd
 from fastdnc.curvature import DenseOperator
-
-
-def with_spectrum(evals: list[float], seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(len(evals), len(evals), generator=g, dtype=torch.float64))
-    return q @ torch.diag(torch.tensor(evals, dtype=torch.float64)) @ q.T
-
-
-SPECTRA = {
-    "outliers+bulk": [10.0] * 16 + torch.linspace(0, 1, 384).tolist(),
-    "clustered": [5.0, 5.0 + 1e-7, 5.0 + 2e-7, 4.0, 4.0 - 1e-6] + torch.linspace(-1, 1, 195).tolist(),
-    "degenerate-both-ends": [3.0] * 9 + [-2.0] * 7 + torch.linspace(-0.5, 0.5, 184).tolist(),
-    "indefinite": torch.linspace(-3, 7, 300).tolist(),
-}
 
 
 @pytest.mark.parametrize("name", SPECTRA)
@@ -71,11 +59,11 @@ def test_lanczos_exhausts_small_spaces_and_rejects_bad_input():
         (dict(k=1, tol=float("inf")), "tol must be a finite number > 0"),
         (dict(k=1, block_size=0), "block_size must be an int >= 1"),
         (dict(k=1, max_basis=0), "max_basis must be an int >= 1"),
-        (dict(k=1, v0=torch.zeros(4, dtype=torch.float64)), "zero column"),
-        (dict(k=1, v0=torch.full((4,), float("nan"), dtype=torch.float64)), "NaN or Inf"),
-        (dict(k=1, v0=torch.ones(3, dtype=torch.float64)), r"v0 must have shape \(4,\)"),
-        (dict(k=1, v0=torch.ones(4, 0, dtype=torch.float64)), r"v0 must have shape"),
-        (dict(k=1, v0=[1.0, 2.0, 3.0, 4.0]), "v0 must be a torch.Tensor"),
+        (dict(k=1, start=torch.zeros(4, dtype=torch.float64)), "zero column"),
+        (dict(k=1, start=torch.full((4,), float("nan"), dtype=torch.float64)), "NaN or Inf"),
+        (dict(k=1, start=torch.ones(3, dtype=torch.float64)), r"start must have shape \(4,\)"),
+        (dict(k=1, start=torch.ones(4, 0, dtype=torch.float64)), r"start must have shape"),
+        (dict(k=1, start=[1.0, 2.0, 3.0, 4.0]), "start must be a tensor of shape"),
     ],
 )
 def test_lanczos_rejects_bad_arguments(kwargs, match):
@@ -114,42 +102,6 @@ def test_lanczos_on_a_trained_ufm_finds_the_16_outliers():
     assert fd.gradient_overlap(g, res.eigenvectors[:, :16]) > 1 - 1e-6
 
 
-def test_slq_density_integrates_to_one_and_matches_the_histogram():
-    ev = torch.cat([torch.linspace(0, 1, 380), torch.full((20,), 4.0)]).double()
-    a = with_spectrum(ev.tolist(), seed=1)
-    d = fd.spectral_density(a, num_probes=16, steps=60, grid=4000, sigma=0.02)
-    assert float(torch.trapezoid(d.density, d.grid)) == pytest.approx(1.0, abs=1e-3)
-    torch.testing.assert_close(d.weights.sum(1), torch.ones(16, dtype=torch.float64), rtol=0, atol=1e-12)
-    # 1-Wasserstein distance between the SLQ density and the exact eigenvalue distribution
-    cdf_slq = torch.cumulative_trapezoid(d.density, d.grid)
-    cdf_true = (ev[None, :] <= d.grid[1:, None]).double().mean(1)
-    w1 = float(torch.trapezoid((cdf_slq - cdf_true).abs(), d.grid[1:]))
-    assert w1 < 0.05
-    assert float(d.density[(d.grid - 4.0).abs() < 0.05].max()) > 0.5  # the outlier spike is there
-    dl = fd.spectral_density(a, num_probes=4, steps=40, log=True)
-    assert dl.log and 0 <= dl.nonpositive_mass < 0.05
-
-
-def test_trace_estimators():
-    a = with_spectrum([50.0] * 5 + torch.linspace(0, 1, 295).tolist(), seed=2)
-    exact = float(torch.trace(a))
-    hutch = fd.hutchinson_trace(a, 300, seed=1)
-    assert abs(hutch.value - exact) < 4 * hutch.std_error + 1e-9
-    hpp = fd.hutchpp_trace(a, 60, seed=1)
-    assert abs(hpp.value - exact) / exact < 0.01  # the outliers are captured exactly by the sketch
-    assert hpp.num_matvecs <= 60
-
-
-def test_overlaps_and_outliers():
-    u = torch.eye(6, dtype=torch.float64)[:, :2]
-    assert fd.subspace_overlap(u, u) == pytest.approx(1.0)
-    assert fd.subspace_overlap(u, torch.eye(6, dtype=torch.float64)[:, 2:4]) == pytest.approx(0.0)
-    g = torch.tensor([1.0, 1.0, 0, 0, 0, 0], dtype=torch.float64)
-    assert fd.gradient_overlap(g, u[:, :1]) == pytest.approx(0.5)
-    out = fd.outliers(torch.tensor([9.0, 8.0, 0.5, 0.4, 0.3]))
-    assert out.count == 2 and out.bulk_edge == 0.5 and out.gap_ratio == pytest.approx(16.0)
-
-
 def test_warm_starts_reach_the_cold_result():
     """A tensor start, an operator start (the GGN, exact through its Gram) and top_eigenpairs all
     converge to the cold result, verified by float64 residuals ‖Hv − λv‖."""
@@ -165,6 +117,9 @@ def test_warm_starts_reach_the_cold_result():
         assert float((H @ v - v * res.eigenvalues).norm(dim=0).max()) <= 1e-8 * float(cold.eigenvalues.abs().max())
     with pytest.raises(ValueError, match="start or v0"):
         fd.lanczos(H, k=3, start=block, v0=block)
+    with pytest.warns(DeprecationWarning, match="former name of start"):
+        old = fd.lanczos(H, k=16, v0=block)
+    torch.testing.assert_close(old.eigenvalues, fd.lanczos(H, k=16, start=block).eigenvalues, rtol=0, atol=0)
     with pytest.raises(ValueError, match="start must be"):
         fd.lanczos(H, k=3, start=fd.ggn(fd.DeepUFM(3, 2, 4, 2)))
     with pytest.raises(TypeError, match="DeepUFM, an MLPHead or an operator"):
