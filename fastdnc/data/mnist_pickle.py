@@ -74,7 +74,9 @@ def read_mnist_pickle(path: str | Path, sha256: str | None = SHA256) -> list[tup
         splits, checked = load_arrays(_inflate(data, path), _RULES)
     except UNPICKLING_ERRORS as e:
         raise DataError(f"cannot read {path}: {e} (corrupt or not the classic mnist.pkl.gz)") from e
-    if not (isinstance(splits, tuple) and len(splits) == 3 and all(isinstance(s, tuple) and len(s) == 2 for s in splits)):
+    if not (
+        isinstance(splits, tuple) and len(splits) == 3 and all(isinstance(s, tuple) and len(s) == 2 for s in splits)
+    ):
         raise DataError(f"{path} is not the classic mnist.pkl.gz: expected three (images, labels) pairs")
     out = []
     for name, (images, labels) in zip(SPLITS, splits, strict=True):
