@@ -80,6 +80,7 @@ class OutputLoss(ABC):
         return None
 
     @classmethod
+    @abstractmethod
     def from_torch(
         cls,
         loss: Any,
@@ -92,7 +93,6 @@ class OutputLoss(ABC):
     ) -> Callable[[torch.Tensor], OutputLoss]:
         """The loss of Z (K × N, the batches side by side) with the per-sample weights of torch's
         reduction of each batch (``mean``: the batch means weighted by n_b/N, else sums)."""
-        raise NotImplementedError(f"{cls.__name__} does not say how to fuse a torch loss")
 
     @abstractmethod
     def gradient(self) -> torch.Tensor:
