@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -88,7 +89,8 @@ def test_a_factory_and_its_weights_on_a_bundled_data_set(user):
         cwd=user,
     )  # an importable module, the factory's own weights
     assert proc.returncode == 0, proc.stderr
-    assert "outliers (expected at DNC: 90)" in proc.stdout
+    # the factory's own weights are untrained and unseeded: the measured count varies, the expectation does not
+    assert re.search(r"^3: \d+ outliers? \(expected at DNC: 90\)", proc.stdout, re.M), proc.stdout
 
 
 @pytest.mark.parametrize(
