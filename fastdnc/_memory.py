@@ -58,7 +58,7 @@ PROC = Path("/proc")
 UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge number
 
 
-def _field(path: Path, key: str, scale: int = 1) -> int | None:
+def status_field(path: Path, key: str, scale: int = 1) -> int | None:
     """The integer after ``key`` in a ``key value`` file (``/proc/meminfo``, ``memory.stat``)."""
     try:
         with open(path) as f:
@@ -106,7 +106,7 @@ def _cgroup_free() -> int | None:
         while True:
             limit, usage = _number(folder / limit_f), _number(folder / usage_f)
             if limit is not None and limit < UNLIMITED and usage is not None:
-                used = usage - (_field(folder / "memory.stat", cache) or 0)
+                used = usage - (status_field(folder / "memory.stat", cache) or 0)
                 best = limit - max(used, 0) if best is None else min(best, limit - max(used, 0))
             if folder == base or base not in folder.parents:
                 break
@@ -119,7 +119,7 @@ def _address_space_free() -> int | None:
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     if soft == resource.RLIM_INFINITY:
         return None
-    size = _field(PROC / "self" / "status", "VmSize", 1024) or 0
+    size = status_field(PROC / "self" / "status", "VmSize", 1024) or 0
     return max(soft - size, 0)
 
 
@@ -127,7 +127,7 @@ def cpu_limits() -> dict[str, int]:
     """The memory available now by each limit that applies: ``"machine"`` (MemAvailable),
     ``"cgroup"``, ``"ulimit -v"``."""
     found = {
-        "machine": _field(PROC / "meminfo", "MemAvailable", 1024),
+        "machine": status_field(PROC / "meminfo", "MemAvailable", 1024),
         "cgroup": _cgroup_free(),
         "ulimit -v": _address_space_free(),
     }

@@ -181,15 +181,16 @@ class BackboneHead(nn.Module):
         return fit + reg + 0.5 * self.feature_decay * scale * h1.square().sum()
 
     @torch.no_grad()
-    def head(self) -> MLPHead:
-        """The head on the frozen features (eval mode), as an :class:`MLPHead` with the same weights."""
+    def head(self, columns: torch.Tensor | None = None) -> MLPHead:
+        """The head on the frozen features (eval mode), as an :class:`MLPHead` with the same weights;
+        ``columns`` (indices): on those samples only."""
         was = self.backbone.training
         self.backbone.eval()
-        h1 = self.features().detach().contiguous()
+        h1 = self.features(columns).detach().contiguous()
         self.backbone.train(was)
         head = MLPHead(
             h1,
-            self.labels,
+            self.labels if columns is None else self.labels[columns],
             self.width,
             self.head_depth,
             num_classes=self.num_classes,

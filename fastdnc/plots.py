@@ -124,7 +124,7 @@ def loss_figure(
     return fig
 
 
-def _panel_grid(n: int, width: float = 4.6, height: float = 3.6):
+def panel_grid(n: int, width: float = 4.6, height: float = 3.6):
     """A figure with n panels and the axes as a flat list: two a row for 2 and 4 panels, else three
     (readable at page width; a blank cell of the last row is hidden)."""
     cols = 1 if n == 1 else 2 if n in (2, 4) else 3
@@ -133,7 +133,7 @@ def _panel_grid(n: int, width: float = 4.6, height: float = 3.6):
     return fig, list(axes.flat)
 
 
-def _finish_grid(fig, axes: list, used: int, title: str) -> plt.Figure:
+def finish_grid(fig, axes: list, used: int, title: str) -> plt.Figure:
     """Hide the panels past ``used`` and add the title (the layout is constrained)."""
     for ax in axes[used:]:
         ax.set_visible(False)
@@ -156,7 +156,7 @@ def metrics_figure(
     marked: the value jumps there because a direction left the pseudo-inverse, not by collapse.
     ``note``: a line under the panels (e.g. that the run is not at the point the theory describes).
     """
-    fig, axes = _panel_grid(len(metrics))
+    fig, axes = panel_grid(len(metrics))
     for ax, (key, label, *scale) in zip(axes, metrics):
         linear = scale == ["linear"]
         marked = False
@@ -188,7 +188,7 @@ def metrics_figure(
             ax.legend(fontsize=7)
     if note:
         fig.supxlabel(note, fontsize=8)
-    return _finish_grid(fig, axes, len(metrics), title)
+    return finish_grid(fig, axes, len(metrics), title)
 
 
 def singular_values_figure(
@@ -230,7 +230,7 @@ def spectra_figure(
 
     counts = [spikes] * len(spectra) if isinstance(spikes, int) else list(spikes)
     dims = list(sizes) if sizes is not None else [len(x) for x in spectra]
-    fig, axes = _panel_grid(len(spectra), width=4.8)
+    fig, axes = panel_grid(len(spectra), width=4.8)
     for ax, spectrum, label, n_top, dim in zip(axes, spectra, labels, counts, dims):
         ev = np.sort(np.asarray(spectrum))[::-1]
         floor = 1e-12 * float(np.abs(ev).max()) if ev.size else 0.0  # below: numerical zeros
@@ -261,7 +261,7 @@ def spectra_figure(
         ax.set_ylim(0, max(ax.get_ylim()[1], 1) * 1.35)  # head room for the legend above the bars
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
-    return _finish_grid(fig, axes, len(spectra), title)
+    return finish_grid(fig, axes, len(spectra), title)
 
 
 def _two_lines(title: str, width: int = 60) -> str:
@@ -285,7 +285,7 @@ def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[fl
     """
     import numpy as np
 
-    fig, axes = _panel_grid(len(panels), width=5.6, height=4.0)
+    fig, axes = panel_grid(len(panels), width=5.6, height=4.0)
     for ax, (label, spectrum, levels) in zip(axes, panels):
         ev = np.sort(np.asarray(spectrum))[::-1]
         ax.plot(np.arange(1, ev.size + 1), ev, ".", ms=3, color="C0", label="measured")
@@ -302,7 +302,7 @@ def levels_figure(panels: Sequence[tuple[str, Sequence[float], Sequence[tuple[fl
         ax.set(xscale="log", xlabel="index (descending)", ylabel="eigenvalue", title=label)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
-    return _finish_grid(fig, axes, len(panels), title)
+    return finish_grid(fig, axes, len(panels), title)
 
 
 def density_figure(grid: Sequence[float], density: Sequence[float], top: Sequence[float], title: str) -> plt.Figure:
@@ -335,7 +335,7 @@ def fidelity_figure(panels: Sequence[tuple[str, Sequence[Sequence[float]]]], tit
     1 where the class-mean pair is an eigenvector of the layer Hessian."""
     import numpy as np
 
-    fig, axes = _panel_grid(len(panels), width=3.8, height=3.4)
+    fig, axes = panel_grid(len(panels), width=3.8, height=3.4)
     image = None
     for ax, (label, f) in zip(axes, panels):
         image = ax.imshow(np.asarray(f), vmin=0.0, vmax=1.0, cmap="viridis")
@@ -346,7 +346,7 @@ def fidelity_figure(panels: Sequence[tuple[str, Sequence[Sequence[float]]]], tit
         ax.set_yticks(ticks)
     if image is not None:
         fig.colorbar(image, ax=axes[: len(panels)], shrink=0.8, label="f_cc' (1: an eigenvector)")
-    return _finish_grid(fig, axes, len(panels), title)
+    return finish_grid(fig, axes, len(panels), title)
 
 
 def curves_figure(
@@ -354,7 +354,7 @@ def curves_figure(
 ) -> plt.Figure:
     """One panel per quantity, one line per series, against the training step (log x where the steps
     span decades)."""
-    fig, axes = _panel_grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     log_x = len(steps) > 1 and min(steps) > 0 and max(steps) / max(min(steps), 1) >= 100
     for ax, (label, series) in zip(axes, panels):
         for name, ys in series.items():
@@ -365,7 +365,7 @@ def curves_figure(
         ax.grid(True, which="major", alpha=0.3)
         if ax.get_legend_handles_labels()[1]:
             ax.legend(fontsize=7)
-    return _finish_grid(fig, axes, len(panels), title)
+    return finish_grid(fig, axes, len(panels), title)
 
 
 FIGURES = {

@@ -130,7 +130,7 @@ def test_the_address_space_limit_counts_in_a_child_process():
 import resource, torch
 from fastdnc import _memory
 from fastdnc.curvature.operator import CurvatureOperator, DenseOperator
-size = _memory._field(_memory.PROC / "self" / "status", "VmSize", 1024)
+size = _memory.status_field(_memory.PROC / "self" / "status", "VmSize", 1024)
 resource.setrlimit(resource.RLIMIT_AS, (size + 2 * 2**30, resource.RLIM_INFINITY))
 assert 1.9 * 2**30 < _memory.available_bytes() <= 2 * 2**30
 op = DenseOperator(torch.eye(3, dtype=torch.float64))

@@ -16,9 +16,9 @@ from fastdnc import plots
     "n, shape", [(1, (1, 1)), (2, (1, 2)), (3, (1, 3)), (4, (2, 2)), (5, (2, 3)), (6, (2, 3)), (8, (3, 3)), (9, (3, 3))]
 )
 def test_panel_grids_are_at_most_three_wide_and_hide_blank_cells(n, shape):
-    fig, axes = plots._panel_grid(n)
+    fig, axes = plots.panel_grid(n)
     assert len(axes) == shape[0] * shape[1]
-    fig = plots._finish_grid(fig, axes, n, "t")
+    fig = plots.finish_grid(fig, axes, n, "t")
     assert [ax.get_visible() for ax in axes] == [True] * n + [False] * (len(axes) - n)
     plots.plt.close(fig)
 

@@ -288,15 +288,15 @@ def test_the_progress_bar_measures_its_rate_after_the_densely_logged_warm_up():
 
     from tqdm import tqdm
 
-    from fastdnc.training.loop import WARM_UP_FORMAT, _measure_rate_from_here, _warm_up_end
+    from fastdnc.training.loop import WARM_UP_FORMAT, measure_rate_from_here, warm_up_end
 
-    assert _warm_up_end(40_000, 40) == 400 and _warm_up_end(50, 1) == 10 and _warm_up_end(5, 1) == 5
+    assert warm_up_end(40_000, 40) == 400 and warm_up_end(50, 1) == 10 and warm_up_end(5, 1) == 5
     out = io.StringIO()
     bar = tqdm(total=1000, file=out, disable=False, bar_format=WARM_UP_FORMAT, mininterval=0)
     bar.update(100)
     assert "measuring the rate" in out.getvalue() and "step/s" not in out.getvalue() and "it/s" not in out.getvalue()
     bar.start_t -= 50.0  # the warm-up took long
-    _measure_rate_from_here(bar)
+    measure_rate_from_here(bar)
     assert bar.n == bar.initial == 100 and bar.format_dict["elapsed"] >= 50.0
     assert bar.format_dict["rate"] is None  # nothing measured yet: no ETA from the warm-up's rate
     bar.update(100)

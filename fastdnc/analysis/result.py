@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -25,6 +25,16 @@ from ..theory.expectations import Expectation
 def finite_or_none(x: float | None) -> float | None:
     """A float for strict JSON: ``None`` for NaN and ±∞ (the field beside it says why)."""
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _gap(ratio: float | None, null_space: bool) -> float:
+    """The gap ratio written as ``None``: infinite at a null space, else not a number."""
+    return float(ratio) if ratio is not None else (math.inf if null_space else math.nan)
+
+
+def _known(cls: type, d: dict) -> dict:
+    """The entries of ``d`` that are fields of the dataclass ``cls``."""
+    return {f.name: d[f.name] for f in fields(cls) if f.name in d}
 
 
 @dataclass
@@ -82,6 +92,13 @@ class LayerAnalysis:
         out.update(parameters=self.parameters, **{k: finite_or_none(v) for k, v in self.summary.items()})
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict) -> LayerAnalysis:
+        """The inverse of :meth:`to_dict`."""
+        kw = _known(cls, {**d, "expected": Expectation(**d["expected_outliers"])})
+        kw.update(shape=tuple(d["shape"]), gap_ratio=_gap(d["gap_ratio"], d["null_space"]))
+        return cls(**kw)
+
 
 @dataclass
 class ModelCurvature:
@@ -104,6 +121,11 @@ class ModelCurvature:
         out = asdict(self)
         out["gap_ratio"] = finite_or_none(self.gap_ratio)
         return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelCurvature:
+        """The inverse of :meth:`to_dict`."""
+        return cls(**{**_known(cls, d), "gap_ratio": _gap(d["gap_ratio"], d["null_space"])})
 
 
 @dataclass
@@ -136,6 +158,14 @@ class Analysis:
             "model": None if self.model is None else self.model.to_dict(),
             "output_collapse": self.output_collapse,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Analysis:
+        """The inverse of :meth:`to_dict`, without the eigenvectors (which are not written): a record
+        read back from ``records.json`` after an interrupted run."""
+        layers = [LayerAnalysis.from_dict(layer) for layer in d["layers"]]
+        model = None if d["model"] is None else ModelCurvature.from_dict(d["model"])
+        return cls(**{**_known(cls, d), "layers": layers, "model": model})
 
     def layer(self, name: str) -> LayerAnalysis:
         for layer in self.layers:

@@ -69,8 +69,12 @@ class Tracker:
             raise ValueError(f"a Tracker of a {type(self.model).__name__} needs its data and loss_fn")
         return ModuleSource(self.model, self.data, self.loss_fn, self.layers)
 
-    def record(self, step: int) -> Analysis:
-        """Analyse the model now (evaluation mode; its mode is restored) and keep the result."""
+    def record(self, step: int, model: nn.Module | None = None) -> Analysis:
+        """Analyse the model now (evaluation mode; its mode is restored) and keep the result.
+        ``model``: analyse this one from now on instead (e.g. a network's head rebuilt on its
+        backbone's current features, :meth:`fastdnc.networks.BackboneHead.head`); the warm starts
+        carry over when its layers have the same shapes."""
+        self.model = self.model if model is None else model
         was = self.model.training
         self.model.eval()
         try:
@@ -93,6 +97,14 @@ class Tracker:
         both = [c for c in self.products if "warm" in c and "cold" in c]
         cold = sum(c["cold"] for c in both)
         return None if not both or cold == 0 else 1.0 - sum(c["warm"] for c in both) / cold
+
+    def restore(self, record: dict) -> Analysis:
+        """Keep a record read back from ``records.json`` (an interrupted run's earlier steps; it has no
+        eigenvectors, so the next record starts cold)."""
+        res = Analysis.from_dict(record)
+        self.records.append(res)
+        self.products.append({"cold": _products(res)})
+        return res
 
     def to_dict(self) -> dict:
         return {

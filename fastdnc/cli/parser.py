@@ -22,14 +22,14 @@ def _measured(page: str, pattern: str, fallback: str) -> str:
     return found.group(1) if found else fallback
 
 
-def _quick_time() -> str:
+def quick_time() -> str:
     """The quick preset's measured wall time, read from docs/benchmarks.md."""
     pattern = r"--preset quick` \(fresh folder\) \| wall time[^\n]*\n[^\n]*\n\| alone \| ([0-9.]+ s) \|"
     found = _measured("benchmarks.md", pattern, "")
     return f"{found} on 2 CPU cores, measured by `make bench`" if found else "about a minute on 2 CPU cores"
 
 
-def _paper_time() -> str:
+def paper_time() -> str:
     """The paper preset's measured wall time, read from docs/theory-vs-measurement.md."""
     found = _measured("theory-vs-measurement.md", r"this session ([0-9]+) s with the analysis", "")
     return f"{int(found) / 60:.0f} minutes on 2 CPU cores from scratch" if found else "about a quarter of an hour"
@@ -118,7 +118,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=["quick", "paper", "real"],
         default="quick",
-        help=f"quick: {_quick_time()} (default); paper: paper-scale settings, {_paper_time()}; real: a "
+        help=f"quick: {quick_time()} (default); paper: paper-scale settings, {paper_time()}; real: a "
         "network on real data (--dataset), analysed layer by layer",
     )
     p.add_argument(

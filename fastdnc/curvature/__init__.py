@@ -1,6 +1,7 @@
 """Curvature operators (one shared base), their kernels' dispatch, and autograd oracles."""
 
 from . import oracles
+from .eigenvectors import DenseEigenvectors, EigenvectorView, eigenvector_view
 from .full import LayeredHessian, LinearMSEHessian, ggn, hessian
 from .gauss_newton import BatchedGaussNewton
 from .generic import (
@@ -18,7 +19,9 @@ from .papyan import PapyanSplit, papyan_split
 __all__ = [
     "BatchedGaussNewton",
     "CurvatureOperator",
+    "DenseEigenvectors",
     "DenseOperator",
+    "EigenvectorView",
     "Factor",
     "KroneckerEigenvectors",
     "KroneckerOperator",
@@ -32,6 +35,7 @@ __all__ = [
     "LowRankOperator",
     "PapyanSplit",
     "papyan_split",
+    "eigenvector_view",
     "feature_hessian",
     "ggn",
     "hessian",

@@ -57,7 +57,7 @@ from ..models import LayeredModel, require_layered
 from .gram import SampleGram, layered_blocks
 from .layout import split_flat
 from .operator import CurvatureOperator, describe, renamed_ggn_flag
-from .output_losses import OutputLoss, identity_root, softmax_hessian_product, softmax_hessian_root
+from .output_losses import OutputLoss, model_loss
 
 
 def _times(x: torch.Tensor, w: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,7 +89,6 @@ class _ModelOperator(CurvatureOperator):
         self.lams = [lam.get(n, 0.0) if decay else 0.0 for n in self.names]
         self.num_samples, self.num_outputs = model.num_samples, model.num_classes
         self._largest = max(w.numel() for w in model.weights)
-        self.output_loss: OutputLoss | None = None  # a loss other than the model's own fit term
 
     def gemm_flops(self, k: int = 1) -> float:
         """A weight times the layer inputs over the samples, per vector."""
@@ -106,8 +105,7 @@ class _ModelOperator(CurvatureOperator):
         """N·K' when this is a GGN whose decay is one shift for every block (else no Gram route)."""
         if self.curvature != "ggn" or len(set(self.lams)) > 1:
             return None
-        k = self.output_loss.output.shape[0] if self.output_loss is not None else self.num_outputs
-        return self.num_samples * k
+        return self.num_samples * self.num_outputs
 
     def why_no_gram(self) -> str:
         if self.curvature != "ggn":
@@ -138,7 +136,8 @@ class LayeredHessian(_ModelOperator):
         """``curvature``: ``"hessian"`` or ``"ggn"`` (``ggn=True`` is its deprecated former name).
         ``output_loss``: a function of the output Z (K × N) returning the
         :class:`~fastdnc.curvature.output_losses.OutputLoss` to use instead of the model's own fit
-        term (the drop-in operators' weighted, smoothed and binary losses)."""
+        term (:func:`~fastdnc.curvature.output_losses.model_loss`; the drop-in operators pass their
+        weighted, smoothed and binary losses)."""
         super().__init__(model, include_features, decay)
         self.curvature = renamed_ggn_flag(curvature, ggn, "ggn")
         with torch.no_grad():
@@ -150,12 +149,9 @@ class LayeredHessian(_ModelOperator):
             self.relu = model.activation == "relu"
             # σ'(P_l) for l = 2..L as 0/1 masks (ReLU'(0) = 0)
             self.masks = [None] + [(p > 0).to(p.dtype) for p in st.preactivations[1:-1]] if self.relu else None
-            self.ce = model.loss_type == "ce"
-            self.n = model.num_samples
             z = st.output.detach()
-            self.probs = torch.softmax(z, dim=0) if self.ce else None
-            self.output_loss = None if output_loss is None else output_loss(z)
-            g = model.output_gradient(z)[1] if self.output_loss is None else self.output_loss.gradient()
+            self.output_loss: OutputLoss = model_loss(model, z) if output_loss is None else output_loss(z)
+            g = self.output_loss.gradient()
             # G_{l+1}: gradient w.r.t. the pre-activation P_{l+1}, l = 1..L (G[l] for W_{l+1} in 0-based)
             grads = [None] * model.depth
             grads[-1] = g
@@ -167,20 +163,7 @@ class LayeredHessian(_ModelOperator):
             self.grads = grads
 
     def _gram_parts(self):
-        if self.output_loss is not None:
-            root = self.output_loss.hessian_root()
-        elif self.ce:
-            root = softmax_hessian_root(self.probs) / self.n**0.5
-        else:
-            root = identity_root(self.grads[-1]) / self.n**0.5
-        return self.weights, self.inputs, self.masks, root, self.has_bias
-
-    def _output_hessian(self, zdot: torch.Tensor) -> torch.Tensor:
-        if self.output_loss is not None:
-            return self.output_loss.hessian_product(zdot)
-        if not self.ce:
-            return zdot / self.n
-        return softmax_hessian_product(self.probs, zdot) / self.n
+        return self.weights, self.inputs, self.masks, self.output_loss.hessian_root(), self.has_bias
 
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         vs = split_flat(v, self.block_shapes, vectors_first=True)
@@ -200,7 +183,7 @@ class LayeredHessian(_ModelOperator):
                 pdot = pdot + vb[l][..., None]
             if l + 1 < depth:
                 hdot.append(pdot * self.masks[l + 1] if self.relu else pdot)
-        gdot = self._output_hessian(pdot)
+        gdot = self.output_loss.hessian_product(pdot)
         out_w, out_b = [None] * depth, [None] * depth
         out_h = None
         for l in range(depth - 1, -1, -1):
@@ -233,8 +216,7 @@ class LayeredHessian(_ModelOperator):
         info.update({f"grad_P{l + 2}": describe(g) for l, g in enumerate(self.grads)})
         if self.masks:
             info.update({f"mask_{l + 1}": describe(m) for l, m in enumerate(self.masks) if m is not None})
-        if self.probs is not None:
-            info["probs"] = describe(self.probs)
+        info.update({f"loss.{k}": describe(t) for k, t in self.output_loss.cached().items()})
         return info
 
 
@@ -272,7 +254,8 @@ class LinearMSEHessian(_ModelOperator):
                 a[l] = a[l + 1] @ ws[l]
             self.above = a
             self.feature_moment = h1 @ h1.T / n
-            r = a[0] @ h1 - model.targets
+            self.output_loss = model_loss(model, a[0] @ h1)
+            r = self.output_loss.output - model.targets
             # M B_lᵀ with B_l = W_{l-1}⋯W_1 (K × d_l), by M B_{l+1}ᵀ = M B_lᵀ W_lᵀ
             mb = [r @ h1.T / n]
             for w in ws[:-1]:
@@ -284,7 +267,7 @@ class LinearMSEHessian(_ModelOperator):
         inputs = [self.h1]
         for w in self.weights[:-1]:
             inputs.append(w @ inputs[-1])
-        return self.weights, inputs, None, identity_root(self.residual) / self.n**0.5, False
+        return self.weights, inputs, None, self.output_loss.hessian_root(), False
 
     def reduce_sample_statistics(self, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> None:
         r"""Replace every statistic a product reads from the samples, :math:`S = H_1H_1^\top/N`

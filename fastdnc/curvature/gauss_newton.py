@@ -5,7 +5,8 @@ This is the exact layer Hessian of ReLU and CE UFMs and MLP heads (docs/theory.m
 layer is its Gauss–Newton matrix. Here :math:`x_i` is the input of layer l for sample i,
 :math:`J_i` the Jacobian of sample i's output with respect to the layer's output (the ReLU masks
 enter here), :math:`\Lambda_i` the output Hessian of the loss (I for MSE,
-:math:`\mathrm{diag}(p_i)-p_ip_i^\top` for CE) and c = 1/N for the mean.
+:math:`\mathrm{diag}(p_i)-p_ip_i^\top` for CE; any
+:class:`~fastdnc.curvature.output_losses.OutputLoss` with unit sample weights) and c = 1/N for the mean.
 
 Two product paths (``product=``), neither of which forms a per-sample Kronecker term:
 
@@ -24,6 +25,8 @@ Two product paths (``product=``), neither of which forms a per-sample Kronecker 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_GN_ASSEMBLY
@@ -32,13 +35,13 @@ from ..kernels import dispatch
 from ..models import LayeredModel
 from .gram import GramBlock, SampleGram
 from .operator import CurvatureOperator, describe, renamed_argument
-from .output_losses import identity_root, softmax_hessian_product, softmax_hessian_root
+from .output_losses import OutputLoss, SoftmaxCrossEntropy, model_loss
 
 Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def gn_product(
-    inputs: torch.Tensor | None, upstream: Upstream, probs: torch.Tensor | None, v: torch.Tensor, scale: float
+    inputs: torch.Tensor | None, upstream: Upstream, output_loss: OutputLoss, v: torch.Tensor, scale: float
 ) -> torch.Tensor:
     r"""Masked batched Gauss–Newton product :math:`Y_j = c \sum_i J_i^\top \Lambda_i J_i V_j x_i x_i^\top`.
 
@@ -51,7 +54,7 @@ def gn_product(
             (the Hessian block of the features themselves, q = N).
         upstream: ``[(W, D), …]`` from the layer's output to Z: the perturbation maps as
             :math:`U \leftarrow W (D \odot U)`; ``D`` is a 0/1 mask (d × N) or ``None``.
-        probs: softmax probabilities (K × N) for CE; ``None`` for MSE (Λ = I).
+        output_loss: the loss at Z, whose Hessian product gives Λ_i (per-sample weights included).
         v: (k, p, q). scale: c (1/N for a mean loss).
 
     Returns:
@@ -60,7 +63,7 @@ def gn_product(
     u = v if inputs is None else v @ inputs
     for w, d in upstream:
         u = w @ (u if d is None else d * u)
-    u = u if probs is None else softmax_hessian_product(probs, u)
+    u = output_loss.hessian_product(u)
     for w, d in reversed(upstream):
         u = w.T @ u
         if d is not None:
@@ -68,20 +71,15 @@ def gn_product(
     return scale * (u if inputs is None else u @ inputs.T)
 
 
-def gn_jacobian_roots(
-    upstream: Upstream, probs: torch.Tensor | None, num_outputs: int, p: int, n: int, like: torch.Tensor
-) -> torch.Tensor:
-    r"""Per-sample roots :math:`B_i^\top` with :math:`B_i = J_i^\top L_i`, as an (N, K, p) tensor.
+def gn_jacobian_roots(upstream: Upstream, output_loss: OutputLoss, p: int) -> torch.Tensor:
+    r"""Per-sample roots :math:`B_i^\top` with :math:`B_i = J_i^\top L_i`, as an (N, K', p) tensor.
 
-    :math:`L_iL_i^\top = \Lambda_i`: :math:`L_i = I` (MSE) or
-    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i\sqrt{p_i}^\top` (CE), so that
-    :math:`J_i^\top\Lambda_iJ_i = B_iB_i^\top`. Computed by pulling the K columns of
-    :math:`L_i` back through ``upstream`` (masks included); ``like`` gives dtype and device.
+    :math:`L_iL_i^\top = \Lambda_i` is ``output_loss.hessian_root()`` (:math:`L_i = I` for MSE,
+    :math:`\mathrm{diag}(\sqrt{p_i}) - p_i\sqrt{p_i}^\top` for CE, times the root of the sample
+    weight), so that :math:`J_i^\top\Lambda_iJ_i = B_iB_i^\top`. Computed by pulling the K'
+    columns of :math:`L_i` back through ``upstream`` (masks included).
     """
-    if probs is None:
-        u = identity_root(torch.empty(num_outputs, n, dtype=like.dtype, device=like.device))
-    else:
-        u = softmax_hessian_root(probs)  # [c, out, i]
+    u = output_loss.hessian_root()  # [c, out, i]
     for w, d in reversed(upstream):
         u = w.T @ u
         if d is not None:
@@ -117,9 +115,9 @@ def upstream_of(model: LayeredModel, pre: list[torch.Tensor], first: int, delta:
     return out
 
 
-def output_probabilities(model: LayeredModel, output: torch.Tensor) -> torch.Tensor | None:
-    """The softmax probabilities (K × N) of a CE model's logits; ``None`` for MSE (Λ = I)."""
-    return torch.softmax(output, dim=0) if model.loss_type == "ce" else None
+def unit_loss(model: LayeredModel, output: torch.Tensor) -> OutputLoss:
+    """The model's own loss at ``output`` with unit sample weights (the blocks carry c = 1/N)."""
+    return model_loss(model, output, weight=1.0)
 
 
 class BatchedGaussNewton(CurvatureOperator):
@@ -130,7 +128,9 @@ class BatchedGaussNewton(CurvatureOperator):
             (the block of a feature matrix itself; then q = N).
         upstream: ``[(W, mask), …]`` from the block's output to Z (see
             :func:`gn_product`).
-        probs: softmax probabilities (K × N) for CE, ``None`` for MSE.
+        output_loss: the loss at Z with unit sample weights (Λ_i; e.g. :func:`unit_loss`), or
+            ``None`` when the roots are given (:meth:`from_roots`). A tensor of softmax
+            probabilities (the former ``probs``) is still read, with a deprecation warning.
         num_outputs: K. p: rows of the parameter block.
         scale: c (default 1/N). shift: s (e.g. weight decay).
         backend: kernel backend (see :mod:`fastdnc.kernels`).
@@ -142,7 +142,7 @@ class BatchedGaussNewton(CurvatureOperator):
         self,
         inputs: torch.Tensor | None,
         upstream: Upstream,
-        probs: torch.Tensor | None,
+        output_loss: OutputLoss | None,
         num_outputs: int,
         p: int,
         num_samples: int,
@@ -155,11 +155,19 @@ class BatchedGaussNewton(CurvatureOperator):
         mode: str | None = None,
     ) -> None:
         q = num_samples if inputs is None else inputs.shape[0]
-        ref = inputs if inputs is not None else (upstream[0][0] if upstream else probs)
+        if isinstance(output_loss, torch.Tensor):
+            warnings.warn(
+                "BatchedGaussNewton(probs) is deprecated: pass an OutputLoss (fastdnc.curvature.gauss_newton.unit_loss)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            output_loss = SoftmaxCrossEntropy(output_loss.log(), output_loss, torch.ones_like(output_loss[0]))
+        ref = inputs if inputs is not None else (upstream[0][0] if upstream else None)
+        ref = ref if ref is not None or output_loss is None else output_loss.output
         if ref is None:
-            raise ValueError("give inputs, upstream or probs: the block's dtype and device come from them")
+            raise ValueError("give inputs, upstream or output_loss: the block's dtype and device come from them")
         super().__init__(p * q, ref.dtype, ref.device, block_shapes=[torch.Size((p, q))])
-        self.inputs, self.upstream, self.probs = inputs, upstream, probs
+        self.inputs, self.upstream, self.output_loss = inputs, upstream, output_loss
         self.num_outputs, self.p, self.q, self.n = num_outputs, p, q, num_samples
         self.scale = 1.0 / num_samples if scale is None else float(scale)
         self.shift, self.backend = float(shift), dispatch.check_backend(backend)
@@ -187,7 +195,7 @@ class BatchedGaussNewton(CurvatureOperator):
         op = BatchedGaussNewton(
             self.inputs,
             self.upstream,
-            self.probs,
+            self.output_loss,
             self.num_outputs,
             self.p,
             self.n,
@@ -207,7 +215,7 @@ class BatchedGaussNewton(CurvatureOperator):
     def _matmat(self, v: torch.Tensor) -> torch.Tensor:
         x = v.T.reshape(v.shape[1], self.p, self.q)
         if self.product == "rop":
-            y = gn_product(self.inputs, self.upstream, self.probs, x, self.scale)
+            y = gn_product(self.inputs, self.upstream, self.loss(), x, self.scale)
         else:
             # u_i = V x_i for every sample, as (k, N, p); then B_i B_iᵀ u_i; then Σ_i g_i x_iᵀ
             ut = (
@@ -225,9 +233,13 @@ class BatchedGaussNewton(CurvatureOperator):
     def roots(self) -> torch.Tensor:
         """Per-sample :math:`B_i^\\top` (:math:`B_i = J_i^\\top L_i`) as (N, K, p), computed once and cached."""
         if self._roots is None:
-            like = torch.empty(0, dtype=self.dtype, device=self.device)
-            self._roots = gn_jacobian_roots(self.upstream, self.probs, self.num_outputs, self.p, self.n, like)
+            self._roots = gn_jacobian_roots(self.upstream, self.loss(), self.p)
         return self._roots
+
+    def loss(self) -> OutputLoss:
+        if self.output_loss is None:
+            raise ValueError("this block was built from its roots (from_roots): it has no output loss to push through")
+        return self.output_loss
 
     def diagonal(self) -> torch.Tensor:
         """Exact: diag[(a, b)] = c Σ_i ‖B_i[a, :]‖² x_{ib}² (+ s)."""
@@ -282,8 +294,8 @@ class BatchedGaussNewton(CurvatureOperator):
             info[f"upstream{j}.weight"] = describe(w)
             if d is not None:
                 info[f"upstream{j}.mask"] = describe(d)
-        if self.probs is not None:
-            info["probs"] = describe(self.probs)
+        if self.output_loss is not None:
+            info.update({f"loss.{k}": describe(t) for k, t in self.output_loss.cached().items()})
         if self._roots is not None:
             info["roots"] = describe(self._roots)
         return info

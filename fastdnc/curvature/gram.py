@@ -199,6 +199,8 @@ class GramEigenvectors:
     eigenvectors are not unique and the Gram route does not form them.
     """
 
+    route = "sample-space Gram"
+
     def __init__(self, gram: SampleGram, sigma: torch.Tensor, u: torch.Tensor) -> None:
         self.gram, self.sigma, self.u = gram, sigma, u
         self.rank = sigma.numel()

@@ -309,10 +309,13 @@ class KroneckerEigenvectors:
     ``c`` and ``vecs.T @ x`` gives the coordinates of ``x`` in the eigenbasis, both in O(p²q + pq²).
     """
 
+    route = "Kronecker factors"
+
     def __init__(self, output_vectors: torch.Tensor, input_vectors: torch.Tensor, order: torch.Tensor) -> None:
         self.uo, self.ui, self.order = output_vectors, input_vectors, order
         self.p, self.q = output_vectors.shape[0], input_vectors.shape[0]
         self.shape = (self.p * self.q, self.p * self.q)
+        self.rank = self.p * self.q  # every eigenvector is formed exactly
 
     def columns(self, idx: torch.Tensor | Sequence[int] | slice | int) -> torch.Tensor:
         sel = self.order[idx] if not isinstance(idx, int) else self.order[idx : idx + 1]

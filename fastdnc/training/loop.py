@@ -177,10 +177,10 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
     """Steps ``start`` … ``run.steps``: a checkpoint of the state after ``step`` updates is written only
     once that state's loss has been checked, with the sampler state from before this step's batch."""
     chunk = max(1, run.steps // 1000)
-    warm = _warm_up_end(run.steps, chunk) if getattr(bar, "bar_format", None) == WARM_UP_FORMAT else -1
+    warm = warm_up_end(run.steps, chunk) if getattr(bar, "bar_format", None) == WARM_UP_FORMAT else -1
     for step in range(start, run.steps + 1):
         if step == warm:
-            _measure_rate_from_here(bar)
+            measure_rate_from_here(bar)
         saving = run.checkpoint is not None and step % every == 0 and start < step < run.steps
         sampler_state = run.sampler.generator.get_state() if saving else None
         columns = run.sampler.next(run.model.device) if step < run.steps and run.sampler.size else None
@@ -203,13 +203,13 @@ def _loop(run: _Run, start: int, bar: Any, logged: set[int], every: int, check_f
 WARM_UP_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, measuring the rate{postfix}]"
 
 
-def _warm_up_end(steps: int, chunk: int) -> int:
+def warm_up_end(steps: int, chunk: int) -> int:
     """The step from which the bar's rate and ETA are measured: the first steps are logged densely
     (log-spaced metrics), so their rate would predict the run many times too long."""
     return min(steps, max(10 * chunk, steps // 100))
 
 
-def _measure_rate_from_here(bar: Any) -> None:
+def measure_rate_from_here(bar: Any) -> None:
     """Forget the warm-up's rate: from now on the bar's rate and ETA come from the steps after it
     (the elapsed time still counts from the start)."""
     if bar.disable:

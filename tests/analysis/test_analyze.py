@@ -93,3 +93,20 @@ def test_the_tracker_records_over_a_users_training_loop(tmp_path):
     paths = {p.name for p in tracker.save(tmp_path)}
     assert {"records.json", "report.md", "alignment.png", "collapse.png", "spectra_0.png", "spectra_2.png"} <= paths
     assert len(strict((tmp_path / "records.json").read_text())["records"]) == 4
+
+
+def test_a_record_read_back_from_json_is_the_same_analysis(tmp_path):
+    """What an interrupted run keeps of its earlier records: Analysis.to_dict → from_dict is exact,
+    an infinite gap (null space) included, and a Tracker restored from it saves the same report."""
+    _, seq, x, y = head_and_sequential()
+    tracker = fd.Tracker(seq, (x.T, y), nn.CrossEntropyLoss(), density=True)
+    res = tracker.record(5)
+    res.layers[1].gap_ratio, res.layers[1].null_space = float("inf"), True
+    data = strict(json.dumps(res.to_dict(), allow_nan=False))
+    back = fd.analysis.Analysis.from_dict(data)
+    assert back.to_dict() == res.to_dict() and back.layers[1].gap_ratio == float("inf") and back.vectors == {}
+    again = fd.Tracker(seq, (x.T, y), nn.CrossEntropyLoss())
+    again.restore(data)
+    tracker.save(tmp_path / "a")
+    again.save(tmp_path / "b")
+    assert (tmp_path / "a" / "report.md").read_text() == (tmp_path / "b" / "report.md").read_text()

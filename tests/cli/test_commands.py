@@ -85,9 +85,9 @@ def test_the_presets_help_states_the_times_the_generated_pages_measured():
     import re
     from pathlib import Path
 
-    from fastdnc.cli.parser import _paper_time, _quick_time
+    from fastdnc.cli.parser import paper_time, quick_time
 
     docs = Path(__file__).resolve().parents[2] / "docs"
     quick = re.search(r"^\| alone \| ([0-9.]+ s) \|", (docs / "benchmarks.md").read_text(), re.M).group(1)
     paper = int(re.search(r"this session ([0-9]+) s", (docs / "theory-vs-measurement.md").read_text()).group(1))
-    assert _quick_time().startswith(quick) and _paper_time().startswith(f"{paper / 60:.0f} minutes")
+    assert quick_time().startswith(quick) and paper_time().startswith(f"{paper / 60:.0f} minutes")

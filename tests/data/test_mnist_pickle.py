@@ -32,8 +32,9 @@ def test_a_file_in_the_classic_format_reads_back_exactly(tmp_path):
     got = mp.read_mnist_pickle(path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     for (x, y), (gx, gy) in zip(data, got, strict=True):
         assert np.array_equal(x, gx) and np.array_equal(y, gy) and type(gx) is np.ndarray
-    train = mp.load_mnist_pickle(path, "train", sha256=None)
-    assert tuple(train.inputs.shape) == (30, 1, 28, 28) and train.labels.tolist() == sorted(data[0][1].tolist())
+    train = mp.load_mnist_pickle(path, "train", sha256=None)  # MNIST's training set: training + validation parts
+    both = np.concatenate([data[0][1], data[1][1]])
+    assert tuple(train.inputs.shape) == (40, 1, 28, 28) and train.labels.tolist() == sorted(both.tolist())
     assert mp.load_mnist_pickle(path, "test", sha256=None).inputs.shape[0] == 10
 
 

@@ -105,12 +105,12 @@ def test_every_row_beyond_the_tolerance_gets_the_reason_its_loss_shows(final, re
 
 
 def test_a_resumed_reproduce_says_so_in_the_report_header():
-    from fastdnc.experiments.reproduce import _resumed_note
+    from fastdnc.experiments.reproduce import resumed_note
 
     fresh = {"a": {"resumed_from": 0, "train_seconds": 3.0, "analysis_seconds": 1.0}}
-    assert _resumed_note(fresh) == ""
+    assert resumed_note(fresh) == ""
     resumed = {**fresh, "b": {"resumed_from": 400, "train_seconds": 5.0, "analysis_seconds": 2.0}}
-    note = _resumed_note(resumed)
+    note = resumed_note(resumed)
     assert "This run resumed b from step 400" in note and "a from" not in note
     assert "training took 8.0 s over all runs, analysis 3.0 s in this one" in note
 

@@ -73,7 +73,7 @@ def test_tiles_are_exceeded():
     pytest.importorskip("triton")
     from fastdnc.kernels import triton_kernels as tk
 
-    core, asm = tk._gn_core.configs[0].kwargs, tk._gn_assemble.configs[0].kwargs
+    core, asm = tk.CORE_TILES[0][0], tk.ASSEMBLY_TILES[0][0]
     n, kk, p, _ = SHAPES[-2]
     assert p > 2 * core["BP"] and p % core["BP"] and 16 < operands(*SHAPES[-2])[2].shape[0] < 32 and kk > 16
     n, _, p, q = SHAPES[-1]
