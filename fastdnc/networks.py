@@ -163,6 +163,20 @@ class BackboneHead(nn.Module):
     def device(self) -> torch.device:
         return self.images.device
 
+    #: samples per chunk of a full-batch evaluation in training (bounded memory)
+    FULL_BATCH_CHUNK = 2048
+
+    def full_batch_chunks(self) -> list[torch.Tensor] | None:
+        r"""Index chunks over which the full-batch loss is :math:`\sum_b (n_b/N)` ``loss(b)``
+        exactly (the trainer accumulates it chunk by chunk); ``None`` for a backbone with batch
+        normalisation in training mode (its statistics over a chunk are not those of the batch)."""
+        batch_statistics = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+        if self.num_samples <= self.FULL_BATCH_CHUNK or any(
+            isinstance(m, batch_statistics) and m.training for m in self.backbone.modules()
+        ):
+            return None
+        return list(torch.arange(self.num_samples, device=self.device).split(self.FULL_BATCH_CHUNK))
+
     def features(self, columns: torch.Tensor | None = None) -> torch.Tensor:
         """The backbone's output features :math:`H_1` (d × N, or d × batch)."""
         x = self.images if columns is None else self.images[columns]

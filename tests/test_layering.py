@@ -11,7 +11,7 @@ the module graph has no cycle. The levels, from the bottom (DESIGN.md):
 3. curvature operators;
 4. spectral methods, alignment, distributed operators;
 5. analysis (the DNC lens), figures, the peers' compatibility layer;
-6. experiments (presets);
+6. experiments (presets), benchmarks (cases, the quick table, comparisons);
 7. the command line and the package's public namespace.
 """
 
@@ -47,7 +47,7 @@ LEVELS = {
     3: ["curvature"],
     4: ["spectral", "alignment", "distributed"],
     5: ["analysis", "plots", "compat"],
-    6: ["experiments"],
+    6: ["experiments", "bench"],
     7: ["cli", "__main__", "fastdnc"],
 }
 LEVEL = {name: level for level, names in LEVELS.items() for name in names}

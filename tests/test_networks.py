@@ -35,6 +35,24 @@ def test_backbone_head_trains_and_checkpoints(tmp_path, backbone):
     fd.train(tiny(backbone), 5, 0.01, optimizer="sgd", batch_size=4, progress=False)
 
 
+@pytest.mark.parametrize("backbone", [ConvBackbone, ResNet20], ids=["cnn", "resnet20"])
+def test_full_batch_values_and_gradients_in_chunks_are_exact(monkeypatch, backbone):
+    """The trainer evaluates a large full batch chunk by chunk (Σ_b (n_b/N) loss(b)): the same loss and
+    gradient as one pass (float64); a backbone with batch statistics is never chunked."""
+    from fastdnc.training.loop import local_loss_and_grads
+
+    model = tiny(backbone).double()
+    monkeypatch.setattr(BackboneHead, "FULL_BATCH_CHUNK", 5)  # 12 samples: chunks of 5, 5, 2
+    chunks = model.full_batch_chunks()
+    assert (chunks is None) == (backbone is ResNet20)
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss, _, _, grads = local_loss_and_grads(model, "batch", params, None)
+    whole = model.loss()
+    torch.testing.assert_close(loss, whole.detach(), rtol=1e-13, atol=0)
+    for g, ref in zip(grads, torch.autograd.grad(whole, params), strict=True):
+        torch.testing.assert_close(g, ref, rtol=1e-12, atol=1e-14)
+
+
 def test_head_layer_hessians_match_autograd():
     model = tiny(ConvBackbone, features=6, channels=4)
     fd.train(model, 20, 0.05, optimizer="adam", progress=False)

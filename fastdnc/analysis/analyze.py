@@ -30,7 +30,7 @@ from torch import nn
 
 from .._threads import intra_op_threads, threads_for
 from ..models import LayeredModel
-from ..spectral import gradient_overlap, lanczos, outliers, spectral_density
+from ..spectral import gradient_overlap, outliers, spectral_density
 from ..spectral.exact import DENSE_LIMIT, spectrum
 from ..stages import Stages
 from ..theory.expectations import expected_outliers
@@ -202,10 +202,12 @@ def _model_curvature(
     full = source.full_hessian()
     k = source.num_classes
     top = min(k * k + extra, full.size)
-    with stage(f"whole model Hessian ({full.size} parameters): top {top} (Lanczos)"):
-        res = lanczos(full, k=top, tol=tol, start=start)
+    # every eigenvalue when the top is a large part of a small spectrum (where Lanczos converges slowly)
+    exact = full.size <= min(DENSE_LIMIT, 4 * top)
+    with stage(f"whole model Hessian ({full.size} parameters): top {top} ({'exact' if exact else 'Lanczos'})"):
+        res = spectrum(full, top, dense_limit=full.size if exact else 0, start=start, tol=tol)
         g = source.full_gradient().to(full.dtype)
-    split = outliers(res.eigenvalues, max_count=max(1, min(k * k + k, top - 1)))
+    split = outliers(res.eigenvalues[:top], max_count=max(1, min(k * k + k, top - 1)))
     grid, dens, slq = [], [], 0
     if density:
         with stage("whole model Hessian: spectral density (SLQ)"):
@@ -213,15 +215,15 @@ def _model_curvature(
             grid, dens, slq = d.grid.tolist(), d.density.tolist(), 4 * 60
     curvature = ModelCurvature(
         parameters=full.size,
-        eigenvalues=res.eigenvalues.tolist(),
+        eigenvalues=res.eigenvalues[:top].tolist(),
         outliers=split.count,
         gap_ratio=split.gap_ratio,
         null_space=split.null_space,
-        overlap_top_k=_overlap(g, res.eigenvectors, k),
-        overlap_top_k2=_overlap(g, res.eigenvectors, k * k),
+        overlap_top_k=_overlap(g, res.vectors, k),
+        overlap_top_k2=_overlap(g, res.vectors, k * k),
         density_grid=grid,
         density=dens,
-        products=res.num_matvecs,
+        products=res.products,
         density_products=slq,
     )
-    return curvature, res.eigenvectors[:, : min(top, k * k + 2)].clone()
+    return curvature, res.vectors[:, : min(top, k * k + 2)].clone()

@@ -109,7 +109,7 @@ def save_analysis(a: Analysis, folder: Path) -> list[Path]:
     return paths + [folder / n for n in names.values()]
 
 
-def tracker_figures(tracker: Tracker, folder: Path) -> dict[str, str]:
+def tracker_figures(tracker: Tracker, folder: Path, prefix: str = "") -> dict[str, str]:
     """The paper's figures over training for the tracked network: f and κ against the step (Figs 1
     and 4), the layer spectra at up to six recorded steps with the measured outliers in red
     (Figs 2 and 5, one figure per layer), NC1 of each layer's input."""
@@ -157,7 +157,7 @@ def tracker_figures(tracker: Tracker, folder: Path) -> dict[str, str]:
             spike_label="{n} outlier{s}",
             sizes=[layer.parameters for layer in layers],
         )
-    return {key: Path(plots.save(fig, folder / f"{key}.png")).name for key, fig in out.items()}
+    return {key: Path(plots.save(fig, folder / f"{prefix}{key}.png")).name for key, fig in out.items()}
 
 
 def _slug(name: str) -> str:

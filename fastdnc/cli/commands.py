@@ -5,6 +5,7 @@ and returns the exit status; every error a user can cause is raised as an except
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -251,21 +252,59 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmarks(name: str) -> Path:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / name
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: the benchmarks ship with the source tree (git clone), not with an installed wheel"
+        )
+    return path
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
+    import tempfile
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "run_all.py"
-    if not script.exists():
-        raise FileNotFoundError(
-            f"{script} is missing: the benchmarks ship with the source tree (git clone), not with an installed wheel"
-        )
-    return subprocess.call([sys.executable, str(script), "--out", args.out])
+    if args.quick:
+        from ..bench.quick import table
+
+        print(table())
+        return 0
+    if args.compare is not None:
+        from ..bench import compare
+
+        old = compare.load(args.compare)
+        if args.new is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                new_path = Path(tmp) / "new.json"
+                suite = _benchmarks("test_benchmarks.py")
+                env = {**os.environ, "FASTDNC_BENCH_SIZE": os.environ.get("FASTDNC_BENCH_SIZE", "full")}
+                cmd = [sys.executable, "-m", "pytest", "-q", str(suite), f"--benchmark-json={new_path}"]
+                if subprocess.call(cmd, env=env) != 0:
+                    raise ValueError("the benchmark suite failed (see above); nothing compared")
+                new = compare.load(new_path)
+        else:
+            new = compare.load(args.new)
+        changes = compare.compare(old, new)
+        print(compare.report(changes))
+        return 1 if any(c.moved and c.factor > 1 for c in changes) else 0
+    return subprocess.call([sys.executable, str(_benchmarks("run_all.py")), "--out", args.out])
 
 
 def _rank() -> int:
     from .._comm import rank
 
     return rank()
+
+
+def _accuracies(res: dict) -> str:
+    """The data source, train accuracy and held-out accuracy of a real-data run."""
+    held_out = (
+        f"{res['test_accuracy']:.2%} ({res['test_samples']} samples)"
+        if res["test_accuracy"] is not None
+        else "not available (no test files)"
+    )
+    return f"{res['data_source']}: train accuracy {res['train_accuracy']:.2%}, held-out {held_out}"
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -275,6 +314,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     output_folder(args.out)
     if args.doc is not None:
         output_folder(str(Path(args.doc).parent), "--doc")
+    if args.preset == "real-paper":
+        from ..experiments.real_paper import reproduce_real_paper, verdict
+
+        res = reproduce_real_paper(
+            args.out,
+            args.data_dir,
+            model=args.model,
+            steps=args.steps,
+            n_per_class=args.n_per_class,
+            doc=args.doc,
+            progress=not args.quiet,
+        )
+        if not args.quiet:
+            print(f"{_accuracies(res)}; wrote {Path(args.out) / 'report.md'} in {res['wall_seconds']:.0f} s")
+            print("\n".join(verdict(res)).replace("**", ""))
+        return 0
     if args.preset == "real":
         from ..experiments.real import reproduce_real
         from ..experiments.real_report import regime
@@ -293,13 +348,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         )
         if not args.quiet and _rank() == 0:
             print(
-                f"{res['data_source']}: train accuracy {res['train_accuracy']:.2%}, held-out "
-                + (
-                    f"{res['test_accuracy']:.2%} ({res['test_samples']} samples)"
-                    if res["test_accuracy"] is not None
-                    else "not available (no test files)"
-                )
-                + "; outliers per head layer "
+                _accuracies(res) + "; outliers per head layer "
                 f"{[l['outliers'] for l in res['analysis']['layers']]} (expected at DNC "
                 f"{[l['expected_outliers']['count'] for l in res['analysis']['layers']]}); "
                 f"wrote {Path(args.out) / 'report.md'}"

@@ -35,6 +35,12 @@ def paper_time() -> str:
     return f"{int(found) / 60:.0f} minutes on 2 CPU cores from scratch" if found else "about a quarter of an hour"
 
 
+def real_paper_time() -> str:
+    """The real-paper preset's measured wall time, read from docs/theory-vs-measurement.md."""
+    found = _measured("theory-vs-measurement.md", r"real-paper[^\n]*` in ([0-9]+) s on", "")
+    return f"{int(found) / 60:.0f} minutes on 2 CPU cores from scratch" if found else "about 20 minutes on 2 CPU cores"
+
+
 THREADS_HELP = (
     "intra-op threads for every operation (default: chosen by problem size, one thread for small work, "
     "which would only wait for each other on a busy machine; at most the cores this process may use)"
@@ -116,10 +122,12 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--preset",
-        choices=["quick", "paper", "real"],
+        choices=["quick", "paper", "real", "real-paper"],
         default="quick",
         help=f"quick: {quick_time()} (default); paper: paper-scale settings, {paper_time()}; real: a "
-        "network on real data (--dataset), analysed layer by layer",
+        "network on real data (--dataset), analysed layer by layer; real-paper: the paper's MNIST experiment "
+        f"(5,000 digits per class, CNN + 3-layer head, the DNC lens over training; --data-dir from `make data`), "
+        f"{real_paper_time()}",
     )
     p.add_argument(
         "--dataset",
@@ -252,10 +260,18 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
-        help="run every benchmark side by side and write docs/benchmarks.md",
-        description="Run benchmarks/run_all.py (about 10 minutes on 2 cores; the peers extra adds the "
-        "curvlinops, BackPACK, PyHessian and hessian-eigenthings columns).",
+        help="benchmark fastdnc against autograd and the peers: --quick for this machine, --compare for regressions",
+        description="Without options: run every benchmark side by side and write docs/benchmarks.md (`make "
+        "bench`, about half an hour on 2 cores, from a source checkout). --quick: a two-minute table for this "
+        "machine (matmul roofline, layer and full Hessian products against autograd, torch.func and curvlinops, "
+        "top-k against ARPACK). --compare OLD.json: run the pytest-benchmark suite (or read --new NEW.json) and "
+        "print the ratios that moved beyond their noise band.",
     )
     p.add_argument("--out", default="docs/benchmarks.md", help="the page to write (default docs/benchmarks.md)")
+    p.add_argument("--quick", action="store_true", help="the two-minute table for this machine (writes nothing)")
+    p.add_argument("--compare", metavar="OLD.json", default=None, help="a pytest-benchmark JSON to compare against")
+    p.add_argument(
+        "--new", metavar="NEW.json", default=None, help="with --compare: the run to compare (default: run now)"
+    )
     _add_debug(p)
     p.set_defaults(func=commands.cmd_bench)

@@ -148,7 +148,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
         distributed=distributed,
     )
     head = model if isinstance(model, MLPHead) else model.head()
-    head64 = _as_float64(head)
+    head64 = as_float64(head)
     source = ShardedSource(head64) if distributed else LayeredSource(head64)
     label = name if progress and _comm.rank() == 0 else None
     analysis = analyze_source(source, dense_limit=cfg.dense_limit, label=label)
@@ -176,7 +176,7 @@ def run(cfg: RealConfig, out: Path, progress: bool = True, distributed: bool = F
     }
 
 
-def _as_float64(head: MLPHead) -> MLPHead:
+def as_float64(head: MLPHead) -> MLPHead:
     """The same head in float64 (analysis precision); the trained one is left as it is."""
     return copy.deepcopy(head).double()
 

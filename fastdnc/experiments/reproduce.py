@@ -27,6 +27,7 @@ from .. import plots
 from .._text import plural
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from . import ufm
+from .real_paper import real_section
 from .ufm import UFMConfig
 from .ufm_comparison import AGREEMENT_TOL
 
@@ -121,7 +122,8 @@ def write_doc(results: dict, out: Path, doc: Path) -> None:
         DOC_INTRO,
         *sections,
     ]
-    atomic_write_text(doc, "\n".join(text))
+    kept = real_section(doc.read_text()) if doc.exists() else ""  # the real-paper run's section stays
+    atomic_write_text(doc, "\n".join(text) + (f"\n{kept}\n" if kept else ""))
 
 
 def reproduce(

@@ -29,7 +29,7 @@ from .config import SETTINGS, TrainConfig
 from .history import History
 from .optimizers import Optimizer, make_optimizer
 from .schedules import log_steps
-from .trainable import model_kind
+from .trainable import ChunkedTrainable, model_kind
 
 LOG = logging.getLogger("fastdnc")
 Callback = Callable[[torch.nn.Module, int], dict[str, Any]]
@@ -58,7 +58,7 @@ class _Batch:
 def _loss_and_grads(run: _Run, columns: torch.Tensor | None) -> Gradients:
     """Loss terms and gradients; in a data-parallel run (``run.share`` = n_rank/N) summed over the
     ranks in one all_reduce."""
-    loss, fit, reg, grads = _local_loss_and_grads(run.model, run.kind, run.params, columns)
+    loss, fit, reg, grads = local_loss_and_grads(run.model, run.kind, run.params, columns)
     share = run.share
     if share is None:
         return loss, fit, reg, grads
@@ -72,10 +72,23 @@ def _loss_and_grads(run: _Run, columns: torch.Tensor | None) -> Gradients:
     return buf[0], None if fit is None else buf[1], None if reg is None else buf[2], out
 
 
-def _local_loss_and_grads(model: Any, kind: str, params: list[torch.Tensor], columns: torch.Tensor | None) -> Gradients:
+def local_loss_and_grads(model: Any, kind: str, params: list[torch.Tensor], columns: torch.Tensor | None) -> Gradients:
+    """This process's loss terms and gradients on ``columns`` (``None``: every sample, in chunks for a
+    :class:`~fastdnc.training.trainable.ChunkedTrainable`)."""
     if kind == "layered":
         lg = model.loss_and_gradients(columns=columns)
         return lg.loss, lg.fit, lg.reg, lg.gradients
+    chunks = model.full_batch_chunks() if columns is None and isinstance(model, ChunkedTrainable) else None
+    if chunks:  # Σ_b (n_b/N) loss(b): the full batch's value and gradient in bounded memory
+        total, summed = torch.zeros((), device=model.device), [torch.zeros_like(p) for p in params]
+        for cols in chunks:
+            with torch.enable_grad():
+                part = model.loss(cols) * (cols.numel() / model.num_samples)
+                chunk_grads = torch.autograd.grad(part, params)
+            total = total.to(part.dtype) + part.detach()
+            for acc, g in zip(summed, chunk_grads, strict=True):
+                acc.add_(g)
+        return total, None, None, summed
     with torch.enable_grad():
         loss = model.loss() if columns is None else model.loss(columns)
         grads = list(torch.autograd.grad(loss, params))

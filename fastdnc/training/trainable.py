@@ -5,6 +5,7 @@
   on its parameters that require grad (full batch).
 * :class:`BatchTrainable`: a Trainable whose ``loss(columns)`` is the loss of the samples
   ``columns`` (mini-batches), e.g. :class:`~fastdnc.networks.BackboneHead`.
+* :class:`ChunkedTrainable`: a BatchTrainable whose full batch is evaluated chunk by chunk.
 * :class:`LayeredTrainable`: hand-differentiated models (:class:`~fastdnc.models.DeepUFM`,
   :class:`~fastdnc.models.MLPHead`): exact gradients without an autograd graph, their own list of
   trained blocks and a consistency check; the step's GEMM sizes come from their ``weights``.
@@ -33,6 +34,16 @@ class BatchTrainable(Protocol):
     device: torch.device
 
     def loss(self, columns: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ChunkedTrainable(BatchTrainable, Protocol):
+    r"""A BatchTrainable whose full-batch loss is :math:`\sum_b (n_b/N)\,` ``loss(columns_b)`` over
+    the index chunks of ``full_batch_chunks()`` (``None`` where it is not, e.g. under batch
+    statistics), so that :func:`fastdnc.train` accumulates full-batch values and gradients chunk by
+    chunk in memory bounded by a chunk."""
+
+    def full_batch_chunks(self) -> list[torch.Tensor] | None: ...
 
 
 @runtime_checkable
