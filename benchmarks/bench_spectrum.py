@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import md_table, peer_failure  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
+from fastdnc.spectral.lanczos import LanczosResult  # noqa: E402
 
 METRICS: dict[str, float] = {}
 
@@ -111,6 +112,36 @@ def collapsed_rows(n: int, width: int) -> list[list[str]]:
 QUICK_RELU = [("relu_mse", 4, 5, 32, 4, "mse", 0.1), ("relu_ce", 4, 5, 32, 3, "ce", 0.5)]
 
 
+def warm_against_cold(
+    shape: str, op, model, k: int, how: str
+) -> tuple[list[list[str]], LanczosResult, LanczosResult, int]:
+    """Rows of the top ``k`` of ``op`` by cold fd.lanczos, ARPACK and fd.top_eigenpairs of ``model``
+    (warm-started), with the two Lanczos results and ARPACK's product count."""
+    cold, t_cold = _timed(lambda: fd.lanczos(op, k=k, tol=1e-8))
+    warm, t_warm = _timed(lambda: fd.top_eigenpairs(model, k, tol=1e-8))
+    ref, n_eigsh, t_eigsh = _eigsh(op, k, 1e-8)
+    rows = [
+        [shape, "fd.lanczos, cold", f"{t_cold:.2f} s", "1.00×", str(cold.num_matvecs), "—"],
+        [
+            shape,
+            "scipy eigsh (to_scipy)",
+            f"{t_eigsh:.2f} s",
+            f"{t_eigsh / t_cold:.2f}×",
+            str(n_eigsh),
+            f"{_rel(ref, cold.eigenvalues):.1e}",
+        ],
+        [
+            shape,
+            f"fd.top_eigenpairs ({how})",
+            f"{t_warm:.2f} s",
+            f"{t_warm / t_cold:.2f}×",
+            str(warm.num_matvecs),
+            f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}",
+        ],
+    ]
+    return rows, warm, cold, n_eigsh
+
+
 def hessian_rows(steps: int) -> list[list[str]]:
     rows = []
     for name, k, n, width, depth, loss, lr in QUICK_RELU:
@@ -118,30 +149,10 @@ def hessian_rows(steps: int) -> list[list[str]]:
         fd.train(m, steps, lr, progress=False)
         H = fd.hessian(m, decay=True)
         shape = f"quick preset {name} after {steps} steps, P = {H.size}, top K² = {k * k}"
-        cold, t_cold = _timed(lambda: fd.lanczos(H, k=k * k, tol=1e-8))
-        warm, t_warm = _timed(lambda: fd.top_eigenpairs(m, k * k, tol=1e-8))
-        ref, n_eigsh, t_eigsh = _eigsh(H, k * k, 1e-8)
+        new, warm, cold, n_eigsh = warm_against_cold(shape, H, m, k * k, "warm: the GGN's exact top k + 2")
         METRICS[f"{name}/warm_products"] = warm.num_matvecs / (k * k)  # products per vector resolved
         METRICS[f"{name}/cold_vs_eigsh"] = cold.num_matvecs / n_eigsh
-        rows += [
-            [shape, "fd.lanczos, cold", f"{t_cold:.2f} s", "1.00×", str(cold.num_matvecs), "—"],
-            [
-                shape,
-                "scipy eigsh (to_scipy)",
-                f"{t_eigsh:.2f} s",
-                f"{t_eigsh / t_cold:.2f}×",
-                str(n_eigsh),
-                f"{_rel(ref, cold.eigenvalues):.1e}",
-            ],
-            [
-                shape,
-                "fd.top_eigenpairs (warm: the GGN's exact top k + 2)",
-                f"{t_warm:.2f} s",
-                f"{t_warm / t_cold:.2f}×",
-                str(warm.num_matvecs),
-                f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}",
-            ],
-        ]
+        rows += new
     return rows
 
 
@@ -225,29 +236,9 @@ def trained_rows() -> list[list[str]]:
     fd.train(head, 3000, 0.5, progress=False)
     h = fd.hessian(head, decay=True)
     shape = f"MLP head (64-80-80-10) trained on 512 digits, P = {h.size}, top K² = 100"
-    cold, t_cold = _timed(lambda: fd.lanczos(h, k=100, tol=1e-8))
-    warm, t_warm = _timed(lambda: fd.top_eigenpairs(head, 100, tol=1e-8))
-    ref, n_eigsh, t_eigsh = _eigsh(h, 100, 1e-8)
+    new, warm, _, _ = warm_against_cold(shape, h, head, 100, "warm")
     METRICS["head/warm_products"] = warm.num_matvecs / 100  # products per vector resolved (K² = 100)
-    rows += [
-        [shape, "fd.lanczos, cold", f"{t_cold:.2f} s", "1.00×", str(cold.num_matvecs), "—"],
-        [
-            shape,
-            "scipy eigsh (to_scipy)",
-            f"{t_eigsh:.2f} s",
-            f"{t_eigsh / t_cold:.2f}×",
-            str(n_eigsh),
-            f"{_rel(ref, cold.eigenvalues):.1e}",
-        ],
-        [
-            shape,
-            "fd.top_eigenpairs (warm)",
-            f"{t_warm:.2f} s",
-            f"{t_warm / t_cold:.2f}×",
-            str(warm.num_matvecs),
-            f"{_rel(warm.eigenvalues, cold.eigenvalues):.1e}",
-        ],
-    ]
+    rows += new
     m = fd.DeepUFM(10, 20, 512, 4, activation="relu", seed=0)
     block = fd.layer_hessian(m, 2)
     shape = f"layer block W_2 of a ReLU UFM (10, 20, 512, 4), P = {block.size}, top 20 (dense impossible)"

@@ -53,14 +53,19 @@ class Change:
 def ratios(run: dict) -> dict[tuple[str, str], Ratio]:
     """``{(case key, baseline): Ratio}`` of one pytest-benchmark JSON (failed peers left out)."""
     timings: dict[str, dict[str, tuple[float, float]]] = {}
-    for b in run.get("benchmarks", []):
-        info = b.get("extra_info", {})
-        if "failed" in info or "case" not in info or "impl" not in info:
-            continue
-        stats = b["stats"]
-        median = float(stats["median"])
-        spread = float(stats.get("iqr", 0.0)) / median if median > 0 else 0.0
-        timings.setdefault(f"{info['group']}/{info['case']}", {})[info["impl"]] = (median, spread)
+    for i, b in enumerate(run.get("benchmarks", [])):
+        try:
+            info = b.get("extra_info", {})
+            if "failed" in info or "case" not in info or "impl" not in info:
+                continue
+            median = float(b["stats"]["median"])
+            spread = float(b["stats"].get("iqr", 0.0)) / median if median > 0 else 0.0
+            key = f"{info['group']}/{info['case']}"
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"benchmark {i} of the results is not one the suite wrote ({e!r})") from None
+        if not (math.isfinite(median) and math.isfinite(spread)):
+            raise ValueError(f"benchmark {i} of the results has a non-finite median or spread")
+        timings.setdefault(key, {})[str(info["impl"])] = (median, spread)
     out = {}
     for key, impls in timings.items():
         if "fastdnc" not in impls:

@@ -22,7 +22,6 @@ with other settings (``records/settings.json``).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, replace
@@ -35,6 +34,7 @@ from ..analysis import Tracker
 from ..analysis.report import figures, tracker_figures
 from ..data import DataError
 from ..io import atomic_write_json, atomic_write_text
+from ..safe_read import read_json
 from ..training import train
 from .real import RealConfig, as_float64, build, held_out_accuracy
 from .real_report import markdown, regime
@@ -78,7 +78,7 @@ def _settings_check(folder: Path, settings: dict) -> None:
     """Refuse a records folder made with other settings (one configuration per run folder)."""
     path = folder / "settings.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json(path, "real-paper settings")
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise DataError(
@@ -110,7 +110,7 @@ def run_over_training(
     for step in record_steps(cfg.steps, records):
         path = folder / f"step_{step:06d}.json"
         if path.exists():
-            tracker.restore(json.loads(path.read_text()))
+            _restore(tracker, path)
             continue
         history = _train_to(cfg, net, step, out / f"{name}.ckpt", name, progress)
         t0 = time.perf_counter()
@@ -141,6 +141,17 @@ def run_over_training(
         "records": [r.to_dict() for r in tracker.records],
         "figures": figs,
     }
+
+
+def _restore(tracker: Tracker, path: Path) -> None:
+    """Keep the record of an earlier session (size-checked strict JSON), or refuse it in one line."""
+    record = read_json(path, "real-paper record")  # a ValueError naming the file when it is not JSON
+    try:
+        tracker.restore(record)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(
+            f"{path} is not a record this preset wrote ({e!r}); delete it to measure that step again"
+        ) from None
 
 
 def _train_to(cfg: RealConfig, net, steps: int, checkpoint: Path, label: str, progress: bool):
@@ -276,6 +287,8 @@ def reproduce_real_paper(
     and with ``doc`` the real-data section of that page (figures copied beside it)."""
     if data_dir is None:
         raise DataError("--preset real-paper reads MNIST's mnist.pkl.gz: run `make data` and pass --data-dir data")
+    if model not in (None, "cnn", "resnet20"):
+        raise ValueError(f"--preset real-paper trains a backbone with a head: --model cnn or resnet20, not {model!r}")
     cfg = replace(
         PAPER,
         data_dir=str(data_dir),

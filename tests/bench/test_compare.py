@@ -79,6 +79,12 @@ def test_failed_peers_and_foreign_files_are_handled(tmp_path):
     bad.write_text('{"machine_info": {}}')
     with pytest.raises(ValueError, match="not a pytest-benchmark JSON"):
         compare.load(bad)
+    crafted = {"benchmarks": [{"extra_info": {"group": "layer", "case": "a", "impl": "fastdnc"}, "stats": {}}]}
+    with pytest.raises(ValueError, match="benchmark 0 of the results is not one the suite wrote"):
+        compare.ratios(crafted)
+    crafted["benchmarks"][0]["stats"] = {"median": float("nan")}
+    with pytest.raises(ValueError, match="non-finite"):
+        compare.ratios(crafted)
 
 
 def suite(out: Path, slowdown: str = "") -> None:

@@ -41,6 +41,15 @@ def test_records_survive_an_interruption_and_the_folder_keeps_one_configuration(
     assert again["records"][:-1] == first["records"][:-1] and last.exists()
     assert again["train_accuracy"] == first["train_accuracy"]  # the same trained weights, from the checkpoint
     assert json.loads(last.read_text())["layers"] == json.loads(json.dumps(first["records"][-1]["layers"]))
+    # a crafted or damaged record is refused in one line, never half-read
+    kept_path = out / "records" / f"step_{steps[0]:06d}.json"
+    kept_path.write_text('{"layers": [{"name": 1}]}')
+    with pytest.raises(DataError, match="is not a record this preset wrote"):
+        rp.run_over_training(TINY, out, records=3, analysis_per_class=6, progress=False)
+    kept_path.write_text("[1, 2")
+    with pytest.raises(ValueError, match="real-paper record .* is not valid JSON"):
+        rp.run_over_training(TINY, out, records=3, analysis_per_class=6, progress=False)
+    kept_path.write_text(kept)
     with pytest.raises(DataError, match=r"other settings \(steps\)"):
         rp.run_over_training(replace(TINY, steps=20), out, records=3, analysis_per_class=6, progress=False)
     report = rp.report({**again, "wall_seconds": 1.0}, "cmd")
@@ -67,3 +76,5 @@ def test_the_command_needs_the_mnist_file_and_says_so_in_one_line(tmp_path):
     )
     assert proc.returncode == 2 and "make data" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "records").exists()
+    with pytest.raises(ValueError, match="--model cnn or resnet20, not 'mlp'"):
+        rp.reproduce_real_paper(tmp_path / "o", "data", model="mlp")
