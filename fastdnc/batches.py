@@ -193,6 +193,16 @@ def declared_reduction(loss_fn: Any, reduction: str | None) -> str | None:
     return own
 
 
+def require_scalar(loss: object) -> torch.Tensor:
+    """``loss`` itself when it is a one-element tensor; else a ValueError that says what it is."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(
+            f"loss_fn returned {shape}, not a scalar: reduce it over the batch (reduction='mean' or 'sum')"
+        )
+    return loss
+
+
 def detect_reduction(loss_fn: Callable, output: torch.Tensor, target: Any) -> str:
     """``"mean"`` or ``"sum"``: how ``loss_fn`` reduces over the leading dimension, found from the
     loss of the whole batch and of its two halves; a ValueError when it cannot tell."""
@@ -204,7 +214,8 @@ def detect_reduction(loss_fn: Callable, output: torch.Tensor, target: Any) -> st
         )
     h = n // 2
     with torch.no_grad():
-        whole, a, b = (float(loss_fn(output[s], target[s])) for s in (slice(None), slice(None, h), slice(h, None)))
+        values = [loss_fn(output[s], target[s]) for s in (slice(None), slice(None, h), slice(h, None))]
+    whole, a, b = (float(require_scalar(v)) for v in values)
     scale = max(abs(whole), abs(a), abs(b))
     tol = (1e-9 if output.dtype == torch.float64 else 1e-4) * scale
     is_sum, is_mean = abs(whole - (a + b)) <= tol, abs(whole - (h * a + (n - h) * b) / n) <= tol

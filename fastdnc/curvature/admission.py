@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ..batches import require_scalar
 from .model_state import weight_norm_parameters
 
 
@@ -114,11 +115,7 @@ def check_parameters_reached(
 def check_loss_value(loss: object, model: nn.Module, data: Sequence[torch.Tensor]) -> None:
     """The loss of a batch must be a finite scalar tensor: a clear error names what it is (and which
     parameters of ``model`` or tensors of ``data`` hold NaN/Inf)."""
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise ValueError(
-            f"loss_fn returned {shape}, not a scalar: reduce it over the batch (reduction='mean' or 'sum')"
-        )
+    loss = require_scalar(loss)
     if not bool(torch.isfinite(loss.detach()).all()):
         raise ValueError(f"the loss of the first batch is {float(loss.detach())}: {nonfinite_inputs(model, data)}")
 

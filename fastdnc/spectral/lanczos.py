@@ -312,7 +312,7 @@ def _sizes(
         2 * stored + 4 * b + k + stored * stored / size,
         op.dtype,
         getattr(op, "device", "cpu"),
-        f"fd.lanczos with k={k} (a basis of {max_basis})",
+        f"fd.lanczos with k={k}, its basis of {max_basis:,} and a restart copy",
         "a smaller k or max_basis",
     )
     return b, max_basis, max_matvecs or min(50 * size, 50 * k + 2000)

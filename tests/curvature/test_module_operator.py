@@ -266,8 +266,9 @@ def test_half_precision_takes_the_generic_path(make, dtype):
 
 def test_losses_and_inputs_that_are_not_finite_scalars_are_named():
     model, (x, y) = own_module(), data()
-    with pytest.raises(ValueError, match=r"loss_fn returned \(20,\), not a scalar"):
-        fd.HessianOperator(model, lambda z, t: (z - 0).sum(1), (x, y), reduction="mean")
+    for reduction in ("mean", None):  # None: the reduction is found by splitting the batch
+        with pytest.raises(ValueError, match=r"loss_fn returned \(20,\), not a scalar"):
+            fd.HessianOperator(model, lambda z, t: (z - 0).sum(1), (x, y), reduction=reduction)
     bad = x.clone()
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"loss of the first batch is nan: 1 data tensor\(s\) hold NaN/Inf"):
