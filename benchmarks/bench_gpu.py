@@ -74,7 +74,7 @@ def operands(case: Case, dtype: torch.dtype) -> tuple:
 
 
 def call(case: Case, backend: str, args: tuple) -> torch.Tensor:
-    if case.kernel == "sample_gram":  # accumulates in place: a fresh zero output per call
+    if case.kernel == "gn_gram":  # accumulates in place: a fresh zero output per call
         args = (*args[:3], torch.zeros_like(args[3]))
     return getattr(dispatch, case.kernel)(*args, backend=backend)
 

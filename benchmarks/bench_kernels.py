@@ -60,7 +60,7 @@ RULE_CASES = [
     ("gn_assemble", "N=2000, K=10, p=q=32", lambda dt: (_rand(32, 2000, dt), _rand(2000, 10, 32, dt), 1.0)),
     *[
         (
-            "sample_gram",
+            "gn_gram",
             f"N={n}, K=10, p={p}",
             lambda dt, n=n, p=p: (_rand(n, 10, p, dt), _rand(n, n, dt), 1.0),
         )
@@ -87,7 +87,7 @@ def rules() -> str:
     for dtype in (torch.float32, torch.float64):
         for kernel, label, build in RULE_CASES:
             args = build(dtype)
-            if kernel == "sample_gram":
+            if kernel == "gn_gram":
                 m = args[0].shape[0] * args[0].shape[1]
                 args = (*args, torch.zeros(m, m, dtype=dtype))
             times = {}

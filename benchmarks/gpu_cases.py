@@ -52,7 +52,7 @@ def _gram(backend: str, s: int, n: int, kk: int, p: int) -> tuple[float, float]:
     return 1.0 * m * m * p, s * (m * p + n * n + 2 * m * m)
 
 
-WORK = {"two_sided_product": _two_sided, "gn_sample_core": _core, "gn_assemble": _assemble, "sample_gram": _gram}
+WORK = {"two_sided_product": _two_sided, "gn_sample_core": _core, "gn_assemble": _assemble, "gn_gram": _gram}
 
 CASES = [
     Case("two_sided_product", {"batch": 8, "d": 1024}, "batch 8, d = 1024"),
@@ -61,5 +61,5 @@ CASES = [
     Case("gn_sample_core", {"n": 20000, "kk": 10, "p": 512, "k": 16}, "N = 20000, K = 10, p = 512, 16 vectors"),
     Case("gn_sample_core", {"n": 5000, "kk": 100, "p": 256, "k": 4}, "N = 5000, K = 100, p = 256, 4 vectors"),
     Case("gn_assemble", {"n": 2000, "kk": 10, "p": 64, "q": 64}, "N = 2000, K = 10, p = q = 64"),
-    Case("sample_gram", {"n": 2000, "kk": 10, "p": 512}, "N = 2000, K = 10, p = 512"),
+    Case("gn_gram", {"n": 2000, "kk": 10, "p": 512}, "N = 2000, K = 10, p = 512"),
 ]

@@ -29,7 +29,7 @@ FUSED = {
     "two_sided_product": "triton",
     "gn_sample_core": "cuda / triton",
     "gn_assemble": "triton",
-    "sample_gram": "triton",
+    "gn_gram": "triton",
 }
 
 

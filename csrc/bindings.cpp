@@ -77,7 +77,7 @@ void gn_assemble(carray<T> x, carray<T> xt, carray<T> roots, carray<T> out, doub
 }
 
 template <typename T>
-void sample_gram(carray<T> roots, carray<T> gram, carray<T> out, double scale) {
+void gn_gram(carray<T> roots, carray<T> gram, carray<T> out, double scale) {
   require(roots.ndim() == 3, "roots must have shape (N, K, p)");
   const int64_t n = roots.shape(0), kk = roots.shape(1), p = roots.shape(2);
   require(gram.ndim() == 2 && gram.shape(0) == n && gram.shape(1) == n,
@@ -89,7 +89,7 @@ void sample_gram(carray<T> roots, carray<T> gram, carray<T> out, double scale) {
   const T* g = gram.data();
   T* o = out.mutable_data();
   py::gil_scoped_release release;
-  fastdnc::sample_gram<T>(r, g, o, n, kk, p, static_cast<T>(scale));
+  fastdnc::gn_gram<T>(r, g, o, n, kk, p, static_cast<T>(scale));
 }
 
 int max_threads() {
@@ -123,8 +123,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("gn_assemble_f64", &gn_assemble<double>, adoc, arr("x"), arr("xt"), arr("roots"), arr("out"),
         py::arg("scale"), py::arg("chunk"));
   const char* sdoc = "Sample-space Gram out += scale * (R R^T) o (G (x) 1), R = roots (N, K, p) as (N*K, p), in place";
-  m.def("sample_gram_f32", &sample_gram<float>, sdoc, arr("roots"), arr("input_gram"), arr("out"), py::arg("scale"));
-  m.def("sample_gram_f64", &sample_gram<double>, sdoc, arr("roots"), arr("input_gram"), arr("out"), py::arg("scale"));
+  m.def("gn_gram_f32", &gn_gram<float>, sdoc, arr("roots"), arr("input_gram"), arr("out"), py::arg("scale"));
+  m.def("gn_gram_f64", &gn_gram<double>, sdoc, arr("roots"), arr("input_gram"), arr("out"), py::arg("scale"));
   m.def("max_threads", &max_threads, "OpenMP threads the kernels use (1 without OpenMP).");
 #ifdef FASTDNC_OPENMP
   m.attr("has_openmp") = true;

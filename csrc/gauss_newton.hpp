@@ -110,7 +110,7 @@ void gn_assemble(const T* x, const T* xt, const T* roots, T* out, int64_t q, int
 // triangle (c >= r) is computed and mirrored: each pair (r, c) belongs to the thread of row r, so
 // no two threads write the same entry. Cost: M²p flops (half of a full R Rᵀ).
 template <typename T>
-FASTDNC_CLONES void sample_gram(const T* roots, const T* gram, T* out, int64_t n, int64_t kk, int64_t p, T scale) {
+FASTDNC_CLONES void gn_gram(const T* roots, const T* gram, T* out, int64_t n, int64_t kk, int64_t p, T scale) {
   const int64_t m = n * kk;
 #pragma omp parallel for schedule(dynamic, 8)
   for (int64_t r = 0; r < m; ++r) {

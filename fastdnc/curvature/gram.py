@@ -155,7 +155,7 @@ class SampleGram:
         )
         out = torch.zeros(self.dim, self.dim, dtype=ref.dtype, device=ref.device)
         for b in self.blocks:
-            dispatch.sample_gram(b.roots, b.input_gram(), self.scale, out)
+            dispatch.gn_gram(b.roots, b.input_gram(), self.scale, out)
         return out
 
     def eigh(self, vectors: bool = True) -> tuple[torch.Tensor, GramEigenvectors | None]:

@@ -54,11 +54,11 @@ def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torc
     return out
 
 
-def sample_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
-    """C++ sample-space Gram accumulation, one triangle (see :func:`.reference.sample_gram`); ``out``
+def gn_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+    """C++ sample-space Gram accumulation, one triangle (see :func:`.reference.gn_gram`); ``out``
     must be contiguous (it is written in place through a NumPy view)."""
     if not out.is_contiguous():
-        raise ValueError("sample_gram accumulates into a contiguous out")
-    fn = _C.sample_gram_f64 if roots.dtype == torch.float64 else _C.sample_gram_f32
+        raise ValueError("gn_gram accumulates into a contiguous out")
+    fn = _C.gn_gram_f64 if roots.dtype == torch.float64 else _C.gn_gram_f32
     fn(_np(roots), _np(input_gram), out.detach().numpy(), float(scale))
     return out

@@ -17,7 +17,7 @@ tensors every rule is ``torch``; a rule there changes only with a row measured o
 * ``gn_assemble``: ``torch``, whose reference packs the symmetric factors into one GEMM (P²N/2
   flops, a quarter of forming the Kronecker rows; the one-triangle kernels ``cpp`` and ``triton``
   do half). They stay available and tested against it.
-* ``sample_gram``: ``torch`` (one GEMM and a broadcast multiply); the one-triangle ``cpp`` and
+* ``gn_gram``: ``torch`` (one GEMM and a broadcast multiply); the one-triangle ``cpp`` and
   ``triton`` kernels are tested against it.
 
 Asking for a backend that cannot run the inputs (wrong device, dtype, not built, no such kernel)
@@ -44,7 +44,7 @@ AUTO_RULES = {
     "two_sided_product": {"cpu": "torch", "cuda": "torch"},
     "gn_sample_core": {"cpu": "cpp", "cuda": "torch"},  # cpp only below SAMPLE_CORE_CPP_VECTORS vectors
     "gn_assemble": {"cpu": "torch", "cuda": "torch"},
-    "sample_gram": {"cpu": "torch", "cuda": "torch"},
+    "gn_gram": {"cpu": "torch", "cuda": "torch"},
 }
 SAMPLE_CORE_CPP_VECTORS = 8  # gn_sample_core on CPU: cpp below this many vectors (bench_kernels.py)
 
@@ -53,7 +53,7 @@ NO_KERNEL = {
     ("two_sided_product", "cuda"): "it is two GEMMs, which cuBLAS runs through backend='torch'",
     ("gn_assemble", "cuda"): "it is one GEMM of the packed triangles, which cuBLAS runs through backend='torch' "
     "(backend='triton' is the fused one-triangle kernel)",
-    ("sample_gram", "cuda"): "it is one GEMM, which cuBLAS runs through backend='torch'",
+    ("gn_gram", "cuda"): "it is one GEMM, which cuBLAS runs through backend='torch'",
 }
 
 
@@ -97,10 +97,10 @@ KERNELS: dict[str, dict[str, Callable]] = {
         "cpp": cpp.gn_assemble,
         "triton": _lazy("triton_kernels", "gn_assemble"),
     },
-    "sample_gram": {
-        "torch": reference.sample_gram,
-        "cpp": cpp.sample_gram,
-        "triton": _lazy("triton_kernels", "sample_gram"),
+    "gn_gram": {
+        "torch": reference.gn_gram,
+        "cpp": cpp.gn_gram,
+        "triton": _lazy("triton_kernels", "gn_gram"),
     },
 }
 
@@ -212,11 +212,11 @@ def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float, backend
     return _resolve("gn_assemble", backend, inputs.device, inputs.dtype)(inputs, roots, scale)
 
 
-def sample_gram(
+def gn_gram(
     roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor, backend: str = "auto"
 ) -> torch.Tensor:
-    """Accumulate a block's sample-space Gram into ``out`` (see :func:`.reference.sample_gram`)."""
+    """Accumulate a block's sample-space Gram into ``out`` (see :func:`.reference.gn_gram`)."""
     check_tensor(roots, "roots", ndim=3, finite=False)
     n, m = roots.shape[0], roots.shape[0] * roots.shape[1]
     _check_operands({"roots": (roots, (None, None, None)), "input_gram": (input_gram, (n, n)), "out": (out, (m, m))})
-    return _resolve("sample_gram", backend, roots.device, roots.dtype)(roots, input_gram, scale, out)
+    return _resolve("gn_gram", backend, roots.device, roots.dtype)(roots, input_gram, scale, out)

@@ -80,7 +80,7 @@ def gn_sample_core(roots: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ica,jic->jia", roots, w)
 
 
-def sample_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+def gn_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
     r"""Accumulate one block's sample-space Gram: :math:`\mathrm{out} \mathrel{+}= c\,(RR^\top)
     \circ (G \otimes \mathbf 1_{K\times K})`, in place.
 

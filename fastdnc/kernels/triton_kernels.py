@@ -24,7 +24,7 @@ Kernels:
   :math:`S_a[i, (a', b')] = (B_iB_i^\\top)_{aa'}x_{ib'}` is generated per k-tile of samples and
   reused by every row of the tile, then the tile is stored with its mirror image: half the flops of
   the full block, and S never exists in memory.
-* :func:`sample_gram`: the sample-space Gram :math:`c\\,(RR^\\top)\\circ(G\\otimes\\mathbf 1)`
+* :func:`gn_gram`: the sample-space Gram :math:`c\\,(RR^\\top)\\circ(G\\otimes\\mathbf 1)`
   accumulated in place, one triangle of tiles (each off-diagonal tile also writes its transpose).
 """
 
@@ -282,7 +282,7 @@ def gn_assemble(inputs: torch.Tensor, roots: torch.Tensor, scale: float) -> torc
     restore_value=["o_ptr"],  # the kernel accumulates into out: timing runs must not add up
 )
 @triton.jit
-def _sample_gram(r_ptr, g_ptr, o_ptr, M, P, N, KK, scale, PREC: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr):
+def _gn_gram(r_ptr, g_ptr, o_ptr, M, P, N, KK, scale, PREC: tl.constexpr, BM: tl.constexpr, BP: tl.constexpr):
     """One (BM × BM) tile of out += c (R Rᵀ) ∘ (G ⊗ 1): tiles with j ≥ i only, and the tile (i, j)
     also writes its transpose to (j, i), so that one triangle of R Rᵀ is computed."""
     ti = tl.program_id(0)
@@ -308,19 +308,19 @@ def _sample_gram(r_ptr, g_ptr, o_ptr, M, P, N, KK, scale, PREC: tl.constexpr, BM
         tl.store(there, tl.load(there, mask=inside, other=0.0) + tile.to(o_ptr.dtype.element_ty), mask=inside)
 
 
-def sample_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
-    """Triton sample-space Gram accumulation, one triangle (see :func:`.reference.sample_gram`)."""
+def gn_gram(roots: torch.Tensor, input_gram: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+    """Triton sample-space Gram accumulation, one triangle (see :func:`.reference.gn_gram`)."""
     n, kk, p = roots.shape
     m = n * kk
     flat = roots.reshape(m, p).contiguous()
     g = input_gram.contiguous()
     if not out.is_contiguous():
-        raise ValueError("sample_gram accumulates into a contiguous out")
+        raise ValueError("gn_gram accumulates into a contiguous out")
     if m == 0:
         return out
 
     def grid(meta):
         return (triton.cdiv(m, meta["BM"]), triton.cdiv(m, meta["BM"]))
 
-    _sample_gram[grid](flat, g, out, m, p, n, kk, float(scale), PREC=_precision(roots))
+    _gn_gram[grid](flat, g, out, m, p, n, kk, float(scale), PREC=_precision(roots))
     return out

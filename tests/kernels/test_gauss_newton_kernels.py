@@ -95,12 +95,12 @@ MISMATCHES = [  # (kernel, arguments, error, message): every backend refuses the
     ("gn_sample_core", (torch.zeros(4, 2), torch.zeros(1, 4, 3)), ValueError, "roots must have 3 dimensions"),
     ("gn_assemble", (torch.zeros(3, 4), torch.zeros(4, 2, 3, dtype=torch.float32), 1.0), TypeError, "roots has dtype"),
     ("gn_assemble", (torch.zeros(3, 4), torch.zeros(5, 2, 3), 1.0), ValueError, r"roots must have shape \(4, ·, ·\)"),
-    ("sample_gram", (torch.zeros(4, 2, 3), torch.zeros(4, 4), 1.0, torch.zeros(8, 7)), ValueError, "out must have"),
-    ("sample_gram", (torch.zeros(4, 2, 3), torch.zeros(4, 4).float(), 1.0, torch.zeros(8, 8)), TypeError, "input_gram"),
+    ("gn_gram", (torch.zeros(4, 2, 3), torch.zeros(4, 4), 1.0, torch.zeros(8, 7)), ValueError, "out must have"),
+    ("gn_gram", (torch.zeros(4, 2, 3), torch.zeros(4, 4).float(), 1.0, torch.zeros(8, 8)), TypeError, "input_gram"),
 ]
 
 
-@pytest.mark.parametrize("backend", backends_for("sample_gram"))
+@pytest.mark.parametrize("backend", backends_for("gn_gram"))
 @pytest.mark.parametrize(("kernel", "args", "error", "message"), MISMATCHES, ids=lambda x: str(x)[:40])
 def test_mismatched_operands_raise_on_every_backend(backend, kernel, args, error, message):
     with pytest.raises(error, match=message):
@@ -123,6 +123,6 @@ def test_cpp_bindings_refuse_other_dtypes_and_strides():
     with pytest.raises(TypeError, match="incompatible function arguments"):
         cpp._C.gn_sample_core_f64(np.zeros((3, 2, 4)).transpose(2, 1, 0), u, out)
     with pytest.raises(TypeError, match="incompatible function arguments"):
-        cpp._C.sample_gram_f32(roots.astype(np.float32), np.zeros((4, 4)), np.zeros((8, 8), np.float32), 1.0)
+        cpp._C.gn_gram_f32(roots.astype(np.float32), np.zeros((4, 4)), np.zeros((8, 8), np.float32), 1.0)
     with pytest.raises(ValueError, match="u must have shape"):
         cpp._C.gn_sample_core_f64(roots, np.zeros((1, 5, 3)), np.zeros((1, 5, 3)))

@@ -75,12 +75,12 @@ def test_gauss_newton_kernels(dtype, tol, case, tf32, monkeypatch):
     for kernel, args, exact in (
         ("gn_sample_core", (roots, u), ref.gn_sample_core(roots, u)),
         ("gn_assemble", (x, roots[:, :, :12], 0.5), ref.gn_assemble(x, roots[:, :, :12], 0.5)),
-        ("sample_gram", (roots[:60], gram[:60, :60], 0.5), None),
+        ("gn_gram", (roots[:60], gram[:60, :60], 0.5), None),
     ):
         cuda_args = [a.to("cuda", dtype) if isinstance(a, torch.Tensor) else a for a in args]
-        if kernel == "sample_gram":
+        if kernel == "gn_gram":
             m = 60 * roots.shape[1]
-            exact = ref.sample_gram(*args, torch.zeros(m, m, dtype=torch.float64))
+            exact = ref.gn_gram(*args, torch.zeros(m, m, dtype=torch.float64))
             cuda_args.append(torch.zeros(m, m, device="cuda", dtype=dtype))
         expected = getattr(ref, kernel)(*[a.clone() if isinstance(a, torch.Tensor) else a for a in cuda_args])
         torch_err = (expected.double().cpu() - exact).abs().max()

@@ -30,22 +30,22 @@ def operands(n, k, p, dtype=torch.float64):
     return roots.to(dtype), (x.T @ x).to(dtype), (start + start.T).to(dtype)
 
 
-@pytest.mark.parametrize("backend", backends_for("sample_gram"))
+@pytest.mark.parametrize("backend", backends_for("gn_gram"))
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_sample_gram_accumulates_the_definition(backend, shape):
+def test_gn_gram_accumulates_the_definition(backend, shape):
     roots, gram, start = operands(*shape)
     expected = start + by_definition(roots, gram, 0.7)
-    out = dispatch.sample_gram(roots, gram, 0.7, start.clone(), backend=backend)
+    out = dispatch.gn_gram(roots, gram, 0.7, start.clone(), backend=backend)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", backends_for("sample_gram", dtype=torch.float32))
-def test_sample_gram_float32_error_is_at_most_twice_torchs(backend):
+@pytest.mark.parametrize("backend", backends_for("gn_gram", dtype=torch.float32))
+def test_gn_gram_float32_error_is_at_most_twice_torchs(backend):
     roots, gram, start = operands(40, 3, 70)
     expected = start + by_definition(roots, gram, 0.7)
     args = (roots.float(), gram.float(), 0.7)
-    ours = (dispatch.sample_gram(*args, start.float(), backend=backend).double() - expected).abs().max()
-    torchs = (ref.sample_gram(*args, start.float()).double() - expected).abs().max()
+    ours = (dispatch.gn_gram(*args, start.float(), backend=backend).double() - expected).abs().max()
+    torchs = (ref.gn_gram(*args, start.float()).double() - expected).abs().max()
     assert ours <= 2 * torchs + 8 * torch.finfo(torch.float32).eps * float(expected.abs().max())
 
 
@@ -55,8 +55,8 @@ def test_the_cpp_binding_refuses_mismatched_shapes():
     assert cpp.available(), f"the C++ extension is always built by setup.py: {cpp.IMPORT_ERROR}"
     roots, gram, start = operands(7, 3, 5)
     with pytest.raises(ValueError, match="input_gram must have shape"):
-        cpp._C.sample_gram_f64(roots.numpy(), gram[:6, :6].contiguous().numpy(), start.numpy(), 1.0)
+        cpp._C.gn_gram_f64(roots.numpy(), gram[:6, :6].contiguous().numpy(), start.numpy(), 1.0)
     with pytest.raises(ValueError, match="out must have shape"):
-        cpp._C.sample_gram_f64(roots.numpy(), gram.numpy(), start[:20, :20].contiguous().numpy(), 1.0)
+        cpp._C.gn_gram_f64(roots.numpy(), gram.numpy(), start[:20, :20].contiguous().numpy(), 1.0)
     with pytest.raises(ValueError, match="contiguous out"):
-        cpp.sample_gram(roots, gram, 1.0, start.T)
+        cpp.gn_gram(roots, gram, 1.0, start.T)
