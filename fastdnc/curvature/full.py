@@ -54,7 +54,7 @@ from collections.abc import Callable
 import torch
 
 from ..models import LayeredModel, require_layered
-from .gram import SampleGram, layered_blocks
+from .gram import GramOperator, SampleGram, layered_blocks
 from .layout import split_flat
 from .operator import CurvatureOperator, describe, renamed_ggn_flag
 from .output_losses import OutputLoss, model_loss
@@ -72,7 +72,7 @@ def _join(blocks: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1).T
 
 
-class _ModelOperator(CurvatureOperator):
+class _ModelOperator(GramOperator):
     """Shared set-up: block layout and decay of a layered model."""
 
     def __init__(self, model: LayeredModel, include_features: bool, decay: bool) -> None:

@@ -29,12 +29,11 @@ import warnings
 
 import torch
 
-from .._memory import PEAK_EIGH, PEAK_EIGVALSH, PEAK_GN_ASSEMBLY
-from .._threads import dense_threads, intra_op_threads
+from .._memory import PEAK_GN_ASSEMBLY
 from ..kernels import dispatch
 from ..models import LayeredModel
-from .gram import GramBlock, SampleGram
-from .operator import CurvatureOperator, describe, renamed_argument
+from .gram import GramBlock, GramOperator, SampleGram
+from .operator import describe, renamed_argument
 from .output_losses import OutputLoss, SoftmaxCrossEntropy, model_loss
 
 Upstream = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -120,7 +119,7 @@ def unit_loss(model: LayeredModel, output: torch.Tensor) -> OutputLoss:
     return model_loss(model, output, weight=1.0)
 
 
-class BatchedGaussNewton(CurvatureOperator):
+class BatchedGaussNewton(GramOperator):
     """Gauss–Newton block of one (p × q) parameter matrix, summed over samples (see module doc).
 
     Args:
@@ -270,23 +269,11 @@ class BatchedGaussNewton(CurvatureOperator):
         r""":math:`c\,(RR^\top)\circ(X^\top X\otimes\mathbf 1)` (:mod:`fastdnc.curvature.gram`)."""
         return SampleGram([GramBlock(self.roots(), self.inputs)], self.scale, self.shift, group)
 
-    def eigh(self, method: str = "auto"):
-        gram = self.eigh_gram(method)
-        if gram is not None:
-            return gram.eigh()
-        self._require_dense("eigh", PEAK_GN_ASSEMBLY + PEAK_EIGH - 1, "vectors")
-        dense = self.to_dense()
-        with intra_op_threads(dense_threads(self.size)):
-            return torch.linalg.eigh(dense)
+    def why_no_gram(self) -> str:
+        return ""  # every block has one
 
-    def eigvalsh(self, method: str = "auto") -> torch.Tensor:
-        gram = self.eigh_gram(method)
-        if gram is not None:
-            return gram.eigh(vectors=False)[0]
-        self._require_dense("eigvalsh", PEAK_GN_ASSEMBLY + PEAK_EIGVALSH - 1, "values")
-        dense = self.to_dense()
-        with intra_op_threads(dense_threads(self.size)):
-            return torch.linalg.eigvalsh(dense)
+    def _dense_peak(self, eig_peak: float) -> float:
+        return PEAK_GN_ASSEMBLY + eig_peak - 1  # assembled in one piece (to_dense), then decomposed
 
     def cache_info(self) -> dict[str, str]:
         info = {} if self.inputs is None else {"inputs": describe(self.inputs)}

@@ -35,13 +35,16 @@ numerical null space (those of the null space are not unique and are not formed)
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .._memory import require_memory, require_vectors
 from .._threads import dense_threads, intra_op_threads
 from ..kernels import dispatch
+from .operator import ROUTES, CurvatureOperator
 
 GROUP_RTOL = 1000  # machine epsilons: samples this close (relative to the block's scale) are one
 
@@ -229,6 +232,57 @@ class GramEigenvectors:
         if isinstance(idx, slice):
             idx = range(*idx.indices(self.gram.size))
         return self.columns(list(idx) if not isinstance(idx, int) else [idx])
+
+
+class GramOperator(CurvatureOperator):
+    """An operator that may have a sample-space Gram (Gauss–Newton blocks, GGNs; a Hessian operator
+    of the same family has none). :meth:`eigh` and :meth:`eigvalsh` take the route that
+    :func:`gram_route` picks, else the dense route; the spectral layer asks :func:`gram_route` too."""
+
+    @abstractmethod
+    def gram_size(self) -> int | None:
+        """M = N·K', the size of :meth:`sample_gram` before grouping (``None``: this one has none)."""
+
+    @abstractmethod
+    def why_no_gram(self) -> str:
+        """Why :meth:`gram_size` is ``None`` (for the error of ``method="gram"``)."""
+
+    @abstractmethod
+    def sample_gram(self, group: bool = True) -> SampleGram | None:
+        """The sample-space Gram (``None`` where :meth:`gram_size` is); ``group`` merges samples
+        equal up to rounding (see the module docstring)."""
+
+    def check_route(self, method: str) -> None:
+        gram_route(self, method)
+
+    def eigh(self, method: str = "auto") -> tuple[torch.Tensor, Any]:
+        gram = gram_route(self, method) if self.symmetric else None
+        return gram.eigh() if gram is not None else super().eigh("dense")
+
+    def eigvalsh(self, method: str = "auto") -> torch.Tensor:
+        gram = gram_route(self, method) if self.symmetric else None
+        return gram.eigh(vectors=False)[0] if gram is not None else super().eigvalsh("dense")
+
+
+def gram_route(op: CurvatureOperator, method: str = "auto") -> SampleGram | None:
+    """The sample-space Gram through which ``op``'s exact spectrum is computed, or ``None`` for
+    another route: ``"gram"`` requires one (an error says why there is none), ``"auto"`` takes it
+    when M < P after grouping equal samples (fewer flops and less memory than the P × P route),
+    ``"dense"`` never does. Operators that are not :class:`GramOperator` have none."""
+    if not isinstance(op, GramOperator):
+        op.check_route(method)
+        return None
+    if method not in ROUTES:
+        raise ValueError(f"method must be 'auto', 'dense' or 'gram', got {method!r}")
+    m = None if method == "dense" else op.gram_size()
+    if method == "gram" and m is None:
+        raise ValueError(f"{type(op).__name__} has no sample-space Gram: {op.why_no_gram()}")
+    if m is None:
+        return None
+    gram = op.sample_gram()
+    if method == "gram" or m < op.size:
+        return gram
+    return gram if gram is not None and gram.dim < op.size else None  # equal samples may shrink it below P
 
 
 def layered_blocks(

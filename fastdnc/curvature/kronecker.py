@@ -270,13 +270,13 @@ class KroneckerOperator(CurvatureOperator):
         Costs two factor eigendecompositions (p³ + q³) and a sort of P numbers; ``method`` is
         accepted for the common signature (the factor route is always the exact and cheap one).
         """
-        self.eigh_gram(method)
+        self.check_route(method)
         vals, order = torch.sort(self._grid().reshape(-1))
         return vals, KroneckerEigenvectors(self.output_factor.eigh()[1], self.input_factor.eigh()[1], order)
 
     def eigvalsh(self, method: str = "auto") -> torch.Tensor:
         """All P eigenvalues, ascending, without eigenvectors (r × r problems for Gram roots)."""
-        self.eigh_gram(method)
+        self.check_route(method)
         return torch.sort(self._grid(vectors=False).reshape(-1)).values
 
     def solve(self, v: torch.Tensor, damping: float = 0.0) -> torch.Tensor:

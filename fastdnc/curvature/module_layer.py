@@ -56,6 +56,7 @@ from .admission import check_loss_value, refuse_batch_statistics
 from .functional import autodiff_friendly_attention
 from .gauss_newton import BatchedGaussNewton
 from .generic import GGNOperator, HessianOperator
+from .gram import GramOperator
 from .model_state import foreign_forward, global_hooks, hooks, parametrized
 from .operator import CurvatureOperator, check_curvature, describe
 
@@ -136,7 +137,7 @@ class ResidualBlock(CurvatureOperator):
         return {"residual graphs": f"{len(kept)} batches"}
 
 
-class ModuleLayerHessian(CurvatureOperator):
+class ModuleLayerHessian(GramOperator):
     """The Hessian (or GGN) of one layer of any model: the sum of its ``parts`` (see the module
     docstring). ``structure`` says which path was taken and why; ``gauss_newton`` is the batched
     Gauss–Newton block of the structured path (``None`` on the generic path); ``fit_gradient`` is the

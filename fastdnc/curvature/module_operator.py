@@ -27,17 +27,16 @@ from .admission import (
 )
 from .functional import autodiff_friendly_attention, frozen, substituted
 from .fused import FusedSequential, why_not_fused
-from .gram import SampleGram
+from .gram import GramOperator, SampleGram
 from .layout import split_flat
 from .model_state import BACKWARD_HOOKS, ModelSnapshot, hooks
-from .operator import CurvatureOperator
 
 MODES = ("auto", "linearize", "forward-over-reverse", "reverse-over-reverse")
 # torch.func's refusal of an autograd.Function without setup_context (and of module backward hooks)
 _FUNCTORCH_REFUSES = "autograd.Function with functorch transforms"
 
 
-class ModuleOperator(CurvatureOperator):
+class ModuleOperator(GramOperator):
     """Shared machinery; subclasses define ``_batch_product(params, v, batch)`` on one batch."""
 
     curvature = "hessian"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,11 +31,9 @@ from .._memory import PEAK_EIGH, PEAK_EIGVALSH, peak_to_dense, require_dense
 from .._threads import dense_threads, intra_op_threads, threads_for
 from .layout import split_flat
 
-if TYPE_CHECKING:
-    from .gram import SampleGram
-
-
 CURVATURES = ("hessian", "ggn")
+#: the routes of :meth:`CurvatureOperator.eigh`: the operator's best, the dense matrix, the sample Gram
+ROUTES = ("auto", "dense", "gram")
 
 
 def check_curvature(curvature: str) -> str:
@@ -227,47 +225,29 @@ class CurvatureOperator(ABC):
         """The trace (0-d tensor)."""
         return self.diagonal().sum()
 
-    def sample_gram(self, group: bool = True) -> SampleGram | None:
-        """The sample-space Gram of a Gauss–Newton operator (:mod:`fastdnc.curvature.gram`), or
-        ``None`` for an operator that is not one; ``group`` merges bitwise-identical samples."""
-        return None
-
-    def gram_size(self) -> int | None:
-        """M = N·K', the size of :meth:`sample_gram` before grouping (``None``: no Gram route)."""
-        return None
-
-    def why_no_gram(self) -> str:
-        """Why :meth:`sample_gram` is ``None`` (for the error of ``method="gram"``)."""
-        return "only Gauss–Newton operators have one"
-
-    def eigh_gram(self, method: str = "auto") -> SampleGram | None:
-        """The sample-space Gram that :meth:`eigh` and :meth:`eigvalsh` decompose, or ``None`` where
-        they take another route: ``"gram"`` requires it, ``"auto"`` takes it when M < P after
-        grouping identical samples (fewer flops and less memory than the P × P route), ``"dense"``
-        never does. The spectral layer asks this to route warm starts and top eigenpairs."""
-        if method not in ("auto", "dense", "gram"):
+    def check_route(self, method: str) -> None:
+        """Raise unless :meth:`eigh` can take the route ``method`` (one of :data:`ROUTES`):
+        ``"gram"`` needs a Gauss–Newton operator (:class:`~fastdnc.curvature.gram.GramOperator`)."""
+        if method not in ROUTES:
             raise ValueError(f"method must be 'auto', 'dense' or 'gram', got {method!r}")
-        m = None if method == "dense" else self.gram_size()
-        if method == "gram" and m is None:
-            raise ValueError(f"{type(self).__name__} has no sample-space Gram: {self.why_no_gram()}")
-        if m is None:
-            return None
-        if method == "gram" or m < self.size:
-            return self.sample_gram()
-        gram = self.sample_gram()  # identical samples may shrink it below P (a collapsed model)
-        return gram if gram is not None and gram.dim < self.size else None
+        if method == "gram":
+            raise ValueError(f"{type(self).__name__} has no sample-space Gram: only Gauss–Newton operators have one")
+
+    def _dense_peak(self, eig_peak: float) -> float:
+        """The measured peak (over the P × P output) of a dense eigendecomposition whose own peak
+        is ``eig_peak``: the larger of it and of :meth:`to_dense`'s. Operators that assemble their
+        matrix in one piece override it."""
+        return max(eig_peak, peak_to_dense(self.size, 1024))
 
     def eigh(self, method: str = "auto") -> tuple[torch.Tensor, Any]:
-        """All eigenvalues (ascending) and eigenvectors: from the sample-space Gram for Gauss–Newton
-        operators (``method``, see :meth:`eigh_gram`; lazy eigenvectors), else a dense fallback
-        (refused with an estimate when it cannot fit in memory; a warning with the time above a few
-        thousand unknowns); structured operators override it with exact methods."""
+        """All eigenvalues (ascending) and eigenvectors. This is the dense route (refused with an
+        estimate when it cannot fit in memory; a warning with the time above a few thousand
+        unknowns); structured operators override it with exact methods (Kronecker factors, the
+        sample-space Gram of :class:`~fastdnc.curvature.gram.GramOperator`: ``method``)."""
         if not self.symmetric:
             raise ValueError("eigh needs a symmetric operator")
-        gram = self.eigh_gram(method)
-        if gram is not None:
-            return gram.eigh()
-        self._require_dense("eigh", max(PEAK_EIGH, peak_to_dense(self.size, 1024)), "vectors")
+        self.check_route(method)
+        self._require_dense("eigh", self._dense_peak(PEAK_EIGH), "vectors")
         dense = self.to_dense()
         with intra_op_threads(dense_threads(self.size)):
             return torch.linalg.eigh(dense)
@@ -276,10 +256,8 @@ class CurvatureOperator(ABC):
         """All eigenvalues, ascending (the routes of :meth:`eigh`, without vectors)."""
         if not self.symmetric:
             raise ValueError("eigvalsh needs a symmetric operator")
-        gram = self.eigh_gram(method)
-        if gram is not None:
-            return gram.eigh(vectors=False)[0]
-        self._require_dense("eigvalsh", max(PEAK_EIGVALSH, peak_to_dense(self.size, 1024)), "values")
+        self.check_route(method)
+        self._require_dense("eigvalsh", self._dense_peak(PEAK_EIGVALSH), "values")
         dense = self.to_dense()
         with intra_op_threads(dense_threads(self.size)):
             return torch.linalg.eigvalsh(dense)

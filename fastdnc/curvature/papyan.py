@@ -28,6 +28,7 @@ import torch
 from .._threads import dense_threads, intra_op_threads
 from ..models import LayeredModel
 from .gauss_newton import gn_jacobian_roots, unit_loss, upstream_of
+from .gram import GramOperator
 from .layer import layer_hessian
 from .low_rank import LowRankOperator
 from .operator import CurvatureOperator
@@ -60,7 +61,12 @@ class PapyanSplit:
         with :math:`\Delta = \Phi(I - A)` (A: the within-class averaging of the samples, per output),
         so its non-zero eigenvalues are those of :math:`(I - A)\mathcal K(I - A)`, an (N·K')² problem
         instead of P²; otherwise the dense fallback of :meth:`~CurvatureOperator.eigvalsh`."""
-        gram = self.total.sample_gram(group=False) if self.total.gram_size() is not None else None
+        total = self.total
+        gram = (
+            total.sample_gram(group=False)
+            if isinstance(total, GramOperator) and total.gram_size() is not None
+            else None
+        )
         if gram is None or self.labels is None:
             return self.within.eigvalsh()
         n = gram.num_samples

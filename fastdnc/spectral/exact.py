@@ -20,6 +20,7 @@ import torch
 
 from .._memory import DENSE_LIMIT
 from ..curvature.eigenvectors import eigenvector_view
+from ..curvature.gram import GramOperator
 from .lanczos import lanczos
 
 
@@ -42,7 +43,8 @@ def spectrum(op, top: int, dense_limit: int = DENSE_LIMIT, start=None, tol: floa
     size = op.size
     top = max(1, min(top, size))
     gram = None
-    if size > dense_limit and op.gram_size() is not None and op.gram_size() <= 4 * dense_limit:
+    m = op.gram_size() if isinstance(op, GramOperator) else None
+    if size > dense_limit and m is not None and m <= 4 * dense_limit:
         gram = op.sample_gram()
         gram = gram if gram is not None and gram.dim <= dense_limit else None
     if size <= dense_limit or gram is not None:

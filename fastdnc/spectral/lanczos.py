@@ -39,6 +39,7 @@ import torch
 from .._memory import DENSE_LIMIT, require_vectors
 from .._threads import intra_op_threads, threads_for
 from ..curvature.eigenvectors import eigenvector_view
+from ..curvature.gram import gram_route
 from ..curvature.kronecker import KroneckerOperator
 from ..curvature.operator import CurvatureOperator
 from .apply import Meter, apply_operator
@@ -374,7 +375,7 @@ def _start_block(op, start, size: int, b: int, k: int, gen: torch.Generator) -> 
         return _check_start(start, size).to(dtype=dtype, device=device)
     if not hasattr(start, "eigh") or tuple(getattr(start, "shape", ())) != (size, size):
         raise ValueError(f"start must be a tensor of shape ({size},) or ({size}, m), or a {size} × {size} operator")
-    gram = start.eigh_gram("auto") if isinstance(start, CurvatureOperator) and start.symmetric else None
+    gram = gram_route(start) if isinstance(start, CurvatureOperator) and start.symmetric else None
     if gram is not None and gram.dim <= DENSE_LIMIT:  # a Gauss-Newton operator's top through its Gram
         block = gram_top(gram, min(k + 2, gram.dim, size)).eigenvectors
     elif size <= DENSE_LIMIT or not isinstance(start, CurvatureOperator) or isinstance(start, KroneckerOperator):

@@ -10,6 +10,7 @@ residual term: Lanczos then needs a few block steps instead of a cold start.
 from __future__ import annotations
 
 from ..curvature.full import ggn, hessian
+from ..curvature.gram import gram_route
 from ..curvature.operator import CurvatureOperator
 from ..models import LayeredModel
 from .lanczos import LanczosResult, gram_top, lanczos
@@ -35,7 +36,7 @@ def top_eigenpairs(
     ``options`` go to :func:`lanczos` (``tol``, ``max_matvecs``, …).
     """
     if isinstance(model, CurvatureOperator):
-        gram = model.eigh_gram("auto") if model.symmetric else None
+        gram = gram_route(model) if model.symmetric else None
         return gram_top(gram, k, options.get("tol")) if gram is not None else lanczos(model, k, **options)
     if not isinstance(model, LayeredModel):
         raise TypeError(f"top_eigenpairs needs a DeepUFM, an MLPHead or an operator, got {type(model).__name__}")

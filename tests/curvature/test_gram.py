@@ -14,6 +14,7 @@ from torch import nn
 import fastdnc as fd
 from fastdnc import theory
 from fastdnc.curvature import oracles as R
+from fastdnc.curvature.gram import GramOperator, gram_route
 
 TOL = 1e-10
 
@@ -52,7 +53,7 @@ def test_layer_blocks_and_full_ggns_of_random_ufms(k, n, width, depth, activatio
     m = fd.DeepUFM(k, n, max(width, k), depth, activation=activation, loss=loss, seed=seed)
     for layer in range(1, depth + 1):
         op = fd.layer_hessian(m, layer, decay=True)
-        if op.gram_size() is not None:  # the Gauss–Newton blocks (linear MSE is Kronecker)
+        if isinstance(op, GramOperator):  # the Gauss–Newton blocks (linear MSE is Kronecker)
             check_gram_route(op, R.dense_layer_hessian(m, layer, decay=True))
     for features in (False, True):
         op = fd.ggn(m, include_features=features, decay=True)
@@ -106,9 +107,9 @@ def test_grouping_never_merges_samples_that_differ():
 def test_auto_takes_the_cheaper_route_and_refusals_name_the_reason():
     m = theory.optimum_model(4, 30, 16, 3, 5e-3, activation="relu")
     op = fd.layer_hessian(m, 2)  # P = 256 < N·K = 480, but 16 after grouping
-    assert op.gram_size() == 480 and op.eigh_gram("auto") is not None
+    assert op.gram_size() == 480 and gram_route(op, "auto") is not None
     fresh = fd.layer_hessian(fd.DeepUFM(4, 30, 16, 3, activation="relu", seed=0), 2)
-    assert fresh.eigh_gram("auto") is None and fresh.eigh_gram("gram") is not None
+    assert gram_route(fresh, "auto") is None and gram_route(fresh, "gram") is not None
     head = fd.MLPHead(torch.randn(5, 9, dtype=torch.float64), torch.arange(9) % 3, 4, 3, bias=True)
     with pytest.raises(ValueError, match="decay differs between blocks"):
         fd.ggn(head, decay=True).eigvalsh(method="gram")
@@ -174,3 +175,19 @@ def test_grouping_survives_rounding_and_bounds_what_it_moves(shape, noise):
 def test_the_readme_grouping_example():
     GN = fd.ggn(fd.theory.optimum_model(4, 5, 12, 4, 5e-3))
     assert GN.sample_gram().multiplicity.tolist() == [5, 5, 5, 5]
+
+
+def test_the_gram_route_is_the_gram_operators_own():
+    """The operator base knows no Gram: only a GramOperator has one, and gram_route asks it."""
+    from fastdnc.curvature.operator import CurvatureOperator, DenseOperator
+
+    assert not any(hasattr(CurvatureOperator, name) for name in ("sample_gram", "gram_size", "eigh_gram"))
+    dense = DenseOperator(torch.eye(4, dtype=torch.float64))
+    assert gram_route(dense, "auto") is None and gram_route(dense, "dense") is None
+    with pytest.raises(ValueError, match="DenseOperator has no sample-space Gram: only Gauss–Newton operators"):
+        gram_route(dense, "gram")
+    with pytest.raises(ValueError, match="method must be 'auto', 'dense' or 'gram', got 'fast'"):
+        dense.eigvalsh(method="fast")
+    gn = fd.layer_hessian(fd.DeepUFM(3, 4, 5, 3, activation="relu", seed=0), 2)
+    assert isinstance(gn, GramOperator) and gram_route(gn, "dense") is None
+    torch.testing.assert_close(gn.eigvalsh(method="gram"), gn.eigvalsh(method="dense"), rtol=1e-10, atol=1e-12)
