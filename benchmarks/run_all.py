@@ -28,7 +28,7 @@ import gpu_model  # noqa: E402
 from fastdnc.io import atomic_write_text  # noqa: E402
 
 #: the sections that can be regenerated alone in an existing page (``--section``), by their title
-SECTIONS = {"Set-up cost": lambda: bench_setup.run()}
+SECTIONS = {"Set-up cost": lambda: bench_setup.run(), "The paper's real-network run": lambda: bench_real.real_paper()}
 
 
 def update_section(page: Path, title: str) -> None:
@@ -209,6 +209,10 @@ format; its cost depends only on the shapes.
 {bench_real.run()}
 
 {bench_real.targets()}
+
+## The paper's real-network run (`benchmarks/bench_real.py`)
+
+{bench_real.real_paper()}
 
 ## Distributed products (`benchmarks/bench_distributed.py`)
 

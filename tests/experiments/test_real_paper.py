@@ -52,7 +52,7 @@ def test_records_survive_an_interruption_and_the_folder_keeps_one_configuration(
     kept_path.write_text(kept)
     with pytest.raises(DataError, match=r"other settings \(steps\)"):
         rp.run_over_training(replace(TINY, steps=20), out, records=3, analysis_per_class=6, progress=False)
-    report = rp.report({**again, "wall_seconds": 1.0}, "cmd")
+    report = rp.report({**again, "wall_seconds": 1.0, "threads": 1}, "cmd")
     assert "### Over training" in report and "### The verdict at the last record" in report
     assert all(name in report for name in again["figures"].values())
     assert all((out / name).exists() for name in again["figures"].values())
