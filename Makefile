@@ -47,7 +47,7 @@ SUITE_RUN := FASTDNC_BENCH_SIZE=full $(BIN)/python -m pytest -q -p no:cacheprovi
 bench: install
 	$(SUITE_RUN) --benchmark-json=$(SUITE)
 	$(BIN)/python benchmarks/suite_page.py $(SUITE) --out docs/bench-suite.md
-	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md --json benchmarks/results/benchmarks.json
 
 bench-compare: install
 	$(SUITE_RUN) --benchmark-json=results/bench-new.json

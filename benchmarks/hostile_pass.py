@@ -11,7 +11,6 @@ memory growth (``VmHWM``, reset before the call) is measured. Writes a Markdown 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
@@ -22,7 +21,6 @@ import tempfile
 import textwrap
 import time
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +33,12 @@ import fastdnc as fd
 from fastdnc.compat import curvlinops
 from fastdnc.curvature.kronecker import Factor
 
+# the tests' builders of hostile inputs and their small network, shared with this script
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "curvature")]
+from security.test_hostile_files import checkpoint_bytes, rewrite_zip  # noqa: E402
+from test_module_operator import Net  # noqa: E402
+
 LOSS = nn.CrossEntropyLoss()
 ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 TRAIN = ["train", "--steps", "40", "--width", "6", "--depth", "2", "--quiet"]
@@ -42,20 +46,6 @@ LONG = ["train", "--steps", "5000000", "--width", "6", "--depth", "2", "--checkp
 
 
 # ----------------------------------------------------------------------------------- curvature
-class Net(nn.Module):
-    """Linear-ReLU-Linear in a module of the user's own (not an nn.Sequential: the generic path)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.l1, self.act, self.l2 = nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3)
-
-    def forward(self, x):
-        return self.l2(self.act(self.l1(x)))
-
-    def __getitem__(self, i):
-        return [self.l1, self.act, self.l2][i]
-
-
 class Listed(Net):
     """Uses l1's weight through a plain Python list (outside named_parameters' substitution)."""
 
@@ -436,45 +426,21 @@ def child(call: str, setup: str = "") -> dict:
     return res
 
 
-def _checkpoint_bytes(**entries) -> bytes:
-    ck = {
-        "format": "fastdnc-checkpoint-1",
-        "step": 1,
-        "model": fd.DeepUFM(3, 2, 4, 2).state_dict(),
-        "optimizer": {"name": "gd", "state": {"t": 1}},
-        "sampler": torch.Generator().manual_seed(0).get_state(),
-        "history": {"step": [1], "loss": [0.5]},
-        "config": {},
-    }
-    ck.update(entries)
-    buf = io.BytesIO()
-    torch.save(ck, buf)
-    return buf.getvalue()
-
-
 def deflate_bomb(path: Path, mib: int) -> None:
     """A checkpoint whose one tensor record declares ``mib`` MiB and is stored deflated (zeros)."""
-    template = _checkpoint_bytes(model={"w": torch.zeros(10, dtype=torch.uint8)})
-    with zipfile.ZipFile(io.BytesIO(template)) as src, zipfile.ZipFile(path, "w") as dst:
-        for info in src.infolist():
-            name, tail = info.filename, info.filename.split("/", 1)[1]
-            if tail == "data/0":
-                out = zipfile.ZipInfo(name)
-                out.compress_type = zipfile.ZIP_DEFLATED
-                with dst.open(out, "w", force_zip64=True) as f:
-                    for _ in range(mib):
-                        f.write(bytes(2**20))
-                continue
-            data = src.read(name)
-            if tail == "data.pkl":  # the storage's element count: 10 → mib MiB
-                data = data.replace(b"K\x0a", b"J" + struct.pack("<i", mib * 2**20))
-            dst.writestr(zipfile.ZipInfo(name), data)
+    rewrite_zip(
+        checkpoint_bytes(model={"w": torch.zeros(10, dtype=torch.uint8)}),
+        path,
+        records={"data/0": lambda: (bytes(2**20) for _ in range(mib))},
+        pickle_edit=lambda p: p.replace(b"K\x0a", b"J" + struct.pack("<i", mib * 2**20)),  # 10 → mib MiB
+        deflate=("data/0",),
+    )
 
 
 def memory_rows(tmp: Path) -> list[list[str]]:
     bomb, memo = tmp / "bomb.ckpt", tmp / "memo.ckpt"
     deflate_bomb(bomb, 2000)
-    memo.write_bytes(_checkpoint_bytes(history={"step": [1] * 2500, "note": ["x" * 2**20] * 2500}))
+    memo.write_bytes(checkpoint_bytes(history={"step": [1] * 2500, "note": ["x" * 2**20] * 2500}))
     rows = []
     for case, path in (
         ("checkpoint: a tensor record deflated from 2,000 MiB", bomb),

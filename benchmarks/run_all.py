@@ -1,12 +1,21 @@
-"""Regenerate docs/benchmarks.md: every benchmark side by side, in one run.
+"""Regenerate docs/benchmarks.md and the other generated pages: every benchmark side by side, in one run.
 
-Run: ``make bench`` (or ``python benchmarks/run_all.py --out docs/benchmarks.md``).
+Two steps, so that every number on a page can be traced to a run: **measure** runs each block of
+the page (a table or a paragraph a script computes) in page order and keeps them, with the run's
+machine, commit and date and each script's raw ``METRICS``, in ``benchmarks/results/benchmarks.json``
+(strict JSON, kept in the repository); **render** writes ``docs/benchmarks.md``, ``distributed.md``,
+``spectrum.md`` and ``gpu.md`` from that file alone.
+
+Run: ``make bench`` (or ``python benchmarks/run_all.py --out docs/benchmarks.md``); ``--render``
+rewrites the pages from the kept file; ``--section TITLE`` measures one section's blocks again.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,47 +34,61 @@ import bench_train  # noqa: E402
 import bench_zoo  # noqa: E402
 import gpu_model  # noqa: E402
 
-from fastdnc.io import atomic_write_text  # noqa: E402
+from fastdnc import safe_read  # noqa: E402
+from fastdnc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
-#: the sections that can be regenerated alone in an existing page (``--section``), by their title
-SECTIONS = {"Set-up cost": lambda: bench_setup.run(), "The paper's real-network run": lambda: bench_real.real_paper()}
+JSON = Path(__file__).parent / "results" / "benchmarks.json"
+MODULES = (bench_analysis, bench_distributed, bench_full, bench_kernels, bench_layer, bench_real, bench_setup)
+MODULES += (bench_spectrum, bench_train, bench_zoo)
 
+#: every block of the pages, in the order the run measures them (the distributed and spectrum pages
+#: first: they start processes and fill the caches the way the earlier runs did)
+BLOCKS = {
+    "distributed": lambda: bench_distributed.run(),
+    "spectrum": lambda: bench_spectrum.run(),
+    "gpu_page": lambda: gpu_model.page(),
+    "setup": lambda: bench_setup.run(),
+    "train": lambda: bench_train.run(),
+    "gemm_threads": lambda: bench_train.gemm_threads(),
+    "under_load": lambda: bench_train.under_load(),
+    "quick_preset": lambda: bench_train.quick_preset_budget(),
+    "loaded_operations": lambda: bench_train.loaded_operations(),
+    "layer": lambda: bench_layer.run(),
+    "layer_targets": lambda: bench_layer.targets(),
+    "full": lambda: bench_full.run(),
+    "full_targets": lambda: bench_full.targets(),
+    "zoo": lambda: bench_zoo.run(),
+    "cache_check": lambda: bench_zoo.cache_check(),
+    "zoo_targets": lambda: bench_zoo.targets(),
+    "analysis": lambda: bench_analysis.run(),
+    "analysis_targets": lambda: bench_analysis.targets(),
+    "analysis_missed": lambda: bench_analysis.why_missed(),
+    "real": lambda: bench_real.run(),
+    "real_targets": lambda: bench_real.targets(),
+    "real_paper": lambda: bench_real.real_paper(),
+    "distributed_targets": lambda: bench_distributed.targets(),
+    "kernels": lambda: bench_kernels.run(),
+    "kernel_rules": lambda: bench_kernels.rules(),
+}
 
-def update_section(page: Path, title: str) -> None:
-    """Replace the body of the section ``## {title} …`` of ``page`` by a fresh measurement."""
-    text = page.read_text()
-    head = next(line for line in text.splitlines() if line.startswith(f"## {title}"))
-    before, rest = text.split(head + "\n", 1)
-    after = rest[rest.index("\n## ") :] if "\n## " in rest else ""
-    atomic_write_text(page, f"{before}{head}\n\n{SECTIONS[title]()}\n{after}")
+#: the sections that can be measured again alone (``--section``), by their title: their blocks
+SECTIONS = {"Set-up cost": ("setup",), "The paper's real-network run": ("real_paper",)}
 
+PAGE = """# Benchmarks
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", default="docs/benchmarks.md")
-    ap.add_argument("--section", choices=sorted(SECTIONS), help="regenerate only this section of --out")
-    a = ap.parse_args()
-    if a.section:
-        update_section(Path(a.out), a.section)
-        return
-    cpu = platform.processor() or platform.machine()
-    dist_table = bench_distributed.run()
-    atomic_write_text(Path(a.out).parent / "distributed.md", bench_distributed.page(dist_table))
-    spectrum = bench_spectrum.PAGE.format(command="make bench", body=bench_spectrum.run())
-    atomic_write_text(Path(a.out).parent / "spectrum.md", spectrum)
-    atomic_write_text(Path(a.out).parent / "gpu.md", gpu_model.page())
-    text = f"""# Benchmarks
-
-Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`).
+Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`: it measures
+into `benchmarks/results/benchmarks.json`, then writes this page and the other generated pages from
+that file alone; `--render` rewrites them from the kept file without measuring).
 Numbers are **ratios** measured side by side in one run (the machines are noisy), plus the fraction
 of the measured matmul roofline (one 1024² `torch.matmul` in the same dtype, same run).
-This run: {cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}.
+This run: {cpu}, {threads} threads, torch {torch}, Python {python}, at commit `{commit}` on {date}
+(the measurements: `benchmarks/results/benchmarks.json`).{later}
 No GPU figure is reported: none was measured on a GPU. The GPU kernels' performance model (flops,
 bytes and predicted H200 times, nothing measured) is [docs/gpu.md](gpu.md).
 
 ## Set-up cost (`benchmarks/bench_setup.py`)
 
-{bench_setup.run()}
+{setup}
 
 ## Training throughput (`benchmarks/bench_train.py`)
 
@@ -73,7 +96,7 @@ Deep UFM with K=4, d=64, n=10, L=5, full-batch GD, no logging. fastdnc's trainer
 backpropagation (no autograd graph) and fused `torch._foreach` updates; the baseline is
 `loss().backward()` plus `torch.optim.SGD`.
 
-{bench_train.run()}
+{train}
 
 At these sizes one step is ~15 GEMMs of 64×64×40: each is too small to reach the matmul peak, so
 the fraction of peak is low for every implementation; the ratio is what the trainer controls.
@@ -82,24 +105,24 @@ the fraction of peak is low for every implementation; the ratio is what the trai
 
 A second intra-op thread on GEMMs of these sizes (float64, alone):
 
-{bench_train.gemm_threads()}
+{gemm_threads}
 
 Below 2·10⁶ flops per GEMM a second thread gains nothing, and on a machine whose other cores are
 busy it waits for them: the trainer therefore uses one thread there (`fastdnc._threads`;
 `threads=` / `--threads` override it, and the caller's setting is restored). The ReLU UFM above,
 alone and beside a process that keeps one core busy:
 
-{bench_train.under_load()}
+{under_load}
 
 The main job end to end (five UFMs trained and analysed, figures and report written):
 
-{bench_train.quick_preset_budget()}
+{quick_preset}
 
 Every other operation picks its thread count the same way (operator products, Lanczos, SLQ, the
 analyses, the compat modules; each restores the caller's setting). Alone and beside a busy core,
 each in a fresh process with the default threads:
 
-{bench_train.loaded_operations()}
+{loaded_operations}
 
 ## Exact layer Hessians (`benchmarks/bench_layer.py`)
 
@@ -111,10 +134,10 @@ Linear MSE layers are `KroneckerOperator`s (O(K d²) per product through the ran
 A_{{l+1}}); ReLU layers are `BatchedGaussNewton` blocks (cached per-sample Jacobian roots, two GEMMs
 with the layer inputs around the C++ per-sample core).
 
-{bench_layer.run()}
+{layer}
 ### Targets of the layer-Hessian issue (this run)
 
-{bench_layer.targets()}
+{layer_targets}
 
 ## Full Hessian, eigenpairs and densities (`benchmarks/bench_full.py`)
 
@@ -124,10 +147,10 @@ UFM as an `nn.Sequential` on the inputs H_1ᵀ with the same fit term (their H_1
 O(L·K·d²) path; ReLU the analytic R-op with cached forward state. The eigenpair runs use float64
 so that a 1e-6 relative error is meaningful; the reference is `fd.lanczos` at tolerance 1e-12.
 
-{bench_full.run()}
+{full}
 ### Targets of the full-Hessian issue (this run)
 
-{bench_full.targets()}
+{full_targets}
 
 How the ReLU targets are stated: the R-op is **flop-bound**. One product at (10, 100, 256, 4) is
 14 GEMMs of 256 × 256 × 1000 (the tangent Ẇh + Wḣ, the output Ġhᵀ + Gḣᵀ and the backward
@@ -155,7 +178,7 @@ against autograd with a cached graph, `torch.func` (`jvp(grad)` per product), cu
 PyHessian, one Hessian-vector product each; ratios are their time over fastdnc's. Models, data and
 columns are described in the script's docstring.
 
-{bench_zoo.run()}
+{zoo}
 
 ### Cache check: what proving the caches costs
 
@@ -165,11 +188,11 @@ every parameter and buffer compared bit for bit with a copy taken when the cache
 `.data` edits and buffer updates are seen (`fastdnc/curvature/model_state.py`). The copy costs the
 memory of the parameters and buffers once; the comparison is memory-bound:
 
-{bench_zoo.cache_check()}
+{cache_check}
 
 ### Targets of the drop-in issue (this run)
 
-{bench_zoo.targets()}
+{zoo_targets}
 
 Why the speed targets against cached autograd are not met: a Hessian-vector product is
 **flop-bound** here and the cached-graph baseline already does only the necessary GEMMs. For the
@@ -191,13 +214,13 @@ The DNC lens on plain `nn.Module` classifiers trained with `torch.optim` on the 
 training digits (the README's "Your own network" example and a wider variant); every route in a
 table runs in the same process.
 
-{bench_analysis.run()}
+{analysis}
 
 ### Targets of the DNC-lens issue (this run)
 
-{bench_analysis.targets()}
+{analysis_targets}
 
-{bench_analysis.why_missed()}
+{analysis_missed}
 
 ## Real data (`benchmarks/bench_real.py`)
 
@@ -206,29 +229,29 @@ the exact spectrum of one hidden MLP layer at MNIST scale (5,000 per class). No 
 downloaded on this machine, so the MNIST-scale run uses synthetic images written in the real IDX
 format; its cost depends only on the shapes.
 
-{bench_real.run()}
+{real}
 
-{bench_real.targets()}
+{real_targets}
 
 ## The paper's real-network run (`benchmarks/bench_real.py`)
 
-{bench_real.real_paper()}
+{real_paper}
 
 ## Distributed products (`benchmarks/bench_distributed.py`)
 
 Sharded products over gloo, one thread per process (details and the launch commands:
 [docs/distributed.md](distributed.md), regenerated in the same run).
 
-{dist_table}
+{distributed}
 
-{bench_distributed.targets()}
+{distributed_targets}
 
 ## Batched two-sided product (`benchmarks/bench_kernels.py`)
 
 Y_j = O V_j I (the product of a Kronecker operator O ⊗ I with a batch of matrices). The `torch`
 backend is two batched BLAS GEMMs; `cpp` is the C++/OpenMP register-tiled kernel of `csrc/`.
 
-{bench_kernels.run()}
+{kernels}
 
 `backend="auto"` therefore picks `torch` for this generic kernel on CPU (rule in
 `fastdnc/kernels/dispatch.py`). The C++ kernel does not beat MKL/OpenBLAS on a plain dense
@@ -240,10 +263,86 @@ The measurement behind every CPU rule of `AUTO_RULES` (`fastdnc/kernels/dispatch
 the C++ kernel at the shapes the operators call them with, the faster one, and what `auto` picks.
 A "no" is a shape where the rule (one threshold for all shapes) picks the slower backend.
 
-{bench_kernels.rules()}
+{kernel_rules}
 """
-    atomic_write_text(a.out, text)
-    print(text)
+
+
+def machine() -> dict[str, str]:
+    """What the run ran on and from: CPU, threads, versions, the commit (``+dirty`` with local
+    changes) and the date."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "commit": commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def measure(names, kept: dict | None = None) -> dict:
+    """Run the blocks ``names`` and return the run's record: the blocks, the machine and each
+    script's METRICS. Given the ``kept`` record of an earlier run, its other blocks and its machine
+    stay, and the blocks measured again are listed under ``"measured_later"`` with their machine."""
+    now = machine()
+    record = {
+        "machine": (kept or {}).get("machine", now),
+        "blocks": dict((kept or {}).get("blocks", {})),
+        "metrics": dict((kept or {}).get("metrics", {})),
+        "measured_later": dict((kept or {}).get("measured_later", {})),
+    }
+    for name in names:
+        print(f"measuring {name} …", file=sys.stderr, flush=True)
+        record["blocks"][name] = BLOCKS[name]()
+        if kept is not None:
+            record["measured_later"][name] = now
+    for mod in MODULES:
+        if getattr(mod, "METRICS", None):
+            record["metrics"][mod.__name__] = dict(mod.METRICS)
+    return record
+
+
+def render(record: dict, out: Path) -> None:
+    """Write docs/benchmarks.md (``out``) and its sibling pages from a run's record alone."""
+    missing = sorted(set(BLOCKS) - set(record["blocks"]))
+    if missing:
+        raise SystemExit(f"{JSON} lacks the blocks {missing}: run make bench")
+    blocks = record["blocks"]
+    atomic_write_text(out.parent / "distributed.md", bench_distributed.page(blocks["distributed"]))
+    atomic_write_text(
+        out.parent / "spectrum.md", bench_spectrum.PAGE.format(command="make bench", body=blocks["spectrum"])
+    )
+    atomic_write_text(out.parent / "gpu.md", blocks["gpu_page"])
+    later = "".join(
+        f"\nMeasured again later: `{name}` at commit `{m['commit']}` on {m['date']}."
+        for name, m in record.get("measured_later", {}).items()
+    )
+    atomic_write_text(out, PAGE.format(**record["machine"], **blocks, later=later))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--json", type=Path, default=JSON, help=f"the run's record (default {JSON})")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--section", choices=sorted(SECTIONS), help="measure only this section's blocks again")
+    group.add_argument("--render", action="store_true", help="write the pages from --json without measuring")
+    a = ap.parse_args()
+    if a.render or a.section:
+        kept = safe_read.read_json(a.json, "benchmark record")
+        record = kept if a.render else measure(SECTIONS[a.section], kept)
+    else:
+        record = measure(BLOCKS)
+    if not a.render:
+        atomic_write_json(a.json, record)
+    render(record, Path(a.out))
+    print(f"wrote {a.out} from {a.json}")
 
 
 if __name__ == "__main__":

@@ -348,7 +348,7 @@ def test_foreign_checkpoints_get_a_clear_error(tmp_path, content, match):
 
 
 # ---------------------------------------------------------------- memory bounded by the file
-def _rewrite_zip(template: bytes, path, records: dict | None = None, pickle_edit=None, deflate=()) -> None:
+def rewrite_zip(template: bytes, path, records: dict | None = None, pickle_edit=None, deflate=()) -> None:
     """Write ``path`` as the torch zip ``template`` with its data.pkl edited by ``pickle_edit`` and
     ``records`` replacing records (bytes, or a callable yielding chunks); records named in
     ``deflate`` are compressed."""
@@ -375,7 +375,7 @@ def _rewrite_zip(template: bytes, path, records: dict | None = None, pickle_edit
             dst.writestr(zipfile.ZipInfo(name), data, compress_type=method)
 
 
-def _checkpoint_bytes(**entries) -> bytes:
+def checkpoint_bytes(**entries) -> bytes:
     import io
 
     import fastdnc as fd
@@ -400,9 +400,9 @@ def test_a_deflate_bomb_checkpoint_is_refused_before_inflating(tmp_path, isolate
     import struct
 
     n = 300 * 2**20
-    template = _checkpoint_bytes(model={"w": torch.zeros(10, dtype=torch.uint8)})
+    template = checkpoint_bytes(model={"w": torch.zeros(10, dtype=torch.uint8)})
     path = tmp_path / "bomb.ckpt"
-    _rewrite_zip(
+    rewrite_zip(
         template,
         path,
         records={"data/0": lambda: (bytes(2**20) for _ in range(300))},
@@ -422,7 +422,7 @@ def test_a_history_of_shared_references_is_refused_without_expanding_it(tmp_path
     """One 1 MB string referenced 2,500 times pickles into ~1 MB but expands to 2.5 GB."""
     big = "x" * 2**20
     path = tmp_path / "memo.ckpt"
-    path.write_bytes(_checkpoint_bytes(history={"step": [1] * 2500, "note": [big] * 2500}))
+    path.write_bytes(checkpoint_bytes(history={"step": [1] * 2500, "note": [big] * 2500}))
     assert path.stat().st_size < 2 * 2**20
     for call in (
         "fastdnc.load_checkpoint({p!r}, fastdnc.DeepUFM(3, 2, 4, 2))",
@@ -442,8 +442,8 @@ def test_deeply_nested_checkpoint_data_is_refused_clearly(tmp_path, isolated):
     placeholder = "DEEP-PLACEHOLDER"
     path = tmp_path / "deep.ckpt"
     marker = b"X" + len(placeholder).to_bytes(4, "little") + placeholder.encode()
-    _rewrite_zip(
-        _checkpoint_bytes(history={"step": [1], "x": [placeholder]}),
+    rewrite_zip(
+        checkpoint_bytes(history={"step": [1], "x": [placeholder]}),
         path,
         pickle_edit=lambda p: p.replace(marker, deep),
     )
@@ -461,7 +461,7 @@ def test_a_checkpoint_with_nan_parameters_is_named_as_such(tmp_path):
     state = model.state_dict()
     state["weights.0"][0, 0] = float("nan")
     path = tmp_path / "nan.ckpt"
-    path.write_bytes(_checkpoint_bytes(model=state))
+    path.write_bytes(checkpoint_bytes(model=state))
     with pytest.raises(ValueError, match=r"holds NaN/Inf in \['weights.0'\]: fastdnc never writes") as info:
         fd.train(fd.DeepUFM(3, 2, 4, 2), 5, 0.1, checkpoint=path, progress=False)
     assert "last good" not in str(info.value)
