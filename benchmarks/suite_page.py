@@ -32,10 +32,17 @@ REGIME = {
 }
 
 
-def regime(group: str, fraction: float | None) -> str:
-    """The regime of fastdnc's product from its measured fraction of the matmul roofline."""
+def regime(group: str, fraction: float | None, bandwidth: float | None = None) -> str:
+    """The regime of fastdnc's product from its measured fractions of the matmul roofline and of the
+    memory-bandwidth roofline (the bytes it must read and write at least once)."""
     if fraction is None:
         return REGIME[group]
+    if bandwidth is not None and bandwidth >= 0.5 and bandwidth > fraction:
+        return (
+            f"memory-bound at this size (fastdnc moves its bytes at {bandwidth:.0%} of the copy bandwidth, "
+            f"{fraction:.0%} of the matmul roofline): fewer passes over memory, not more flops, would help; "
+            f"{REGIME[group]}"
+        )
     if fraction >= 0.5:
         return (
             f"flop-bound at this size (fastdnc at {fraction:.0%} of the roofline): the next gain comes from "
@@ -68,7 +75,8 @@ def page(data: dict, source: str) -> str:
         "",
         "Each group times fastdnc and every baseline of one case side by side in one run. **Multiple** is a "
         "baseline's median time over fastdnc's (above 1×: fastdnc is faster); the roofline is one 1024² "
-        "`torch.matmul` in the case's dtype measured in the same session. Regressions are judged on these "
+        "`torch.matmul` in the case's dtype measured in the same session, and the copy bandwidth is one 256 MiB "
+        "`Tensor.copy_` (bytes read plus written per second). Regressions are judged on these "
         "ratios (`fastdnc bench --compare OLD.json`), never on absolute times.",
         "",
     ]
@@ -84,7 +92,9 @@ def page(data: dict, source: str) -> str:
             "",
             f"Shape {info['shape']}, {info['dtype']}; fastdnc's call: "
             + (f"{info['flops']:.3g} flops, " if info["flops"] else "(a whole eigensolve: no flop rate), ")
-            + f"{info['bytes']:.3g} bytes; regime: {regime(group, info.get('roofline_fraction'))}.",
+            + f"{info['bytes']:.3g} bytes"
+            + (f" ({info['bandwidth_fraction']:.0%} of the copy bandwidth)" if "bandwidth_fraction" in info else "")
+            + f"; regime: {regime(group, info.get('roofline_fraction'), info.get('bandwidth_fraction'))}.",
             "",
             "| implementation | median | multiple of fastdnc's time | fraction of the roofline | error vs referee | products |",
             "|---|---|---|---|---|---|",

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fastdnc.bench.cases import BUILDERS, GROUPS, relative_error
-from fastdnc.bench.timing import matmul_peak
+from fastdnc.bench.timing import bandwidth_peak, matmul_peak
 
 SIZE = os.environ.get("FASTDNC_BENCH_SIZE", "tiny")
 IMPLEMENTATIONS = {
@@ -45,6 +45,11 @@ def case(group: str):
 @functools.cache
 def peak(dtype: torch.dtype) -> float:
     return matmul_peak(dtype) if SIZE != "tiny" else float("nan")
+
+
+@functools.cache
+def bandwidth() -> float:
+    return bandwidth_peak() if SIZE != "tiny" else float("nan")
 
 
 @functools.cache
@@ -85,8 +90,11 @@ def test_benchmark(benchmark, group, impl):
     benchmark.extra_info["error"] = error
     if impl in c.products:
         benchmark.extra_info["products"] = c.products[impl]()
-    if benchmark.stats is not None and impl == "fastdnc" and SIZE != "tiny" and c.flops > 0:
+    if benchmark.stats is not None and impl == "fastdnc" and SIZE != "tiny":
         seconds = benchmark.stats.stats.median
-        benchmark.extra_info["roofline"] = peak(c.dtype)
-        benchmark.extra_info["roofline_fraction"] = c.flops / seconds / peak(c.dtype)
+        benchmark.extra_info["bandwidth"] = bandwidth()
+        benchmark.extra_info["bandwidth_fraction"] = c.bytes / seconds / bandwidth()
+        if c.flops > 0:
+            benchmark.extra_info["roofline"] = peak(c.dtype)
+            benchmark.extra_info["roofline_fraction"] = c.flops / seconds / peak(c.dtype)
     assert error <= tol, f"{impl} differs from {c.reference} by {error:.2e}"

@@ -17,7 +17,7 @@ import torch
 
 from .._text import plural
 from .cases import BUILDERS, GROUPS, Case, relative_error
-from .timing import matmul_peak, median_time
+from .timing import bandwidth_peak, matmul_peak, median_time
 
 
 def device() -> str:
@@ -60,13 +60,16 @@ def measure(case: Case, min_time: float) -> dict[str, dict]:
 def table(size: str = "quick", groups: tuple[str, ...] = GROUPS, min_time: float = 0.2) -> str:
     """The quick benchmark's report (markdown)."""
     peaks = {dtype: matmul_peak(dtype) for dtype in (torch.float64, torch.float32)}
+    copy = bandwidth_peak()
     lines = [
         f"fastdnc bench --quick on {device()}",
         "",
         "matmul roofline (one 1024² torch.matmul): "
-        + ", ".join(f"{str(d).replace('torch.', '')} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items()),
+        + ", ".join(f"{str(d).replace('torch.', '')} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items())
+        + f"; memory bandwidth (one 256 MiB copy): {copy / 1e9:.1f} GB/s",
         "",
-        "| group | case | fastdnc | fraction of the roofline | baseline: time as a multiple of fastdnc's (error) |",
+        "| group | case | fastdnc | fraction of the roofline (flops; bytes) | baseline: time as a multiple of "
+        "fastdnc's (error) |",
         "|---|---|---|---|---|",
     ]
     for group in groups:
@@ -76,7 +79,8 @@ def table(size: str = "quick", groups: tuple[str, ...] = GROUPS, min_time: float
         if "failed" in ours:
             lines.append(f"| {group} | {case.name} | failed: {ours['failed']} | | |")
             continue
-        frac = f"{case.flops / ours['seconds'] / peaks[case.dtype]:.0%}" if case.flops else "— (products count)"
+        flops = f"{case.flops / ours['seconds'] / peaks[case.dtype]:.0%}" if case.flops else "— (products count)"
+        frac = f"{flops}; {case.bytes / ours['seconds'] / copy:.0%}"
         others = []
         for name, m in got.items():
             if name == "fastdnc":
@@ -97,7 +101,8 @@ def table(size: str = "quick", groups: tuple[str, ...] = GROUPS, min_time: float
     lines += [
         "",
         "A multiple above 1× means the baseline is slower than fastdnc. The fraction of the roofline is "
-        "fastdnc's GEMM flops per second over the matmul's: near 100% a product is flop-bound, and only "
-        "structure (fewer flops) makes it faster.",
+        "fastdnc's GEMM flops per second over the matmul's, then the bytes it must move per second over the "
+        "copy's: near 100% of the first a product is flop-bound, and only structure (fewer flops) makes it "
+        "faster; near 100% of the second it is memory-bound.",
     ]
     return "\n".join(lines)

@@ -1,5 +1,7 @@
-"""Timing for the benchmarks: medians of repeated rounds, and the matmul roofline that every
-"fraction of the roofline" refers to (measured in the same session, same dtype)."""
+"""Timing for the benchmarks: medians of repeated rounds, and the two rooflines that fractions refer
+to, both measured in the same session: the matmul roofline (FLOP/s of one large GEMM, same dtype) for
+flop-bound products, and the memory-bandwidth roofline (bytes/s of one large copy) for products that
+read more than they compute."""
 
 from __future__ import annotations
 
@@ -25,6 +27,14 @@ def median_time(fn: Callable[[], object], min_time: float = 0.3, repeats: int = 
                 break
         rounds.append(dt / n)
     return statistics.median(rounds)
+
+
+def bandwidth_peak(mib: int = 256) -> float:
+    """Measured bytes/s of one large ``Tensor.copy_`` (``mib`` MiB read and as many written, far above
+    the caches): the memory-bandwidth roofline."""
+    n = mib * 2**20 // 8
+    src, dst = torch.ones(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
+    return 2 * 8 * n / median_time(lambda: dst.copy_(src))
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 1024) -> float:

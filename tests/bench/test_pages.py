@@ -39,3 +39,15 @@ def test_the_committed_pages_are_what_the_committed_record_renders(tmp_path):
     run_all.render(record, tmp_path / "benchmarks.md")
     for name in ("benchmarks.md", "distributed.md", "spectrum.md", "gpu.md"):
         assert (tmp_path / name).read_text() == (ROOT / "docs" / name).read_text(), name
+
+
+def test_the_suite_page_is_what_the_kept_suite_json_renders():
+    import suite_page
+
+    source = "benchmarks/results/suite.json"
+    page = suite_page.page(json.loads((ROOT / source).read_text()), source)
+    assert page == (ROOT / "docs" / "bench-suite.md").read_text()
+    assert suite_page.regime("kernels", 0.12, 0.7).startswith(
+        "memory-bound at this size (fastdnc moves its bytes at 70%"
+    )
+    assert suite_page.regime("full", 0.8, 0.1).startswith("flop-bound at this size (fastdnc at 80%")

@@ -12,7 +12,7 @@ from fastdnc.bench import cases, quick
 def test_the_table_on_tiny_shapes_names_every_group_and_baseline():
     text = quick.table(size="tiny", min_time=0.002)
     assert text.startswith("fastdnc bench --quick on ") and "thread" in text and "GPU: " in text
-    assert "matmul roofline (one 1024² torch.matmul): float64" in text
+    assert "matmul roofline (one 1024² torch.matmul): float64" in text and "memory bandwidth (one 256 MiB copy)" in text
     for group in cases.GROUPS:
         assert f"| {group} | " in text
     assert "autograd (cached graph): " in text and "scipy eigsh: " in text and "products" in text
