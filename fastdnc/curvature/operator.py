@@ -32,6 +32,7 @@ from .._threads import dense_threads, intra_op_threads, threads_for
 from .layout import split_flat
 
 CURVATURES = ("hessian", "ggn")
+_NO_GRAM = "{} has no sample-space Gram: only a GramOperator has one (isinstance(op, GramOperator), gram_route)"
 #: the routes of :meth:`CurvatureOperator.eigh`: the operator's best, the dense matrix, the sample Gram
 ROUTES = ("auto", "dense", "gram")
 
@@ -224,6 +225,18 @@ class CurvatureOperator(ABC):
     def trace(self) -> torch.Tensor:
         """The trace (0-d tensor)."""
         return self.diagonal().sum()
+
+    def sample_gram(self, group: bool = True) -> Any:
+        """Deprecated on operators that have none: ``None`` (with a DeprecationWarning). Only a
+        :class:`~fastdnc.curvature.gram.GramOperator` has a sample-space Gram; ask
+        ``isinstance(op, GramOperator)`` or :func:`~fastdnc.curvature.gram.gram_route`."""
+        warnings.warn(_NO_GRAM.format(type(self).__name__), DeprecationWarning, stacklevel=2)
+        return None
+
+    def gram_size(self) -> int | None:
+        """Deprecated on operators that have no sample-space Gram: ``None`` (see :meth:`sample_gram`)."""
+        warnings.warn(_NO_GRAM.format(type(self).__name__), DeprecationWarning, stacklevel=2)
+        return None
 
     def check_route(self, method: str) -> None:
         """Raise unless :meth:`eigh` can take the route ``method`` (one of :data:`ROUTES`):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -220,3 +221,10 @@ def gn_gram(
     n, m = roots.shape[0], roots.shape[0] * roots.shape[1]
     _check_operands({"roots": (roots, (None, None, None)), "input_gram": (input_gram, (n, n)), "out": (out, (m, m))})
     return _resolve("gn_gram", backend, roots.device, roots.dtype)(roots, input_gram, scale, out)
+
+
+def sample_gram(*args, **kwargs) -> torch.Tensor:
+    """The former name of :func:`gn_gram` (a DeprecationWarning): the operators' ``sample_gram``
+    method returns the ``SampleGram`` object, this kernel only accumulates its matrix."""
+    warnings.warn("dispatch.sample_gram is the former name of dispatch.gn_gram", DeprecationWarning, stacklevel=2)
+    return gn_gram(*args, **kwargs)

@@ -178,11 +178,22 @@ def test_the_readme_grouping_example():
 
 
 def test_the_gram_route_is_the_gram_operators_own():
-    """The operator base knows no Gram: only a GramOperator has one, and gram_route asks it."""
-    from fastdnc.curvature.operator import CurvatureOperator, DenseOperator
+    """The operator base knows no Gram: only a GramOperator has one, and gram_route asks it; the base's
+    former ``sample_gram``/``gram_size`` answer None with a DeprecationWarning, and the kernel's former
+    name ``dispatch.sample_gram`` still accumulates, with one."""
+    from fastdnc.curvature.operator import DenseOperator
+    from fastdnc.kernels import dispatch
 
-    assert not any(hasattr(CurvatureOperator, name) for name in ("sample_gram", "gram_size", "eigh_gram"))
     dense = DenseOperator(torch.eye(4, dtype=torch.float64))
+    for former in (dense.sample_gram, dense.gram_size):
+        with pytest.warns(DeprecationWarning, match="DenseOperator has no sample-space Gram: only a GramOperator"):
+            assert former() is None
+    roots, out = torch.ones(3, 2, 4, dtype=torch.float64), torch.zeros(6, 6, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="former name of dispatch.gn_gram"):
+        dispatch.sample_gram(roots, torch.eye(3, dtype=torch.float64), 1.0, out)
+    torch.testing.assert_close(
+        out, dispatch.gn_gram(roots, torch.eye(3, dtype=torch.float64), 1.0, torch.zeros(6, 6, dtype=torch.float64))
+    )
     assert gram_route(dense, "auto") is None and gram_route(dense, "dense") is None
     with pytest.raises(ValueError, match="DenseOperator has no sample-space Gram: only Gauss–Newton operators"):
         gram_route(dense, "gram")
