@@ -31,6 +31,7 @@ LEVELS = {
         "_text",
         "_memory",
         "_threads",
+        "_malloc",
         "_comm",
         "io",
         "safe_read",

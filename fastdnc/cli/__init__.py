@@ -82,11 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from .._comm import shutdown
+    from .._malloc import reuse_large_allocations
     from .._threads import fixed_threads
     from ..io import recording_created
     from ..run_lock import locked
     from .run_folder import make_folder, output_folder
 
+    reuse_large_allocations()
     made: list[Path] = []
     success = False
     with _notes(args.command), recording_created() as created:
