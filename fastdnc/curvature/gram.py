@@ -44,7 +44,7 @@ import torch
 from .._memory import require_memory, require_vectors
 from .._threads import dense_threads, intra_op_threads
 from ..kernels import dispatch
-from .operator import ROUTES, CurvatureOperator
+from .operator import CurvatureOperator
 
 GROUP_RTOL = 1000  # machine epsilons: samples this close (relative to the block's scale) are one
 
@@ -272,8 +272,7 @@ def gram_route(op: CurvatureOperator, method: str = "auto") -> SampleGram | None
     if not isinstance(op, GramOperator):
         op.check_route(method)
         return None
-    if method not in ROUTES:
-        raise ValueError(f"method must be 'auto', 'dense' or 'gram', got {method!r}")
+    CurvatureOperator.check_route(op, "dense" if method == "gram" else method)  # the one check of the name
     m = None if method == "dense" else op.gram_size()
     if method == "gram" and m is None:
         raise ValueError(f"{type(op).__name__} has no sample-space Gram: {op.why_no_gram()}")
