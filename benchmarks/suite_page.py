@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
+from fastdnc.bench import compare
 from fastdnc.bench.cases import GROUPS
 from fastdnc.io import atomic_write_text
 
@@ -29,6 +31,8 @@ REGIME = {
     "graph is the bound",
     "real": "two GEMMs with the layer inputs around the per-sample core, against a restricted operator that "
     "still runs the forward and backward of the whole network",
+    "distributed": "each rank does the GEMMs of its shard, then one all_reduce of P floats: strong scaling "
+    "against one process on one thread is bounded by the number of ranks, less the all_reduce",
 }
 
 
@@ -59,7 +63,10 @@ def _rows(data: dict) -> dict[str, list[dict]]:
     return groups
 
 
-def page(data: dict, source: str) -> str:
+def page(data: dict, source: str, repeat: dict | None = None, repeat_source: str = "") -> str:
+    """The page of one suite run ``data`` (read from ``source``); with ``repeat``, a second run of the
+    same commit (``repeat_source``), each ratio's drift between the two runs."""
+    noise = compare.drift(data, repeat) if repeat is not None else {}
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
     cpu = machine.get("cpu", {})
@@ -77,7 +84,14 @@ def page(data: dict, source: str) -> str:
         "baseline's median time over fastdnc's (above 1×: fastdnc is faster); the roofline is one 1024² "
         "`torch.matmul` in the case's dtype measured in the same session, and the copy bandwidth is one 256 MiB "
         "`Tensor.copy_` (bytes read plus written per second). Regressions are judged on these "
-        "ratios (`fastdnc bench --compare OLD.json`), never on absolute times.",
+        "ratios (`fastdnc bench --compare OLD.json`), never on absolute times."
+        + (
+            f" **Drift** is how far the same ratio moved in a second run of the suite at the same commit "
+            f"(`{repeat_source}`, `make bench-repeat`): the between-run noise that `make bench-compare` "
+            "allows for."
+            if repeat is not None
+            else ""
+        ),
         "",
     ]
     groups = _rows(data)
@@ -96,18 +110,21 @@ def page(data: dict, source: str) -> str:
             + (f" ({info['bandwidth_fraction']:.0%} of the copy bandwidth)" if "bandwidth_fraction" in info else "")
             + f"; regime: {regime(group, info.get('roofline_fraction'), info.get('bandwidth_fraction'))}.",
             "",
-            "| implementation | median | multiple of fastdnc's time | fraction of the roofline | error vs referee | products |",
-            "|---|---|---|---|---|---|",
+            "| implementation | median | multiple of fastdnc's time | drift | fraction of the roofline | "
+            "error vs referee | products |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             i, s = r["info"], r["stats"]
             if "failed" in i:
-                lines.append(f"| {i['impl']} | failed: {i['failed']} | | | | |")
+                lines.append(f"| {i['impl']} | failed: {i['failed']} | | | | | |")
                 continue
+            key = (f"{group}/{i['case']}", i["impl"])
+            drift = f"{math.expm1(noise[key]):.0%}" if key in noise else "—"
             frac = f"{i['roofline_fraction']:.0%}" if "roofline_fraction" in i else "—"
             err = f"{i['error']:.1e}" if "error" in i else "—"
             lines.append(
-                f"| {i['impl']} | {s['median'] * 1e3:.3g} ms | {s['median'] / t:.2f}× | {frac} | {err} | "
+                f"| {i['impl']} | {s['median'] * 1e3:.3g} ms | {s['median'] / t:.2f}× | {drift} | {frac} | {err} | "
                 f"{i.get('products', '—')} |"
             )
         spread = [r["stats"]["iqr"] / r["stats"]["median"] for r in rows if r["stats"].get("median")]
@@ -118,10 +135,12 @@ def page(data: dict, source: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("json", help="the suite's --benchmark-json file")
+    ap.add_argument("--repeat", default=None, help="a second run of the suite at the same commit")
     ap.add_argument("--out", default="docs/bench-suite.md")
     a = ap.parse_args()
     data = json.loads(Path(a.json).read_text())
-    atomic_write_text(Path(a.out), page(data, a.json))
+    repeat = json.loads(Path(a.repeat).read_text()) if a.repeat else None
+    atomic_write_text(Path(a.out), page(data, a.json, repeat, a.repeat or ""))
 
 
 if __name__ == "__main__":

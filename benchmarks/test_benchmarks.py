@@ -34,12 +34,26 @@ IMPLEMENTATIONS = {
         "autograd (cached graph)",
         "torch.func",
     ],
+    "distributed": ["fastdnc", "1 process, 1 thread", "1 process, all cores"],
 }
 
 
 @functools.cache
 def case(group: str):
+    _BUILT.add(group)
     return BUILDERS[group](SIZE)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_cases():
+    """Release what the cases hold (the other ranks of the distributed case) when the session ends."""
+    yield
+    for group in GROUPS:
+        if group in _BUILT:
+            case(group).close()
+
+
+_BUILT: set[str] = set()
 
 
 @functools.cache

@@ -23,6 +23,11 @@ benchmark groups):
   ReLU MLP with cross-entropy times a vector, against autograd's double backward (fresh
   and cached graph), ``torch.func`` and curvlinops. Regime: flop-bound like ``full``; parity with the
   cached graph is the bound.
+* ``distributed``: the full Hessian product of the ``full`` case's ReLU UFM with its samples sharded
+  over two gloo processes of one thread each (:mod:`fastdnc.bench.world`: this process is rank 0;
+  one all_reduce of P floats per product), against the unsharded product in this process on one
+  thread (the strong-scaling baseline) and on every usable core. Regime: flop-bound GEMMs split
+  over the ranks, plus the all_reduce.
 * ``real``: the layer Hessian of a head layer of a torch MLP trained on the embedded digits (1,797
   real 8 × 8 images) by :func:`fastdnc.layer_hessian` (the structured Gauss–Newton block: the layers
   above are piecewise linear) times a vector, against the same model's ``fd.HessianOperator``
@@ -49,7 +54,7 @@ from ..models import DeepUFM
 from ..spectral.top import top_eigenpairs
 
 SIZES = ("tiny", "quick", "full")
-GROUPS = ("layer", "full", "spectrum", "train", "kernels", "zoo", "real")
+GROUPS = ("layer", "full", "spectrum", "train", "kernels", "zoo", "real", "distributed")
 #: a testing hook: ``GROUP=FACTOR`` runs fastdnc's product of that group FACTOR times per call, so
 #: that ``fastdnc bench --compare`` can be shown to catch a slowdown (never set it otherwise)
 SLOWDOWN_ENV = "FASTDNC_BENCH_SLOWDOWN"
@@ -83,6 +88,8 @@ class Case:
     implementations: dict[str, Callable[[], object] | str]
     reference: str
     products: dict[str, Callable[[], int]] = field(default_factory=dict)
+    #: what releases the case's resources (the other processes of a distributed case)
+    close: Callable[[], None] = lambda: None
 
     @property
     def key(self) -> str:
@@ -456,6 +463,51 @@ def real_case(size: str, dtype: torch.dtype = torch.float64) -> Case:
     )
 
 
+def _sharded_product(size: str, dtype: torch.dtype) -> Callable[[], object]:
+    """This rank's sharded full-Hessian product of the ``full`` case's UFM (run on every rank)."""
+    from ..distributed import shard_model, sharded_hessian
+
+    op = sharded_hessian(shard_model(_ufm(size, dtype)))
+    v = torch.randn(op.size, dtype=dtype, generator=torch.Generator().manual_seed(2)).to(dtype)
+    return lambda: op @ v
+
+
+def distributed_case(size: str, dtype: torch.dtype = torch.float64, world: int = 2) -> Case:
+    from .._threads import fixed_threads, usable_cores
+    from ..curvature.full import hessian
+    from .world import World
+
+    m = _ufm(size, dtype)
+    op = hessian(m)
+    v = torch.randn(op.size, dtype=dtype, generator=torch.Generator().manual_seed(2)).to(dtype)
+    ranks = World(functools.partial(_sharded_product, size, dtype), world=world, threads=1)
+
+    def alone(threads: int) -> Callable[[], object]:
+        def product() -> torch.Tensor:
+            with fixed_threads(threads):
+                return op @ v
+
+        return product
+
+    k, n, d, depth = UFM[size]
+    return Case(
+        "distributed",
+        f"ReLU UFM full Hessian × vector, samples sharded over {world} gloo processes of 1 thread, "
+        f"(K, n, d, L) = ({k}, {n}, {d}, {depth})",
+        f"P = {op.size}, N = {m.num_samples} over {world} ranks",
+        dtype,
+        float(rop_flops(m)),
+        _bytes(m, dtype),
+        {
+            "fastdnc": _slowed("distributed", ranks),
+            "1 process, 1 thread": alone(1),
+            "1 process, all cores": alone(usable_cores()),
+        },
+        "1 process, 1 thread",
+        close=ranks.close,
+    )
+
+
 BUILDERS: dict[str, Callable[..., Case]] = {
     "layer": layer_case,
     "full": full_case,
@@ -464,4 +516,5 @@ BUILDERS: dict[str, Callable[..., Case]] = {
     "kernels": kernel_case,
     "zoo": zoo_case,
     "real": real_case,
+    "distributed": distributed_case,
 }

@@ -10,6 +10,12 @@ its ratio moved by more than the noise band
 with :math:`s` the relative spread of a ratio in one run (the interquartile ranges of its two
 timings over their medians, added in quadrature) and :math:`\beta_0` a floor (10% by default):
 a change counts when :math:`|\log(r_\text{new}/r_\text{old})| > \log(1+\beta)`.
+
+Rounds within one run share the machine's state of that moment (its load, the thread count chosen
+for it), so a ratio also drifts **between** runs of the same code. Given a second run of the suite
+at the old run's commit (``--repeat``, ``make bench-repeat``), each row's band is widened to at
+least :data:`REPEAT_FACTOR` times the drift of its ratio between those two runs:
+:math:`\log(1+\beta) \ge 2\,|\log(r_\text{repeat}/r_\text{old})|`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from pathlib import Path
 from ..safe_read import read_json
 
 FLOOR = 0.10
+#: a row's band is at least this many times (in log space) its ratio's drift between two runs of
+#: the same commit
+REPEAT_FACTOR = 2.0
 
 
 @dataclass
@@ -77,11 +86,43 @@ def ratios(run: dict) -> dict[tuple[str, str], Ratio]:
     return out
 
 
-def compare(old: dict, new: dict, floor: float = FLOOR) -> list[Change]:
-    """Every (case, baseline) present in both runs, with its noise band."""
+def drift(first: dict, second: dict) -> dict[tuple[str, str], float]:
+    """``|log(r_second / r_first)|`` of every ratio in both runs: how far it moved between them."""
+    a, b = ratios(first), ratios(second)
+    return {key: abs(math.log(b[key].value / a[key].value)) for key in a.keys() & b.keys() if a[key].value > 0}
+
+
+def _commit(run: dict) -> str | None:
+    info = run.get("commit_info")
+    return info.get("id") if isinstance(info, dict) else None
+
+
+def repeat_noise(old: dict, repeat: dict) -> dict[tuple[str, str], float]:
+    """Each ratio's drift between ``old`` and ``repeat``, a second run of the suite at ``old``'s commit
+    (a ValueError when the repeat ran other code: its drift would include the code's changes)."""
+    if _commit(repeat) != _commit(old):
+        raise ValueError(
+            f"the repeat run is of commit {_commit(repeat)}, the old run of {_commit(old)}: a repeat must "
+            "run the same code (make bench-repeat right after make bench)"
+        )
+    return drift(old, repeat)
+
+
+def compare(
+    old: dict, new: dict, floor: float = FLOOR, noise: dict[tuple[str, str], float] | None = None
+) -> list[Change]:
+    """Every (case, baseline) present in both runs, with its noise band, widened to at least
+    :data:`REPEAT_FACTOR` times its between-run drift in ``noise`` (:func:`repeat_noise`)."""
+    noise = noise or {}
     a, b = ratios(old), ratios(new)
     return [
-        Change(key[0], key[1], a[key], b[key], max(floor, 3 * math.hypot(a[key].spread, b[key].spread)))
+        Change(
+            key[0],
+            key[1],
+            a[key],
+            b[key],
+            max(floor, 3 * math.hypot(a[key].spread, b[key].spread), math.expm1(REPEAT_FACTOR * noise.get(key, 0.0))),
+        )
         for key in sorted(a.keys() & b.keys())
     ]
 

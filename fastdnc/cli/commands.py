@@ -5,7 +5,6 @@ and returns the exit status; every error a user can cause is raised as an except
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -252,43 +251,41 @@ def cmd_spectrum(args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmarks(name: str) -> Path:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / name
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing: the benchmarks ship with the source tree (git clone), not with an installed wheel"
-        )
-    return path
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
+    given = [f"--{name}" for name in ("new", "repeat") if getattr(args, name) is not None]
+    if given and args.compare is None:
+        raise ValueError(f"{' and '.join(given)} only go{'es' if len(given) == 1 else ''} with --compare OLD.json")
+    if args.quick and args.compare is not None:
+        raise ValueError("--quick and --compare are two different runs: give one")
     if args.quick:
         from ..bench.quick import table
 
         print(table())
         return 0
+    from ..bench import suite
+
     if args.compare is not None:
         from ..bench import compare
 
         old = compare.load(args.compare)
+        noise = None if args.repeat is None else compare.repeat_noise(old, compare.load(args.repeat))
         if args.new is None:
             with tempfile.TemporaryDirectory() as tmp:
                 new_path = Path(tmp) / "new.json"
-                suite = _benchmarks("test_benchmarks.py")
-                env = {**os.environ, "FASTDNC_BENCH_SIZE": os.environ.get("FASTDNC_BENCH_SIZE", "full")}
-                cmd = [sys.executable, "-m", "pytest", "-q", str(suite), f"--benchmark-json={new_path}"]
-                if subprocess.call(cmd, env=env) != 0:
-                    raise ValueError("the benchmark suite failed (see above); nothing compared")
+                try:
+                    suite.run(new_path)
+                except ValueError as e:
+                    raise ValueError(f"{e}; nothing compared") from None
                 new = compare.load(new_path)
         else:
             new = compare.load(args.new)
-        changes = compare.compare(old, new)
+        changes = compare.compare(old, new, noise=noise)
         print(compare.report(changes))
         return 1 if any(c.moved and c.factor > 1 for c in changes) else 0
-    return subprocess.call([sys.executable, str(_benchmarks("run_all.py")), "--out", args.out])
+    return subprocess.call([sys.executable, str(suite.benchmarks_file("run_all.py")), "--out", args.out])
 
 
 def _rank() -> int:

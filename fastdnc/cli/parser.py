@@ -29,6 +29,12 @@ def quick_time() -> str:
     return f"{found} on 2 CPU cores, measured by `make bench`" if found else "about a minute on 2 CPU cores"
 
 
+def bench_time() -> str:
+    """How long ``make bench`` took, read from docs/benchmarks.md."""
+    found = _measured("benchmarks.md", r"`make bench` took ([0-9.]+) min on this machine", "")
+    return f"{found} minutes on 2 CPU cores, measured by its last run" if found else "about half an hour on 2 CPU cores"
+
+
 def paper_time() -> str:
     """The paper preset's measured wall time, read from docs/theory-vs-measurement.md."""
     found = _measured("theory-vs-measurement.md", r"this session ([0-9]+) s with the analysis", "")
@@ -262,7 +268,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmark fastdnc against autograd and the peers: --quick for this machine, --compare for regressions",
         description="Without options: run every benchmark side by side and write docs/benchmarks.md (`make "
-        "bench`, about half an hour on 2 cores, from a source checkout). --quick: a two-minute table for this "
+        f"bench`, {bench_time()}, from a source checkout). --quick: a two-minute table for this "
         "machine (matmul roofline, layer and full Hessian products against autograd, torch.func and curvlinops, "
         "top-k against ARPACK). --compare OLD.json: run the pytest-benchmark suite (or read --new NEW.json) and "
         "print the ratios that moved beyond their noise band.",
@@ -272,6 +278,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="OLD.json", default=None, help="a pytest-benchmark JSON to compare against")
     p.add_argument(
         "--new", metavar="NEW.json", default=None, help="with --compare: the run to compare (default: run now)"
+    )
+    p.add_argument(
+        "--repeat",
+        metavar="REPEAT.json",
+        default=None,
+        help="with --compare: a second run of the suite at OLD's commit; each row's noise band is widened to "
+        "twice its ratio's drift between the two (make bench-repeat writes benchmarks/results/suite-repeat.json)",
     )
     _add_debug(p)
     p.set_defaults(func=commands.cmd_bench)

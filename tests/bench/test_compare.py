@@ -5,16 +5,13 @@ the suite runs twice (the only timing dependence is a 30× slowdown against a ba
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fastdnc.bench import compare
-
-ROOT = Path(__file__).resolve().parents[2]
+from fastdnc.bench import cases, compare, suite
 
 
 def run(rows: dict[tuple[str, str], tuple[float, float]]) -> dict:
@@ -67,6 +64,21 @@ def test_a_slower_product_is_reported_and_noise_widens_the_band():
     json.loads(compare.dumps(list(changes.values())))
 
 
+def test_a_repeat_run_widens_each_band_to_twice_its_drift():
+    old = {**OLD, "commit_info": {"id": "abc"}}
+    rows = run_rows(OLD)
+    rows[("a", "fastdnc")] = (1.2, 0.012)  # the same code ran 20% slower on this row in a second run
+    repeat = {**run(rows), "commit_info": {"id": "abc"}}
+    rows[("a", "fastdnc")] = (1.3, 0.013)  # the new run: 30% slower, beyond the 10% floor
+    new = run(rows)
+    assert {c.case: c.moved for c in compare.compare(old, new)} == {"layer/a": True, "layer/b": False}
+    widened = {c.case: c for c in compare.compare(old, new, noise=compare.repeat_noise(old, repeat))}
+    assert not widened["layer/a"].moved and widened["layer/a"].band == pytest.approx(1.2**2 - 1)
+    assert widened["layer/b"].band == pytest.approx(compare.FLOOR)
+    with pytest.raises(ValueError, match="a repeat must run the same code"):
+        compare.repeat_noise(old, {**repeat, "commit_info": {"id": "def"}})
+
+
 def test_failed_peers_and_foreign_files_are_handled(tmp_path):
     data = run_rows(OLD)
     failed = run(data)
@@ -87,27 +99,14 @@ def test_failed_peers_and_foreign_files_are_handled(tmp_path):
         compare.ratios(crafted)
 
 
-def suite(out: Path, slowdown: str = "") -> None:
-    env = {**os.environ, "FASTDNC_BENCH_SIZE": "tiny", "FASTDNC_BENCH_SLOWDOWN": slowdown}
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        str(ROOT / "benchmarks" / "test_benchmarks.py"),
-        "-k",
-        "full or train",
-        "--benchmark-max-time=0.05",
-        f"--benchmark-json={out}",
-    ]
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+def run_suite(out: Path, monkeypatch, slowdown: str = "") -> None:
+    monkeypatch.setenv(cases.SLOWDOWN_ENV, slowdown)
+    suite.run(out, size="tiny", min_rounds=1, args=("-k", "full or train", "--benchmark-max-time=0.05"))
 
 
-def test_the_command_catches_a_slowed_product(tmp_path):
-    suite(tmp_path / "old.json")
-    suite(tmp_path / "new.json", "full=30")
+def test_the_command_catches_a_slowed_product(tmp_path, monkeypatch):
+    run_suite(tmp_path / "old.json", monkeypatch)
+    run_suite(tmp_path / "new.json", monkeypatch, "full=30")
     proc = subprocess.run(
         [
             sys.executable,
@@ -129,3 +128,18 @@ def test_the_command_catches_a_slowed_product(tmp_path):
     assert not any(
         line.startswith("| train/") and "slower" in line and "30" in line for line in proc.stdout.splitlines()
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--new", "x.json"], "--new only goes with --compare OLD.json"),
+        (["--new", "x.json", "--repeat", "y.json"], "--new and --repeat only go with --compare OLD.json"),
+        (["--quick", "--compare", "x.json"], "--quick and --compare are two different runs: give one"),
+    ],
+)
+def test_options_of_another_run_are_refused_before_anything_runs(args, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastdnc", "bench", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == f"fastdnc bench: error: {message}", proc.stderr
