@@ -40,7 +40,7 @@ import gpu_model  # noqa: E402
 import suite_page  # noqa: E402
 
 from fastdnc import safe_read  # noqa: E402
-from fastdnc.bench import suite  # noqa: E402
+from fastdnc.bench import compare, suite  # noqa: E402
 from fastdnc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 JSON = Path(__file__).parent / "results" / "benchmarks.json"
@@ -306,13 +306,14 @@ def machine() -> dict[str, str]:
     }
 
 
-def measure(names, kept: dict | None = None) -> dict:
+def measure(names, kept: dict | None = None, now: dict | None = None) -> dict:
     """Run the blocks ``names`` and return the run's record: the blocks, the machine, each block's
     seconds and each script's METRICS. Given the ``kept`` record of an earlier run, its other blocks
     stay. The record's ``machine`` is this run's when it measured every block of ``make bench``
     (all but :data:`APART`), else the kept one; every block measured on another run is listed under
-    ``"measured_apart"`` with that run's machine, commit and date."""
-    now = machine()
+    ``"measured_apart"`` with that run's machine, commit and date. ``now``: this run's machine, taken
+    before anything this run writes makes the checkout look changed (default: taken here)."""
+    now = now or machine()
     kept = kept or {}
     base = kept.get("machine", now)
     origin = {name: kept.get("measured_apart", {}).get(name, base) for name in kept.get("blocks", {})}
@@ -341,7 +342,7 @@ def suite_page_text(suite_json: Path = SUITE, repeat_json: Path = REPEAT) -> str
     run is of the same commit."""
     data = safe_read.read_json(suite_json, "benchmark suite results")
     repeat = safe_read.read_json(repeat_json, "benchmark suite results") if repeat_json.exists() else None
-    if repeat is not None and repeat.get("commit_info") != data.get("commit_info"):
+    if repeat is not None and compare.commit_of(repeat) != compare.commit_of(data):
         repeat = None  # another commit's run: its drift would include the code's changes
     return suite_page.page(
         data,
@@ -404,16 +405,17 @@ def main() -> None:
     elif a.repeat:
         suite.run(REPEAT)
     else:  # make bench: the pytest-benchmark suite, then every block but those apart
+        now = machine()  # before the suite rewrites its kept JSON: the commit as it was run
         t0 = time.perf_counter()
         suite.run(SUITE)
         suite_seconds = round(time.perf_counter() - t0, 1)
-        if REPEAT.exists() and safe_read.read_json(REPEAT, "benchmark suite results").get("commit_info") != (
-            safe_read.read_json(SUITE, "benchmark suite results").get("commit_info")
+        if REPEAT.exists() and compare.commit_of(safe_read.read_json(REPEAT, "benchmark suite results")) != (
+            compare.commit_of(safe_read.read_json(SUITE, "benchmark suite results"))
         ):
             REPEAT.unlink()  # a repeat of other code: make bench-repeat measures this commit's noise again
         kept = safe_read.read_json(a.json, "benchmark record") if a.json.exists() else None
         apart = [name for name in APART if kept is None or name not in kept.get("blocks", {})]
-        record = measure([name for name in BLOCKS if name not in APART] + apart, kept)
+        record = measure([name for name in BLOCKS if name not in APART] + apart, kept, now)
         record["seconds"]["suite"] = suite_seconds
     atomic_write_text(Path(a.out).parent / "bench-suite.md", suite_page_text())
     if record is not None:

@@ -92,7 +92,8 @@ def drift(first: dict, second: dict) -> dict[tuple[str, str], float]:
     return {key: abs(math.log(b[key].value / a[key].value)) for key in a.keys() & b.keys() if a[key].value > 0}
 
 
-def _commit(run: dict) -> str | None:
+def commit_of(run: dict) -> str | None:
+    """The commit a suite run measured (pytest-benchmark's ``commit_info.id``), if it says."""
     info = run.get("commit_info")
     return info.get("id") if isinstance(info, dict) else None
 
@@ -100,9 +101,9 @@ def _commit(run: dict) -> str | None:
 def repeat_noise(old: dict, repeat: dict) -> dict[tuple[str, str], float]:
     """Each ratio's drift between ``old`` and ``repeat``, a second run of the suite at ``old``'s commit
     (a ValueError when the repeat ran other code: its drift would include the code's changes)."""
-    if _commit(repeat) != _commit(old):
+    if commit_of(repeat) != commit_of(old):
         raise ValueError(
-            f"the repeat run is of commit {_commit(repeat)}, the old run of {_commit(old)}: a repeat must "
+            f"the repeat run is of commit {commit_of(repeat)}, the old run of {commit_of(old)}: a repeat must "
             "run the same code (make bench-repeat right after make bench)"
         )
     return drift(old, repeat)
