@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_peak, md_table, median_time  # noqa: E402
+from common import command_run, matmul_peak, md_table, median_time  # noqa: E402
 
 import fastdnc as fd  # noqa: E402
 
@@ -149,16 +149,11 @@ print(time.perf_counter() - t0)
 }
 
 
-def _seconds(work) -> float:
-    import tempfile
-
+def _seconds(work, again: bool = False) -> float:
     if isinstance(work, str):
         out = subprocess.run([sys.executable, "-c", work], check=True, capture_output=True, text=True).stdout
         return float(out.strip().splitlines()[-1])
-    with tempfile.TemporaryDirectory() as folder:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "fastdnc", *work, "--out", folder, "--quiet"], check=True)
-        return time.perf_counter() - t0
+    return command_run(work, again)[0]
 
 
 def loaded_operations() -> str:
@@ -170,7 +165,7 @@ def loaded_operations() -> str:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             time.sleep(0.5)
-            loaded = _seconds(work)
+            loaded = _seconds(work, again=True)
         finally:
             busy.kill()
             busy.wait()

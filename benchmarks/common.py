@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from fastdnc.bench.timing import matmul_peak, median_time  # noqa: F401 - the scripts' timer, re-exported
 
@@ -41,3 +46,24 @@ def ratio_cell(value: float | PeerFailure | None, base: float, fmt: str = "{:.1f
 def timed(times: dict) -> dict[str, float]:
     """The entries of ``times`` that are measurements (not failures)."""
     return {k: v for k, v in times.items() if isinstance(v, float)}
+
+
+_COMMANDS: dict[tuple[str, ...], tuple[float, dict]] = {}
+
+
+def command_run(args: list[str], again: bool = False) -> tuple[float, dict]:
+    """Wall time and ``results.json`` of ``fastdnc ARGS --out FRESH_FOLDER --quiet`` in a fresh process,
+    measured once per benchmark run and shared by the blocks that report it (the real-data block and
+    the loaded-machine block both time the real presets alone); ``again``: measure anew (e.g. beside
+    a busy core)."""
+    key = tuple(args)
+    if again or key not in _COMMANDS:
+        with tempfile.TemporaryDirectory() as folder:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "fastdnc", *args, "--out", folder, "--quiet"], check=True)
+            wall = time.perf_counter() - t0
+            results = json.loads((Path(folder) / "results.json").read_text())
+        if again:
+            return wall, results
+        _COMMANDS[key] = (wall, results)
+    return _COMMANDS[key]

@@ -91,7 +91,7 @@ def test_benchmark(benchmark, group, impl):
         benchmark.pedantic(lambda: None, rounds=1)
         return
     try:
-        result = benchmark(fn)
+        result = benchmark.pedantic(fn, rounds=c.rounds) if c.rounds else benchmark(fn)
     except Exception as e:  # noqa: BLE001 - a failing peer is recorded as failed with its error
         if impl == "fastdnc":
             raise
