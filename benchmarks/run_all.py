@@ -342,14 +342,8 @@ def suite_page_text(suite_json: Path = SUITE, repeat_json: Path = REPEAT) -> str
     run is of the same commit."""
     data = safe_read.read_json(suite_json, "benchmark suite results")
     repeat = safe_read.read_json(repeat_json, "benchmark suite results") if repeat_json.exists() else None
-    if repeat is not None and compare.commit_of(repeat) != compare.commit_of(data):
-        repeat = None  # another commit's run: its drift would include the code's changes
-    return suite_page.page(
-        data,
-        os.path.relpath(suite_json.resolve(), ROOT),
-        repeat,
-        os.path.relpath(repeat_json.resolve(), ROOT) if repeat is not None else "",
-    )
+    source, repeat_source = (os.path.relpath(path.resolve(), ROOT) for path in (suite_json, repeat_json))
+    return suite_page.page(data, source, repeat, repeat_source)
 
 
 def took(seconds: dict[str, float]) -> str:

@@ -72,8 +72,8 @@ def ratios(run: dict) -> dict[tuple[str, str], Ratio]:
             key = f"{info['group']}/{info['case']}"
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"benchmark {i} of the results is not one the suite wrote ({e!r})") from None
-        if not (math.isfinite(median) and math.isfinite(spread)):
-            raise ValueError(f"benchmark {i} of the results has a non-finite median or spread")
+        if not (math.isfinite(median) and math.isfinite(spread) and median > 0):
+            raise ValueError(f"benchmark {i} of the results has a non-positive or non-finite median or spread")
         timings.setdefault(key, {})[str(info["impl"])] = (median, spread)
     out = {}
     for key, impls in timings.items():
@@ -81,7 +81,7 @@ def ratios(run: dict) -> dict[tuple[str, str], Ratio]:
             continue
         ours, s_ours = impls["fastdnc"]
         for name, (median, spread) in impls.items():
-            if name != "fastdnc" and median > 0:
+            if name != "fastdnc":
                 out[(key, name)] = Ratio(ours / median, math.hypot(s_ours, spread))
     return out
 
@@ -89,7 +89,7 @@ def ratios(run: dict) -> dict[tuple[str, str], Ratio]:
 def drift(first: dict, second: dict) -> dict[tuple[str, str], float]:
     """``|log(r_second / r_first)|`` of every ratio in both runs: how far it moved between them."""
     a, b = ratios(first), ratios(second)
-    return {key: abs(math.log(b[key].value / a[key].value)) for key in a.keys() & b.keys() if a[key].value > 0}
+    return {key: abs(math.log(b[key].value / a[key].value)) for key in a.keys() & b.keys()}
 
 
 def commit_of(run: dict) -> str | None:
@@ -101,10 +101,13 @@ def commit_of(run: dict) -> str | None:
 def repeat_noise(old: dict, repeat: dict) -> dict[tuple[str, str], float]:
     """Each ratio's drift between ``old`` and ``repeat``, a second run of the suite at ``old``'s commit
     (a ValueError when the repeat ran other code: its drift would include the code's changes)."""
-    if commit_of(repeat) != commit_of(old):
+    if commit_of(old) is None or commit_of(repeat) != commit_of(old):
+        said = [
+            f"the {name} run {'does not say its commit' if c is None else f'is of commit {c}'}"
+            for name, c in (("repeat", commit_of(repeat)), ("old", commit_of(old)))
+        ]
         raise ValueError(
-            f"the repeat run is of commit {commit_of(repeat)}, the old run of {commit_of(old)}: a repeat must "
-            "run the same code (make bench-repeat right after make bench)"
+            f"{said[0]}, {said[1]}: a repeat must run the same code (make bench-repeat right after make bench)"
         )
     return drift(old, repeat)
 

@@ -77,6 +77,8 @@ def test_a_repeat_run_widens_each_band_to_twice_its_drift():
     assert widened["layer/b"].band == pytest.approx(compare.FLOOR)
     with pytest.raises(ValueError, match="a repeat must run the same code"):
         compare.repeat_noise(old, {**repeat, "commit_info": {"id": "def"}})
+    with pytest.raises(ValueError, match="a repeat must run the same code"):  # neither says its commit
+        compare.repeat_noise(OLD, run(rows))
 
 
 def test_failed_peers_and_foreign_files_are_handled(tmp_path):
@@ -96,6 +98,9 @@ def test_failed_peers_and_foreign_files_are_handled(tmp_path):
         compare.ratios(crafted)
     crafted["benchmarks"][0]["stats"] = {"median": float("nan")}
     with pytest.raises(ValueError, match="non-finite"):
+        compare.ratios(crafted)
+    crafted["benchmarks"][0]["stats"] = {"median": 0.0}  # a ratio of 0 would end in log(0)
+    with pytest.raises(ValueError, match="non-positive"):
         compare.ratios(crafted)
 
 
